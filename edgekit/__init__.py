@@ -1,0 +1,16 @@
+"""edgekit: take a PyTorch model to edge runtimes and prove it still works there."""
+__version__ = "0.1.0"
+
+
+def export(*args, **kwargs):
+    """See :func:`edgekit.api.export`."""
+    from edgekit.api import export as _export
+
+    return _export(*args, **kwargs)
+
+
+def validate(*args, **kwargs):
+    """See :func:`edgekit.api.validate_run`."""
+    from edgekit.api import validate_run
+
+    return validate_run(*args, **kwargs)

@@ -1,0 +1,133 @@
+"""The Python API; the CLI is a thin layer over these functions."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgekit import __version__
+from edgekit.artifact import Manifest, read_manifest, verify_files
+from edgekit.backends import get_backend
+from edgekit.config import TargetProfile, load_profiles, parse_profile
+from edgekit.errors import EdgekitError
+from edgekit.fsutil import RUN_MARKER, staged_folder, write_json, write_text
+from edgekit.reference import Reference, build_reference, load_reference, save_reference
+from edgekit.report import write_reports
+from edgekit.source import load_source
+from edgekit.validate.gates import Status
+from edgekit.validate.validate import Stage, Validation, failure, validate
+
+REFERENCE_FILE = "reference.npz"
+PROFILE_FILE = "profile.toml"
+MANIFEST_FILE = "manifest.json"
+VALIDATION_FILE = "validation.json"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    source: str
+    folder: Path
+    torch_accuracy: float | None
+    rows: tuple[Validation, ...]
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status is Status.FAIL for r in self.rows)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _export_target(reference: Reference, profile: TargetProfile, folder: Path, progress: Progress) -> Validation:
+    folder.mkdir()
+    write_text(folder / PROFILE_FILE, profile.text)
+    try:
+        backend = get_backend(profile.backend)
+        progress(f"{profile.name}: exporting")
+        manifest = backend.export(reference.spec, profile, folder, reference.source)
+    except Exception as exc:  # one target's failure never stops the others
+        return failure(profile, Stage.EXPORT, _reason(exc))
+    write_text(folder / MANIFEST_FILE, manifest.to_json())
+    progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
+    return validate(reference, lambda: backend.open(folder, manifest, profile), manifest, profile)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, EdgekitError):
+        return str(exc)
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, allow_pickle: bool = False,
+           progress: Progress = _quiet) -> RunResult:
+    """Load ``source``, export it for every target, validate each against torch on real data, write a run folder.
+
+    The folder appears only when complete; a failing target becomes a row with its stage and reason."""
+    profiles = load_profiles(targets) if isinstance(targets, str) else list(targets)
+    progress(f"loading {source}")
+    spec = load_source(source, allow_pickle=allow_pickle)
+    reference = build_reference(spec, source)
+    with staged_folder(Path(out)) as stage:
+        save_reference(reference, stage / REFERENCE_FILE)
+        rows = []
+        for profile in profiles:
+            rows.append(_export_target(reference, profile, stage / profile.name, progress))
+            write_json(stage / profile.name / VALIDATION_FILE, rows[-1])
+        rows = tuple(rows)
+        result = RunResult(source, Path(out), reference.accuracy(), rows)
+        write_json(stage / RUN_MARKER, {
+            "schema": "edgekit.run/1", "edgekit": __version__, "source": source, "task": spec.task,
+            "inputs": list(spec.input_names), "outputs": list(spec.output_names),
+            "attention_outputs": list(spec.attention_outputs), "labels": list(spec.labels),
+            "torch_accuracy": result.torch_accuracy, "targets": [p.name for p in profiles]})
+        write_reports(stage, result)
+    return result
+
+
+def _read_run(folder: Path) -> dict:
+    marker = folder / RUN_MARKER
+    if not marker.is_file():
+        raise EdgekitError(f"{folder} is not a run folder (no {RUN_MARKER}); make one with `edgekit export`")
+    try:
+        return json.loads(marker.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise EdgekitError(f"{marker}: not valid JSON ({exc})") from None
+
+
+def _revalidate(reference: Reference, folder: Path) -> Validation:
+    if not folder.is_dir():
+        raise EdgekitError(f"{folder} is missing from the run folder")
+    profile_path = folder / PROFILE_FILE
+    if not profile_path.is_file():
+        raise EdgekitError(f"{folder}: {PROFILE_FILE} is missing")
+    profile = parse_profile(profile_path.read_text(encoding="utf-8"), str(profile_path))
+    if not (folder / MANIFEST_FILE).is_file():
+        previous = folder / VALIDATION_FILE
+        reason = json.loads(previous.read_text())["reason"] if previous.is_file() else "no manifest"
+        return failure(profile, Stage.EXPORT, reason)
+    manifest: Manifest = read_manifest(folder / MANIFEST_FILE)
+    verify_files(folder, manifest)
+    backend = get_backend(manifest.backend)
+    result = validate(reference, lambda: backend.open(folder, manifest, profile), manifest, profile)
+    write_json(folder / VALIDATION_FILE, result)
+    return result
+
+
+def validate_run(run_dir: str | Path, progress: Progress = _quiet) -> RunResult:
+    """Validate every artifact of a run folder again, on its runtime, with the gates it was exported under."""
+    folder = Path(run_dir)
+    run = _read_run(folder)
+    reference = load_reference(folder / REFERENCE_FILE, run["source"], tuple(run["inputs"]), tuple(run["outputs"]),
+                               run.get("task"))
+    rows = []
+    for name in run["targets"]:
+        progress(f"{name}: validating")
+        rows.append(_revalidate(reference, folder / name))
+    result = RunResult(run["source"], folder, reference.accuracy(), tuple(rows))
+    write_reports(folder, result)
+    return result

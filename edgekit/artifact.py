@@ -1,0 +1,94 @@
+"""Artifacts: a model file (or files) in a target folder, described by a manifest."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError
+
+MANIFEST_SCHEMA = "edgekit.manifest/1"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | str, ...]  # a str is a dynamic dimension, e.g. "batch"
+    dtype: str  # numpy dtype name
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What was asked for, and what the runtime really uses, read back from the runtime, not assumed."""
+
+    declared: str
+    compute: str  # e.g. "float32", "bf16", "int8"
+    weights: str  # storage type of the weights, e.g. "float32", "float16", "int8"
+    evidence: dict[str, Any] = field(default_factory=dict)  # what the read-back saw (op/tensor type counts, hints)
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # relative to the target folder
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str
+    target: str
+    backend: str
+    layout: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    precision: Precision
+    files: tuple[FileEntry, ...]
+    versions: dict[str, str]
+    batch_sizes: tuple[int, ...] | None = None  # fixed batch sizes (one signature each), None when dynamic
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema: str = MANIFEST_SCHEMA
+
+    @property
+    def model_file(self) -> str:
+        return self.files[0].path
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
+
+
+def file_entry(folder: Path, relative: str) -> FileEntry:
+    data = (folder / relative).read_bytes()
+    return FileEntry(relative, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def read_manifest(path: Path) -> Manifest:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("schema") != MANIFEST_SCHEMA:
+            raise ValueError(f"schema {raw.get('schema')!r} is not {MANIFEST_SCHEMA}")
+        specs = lambda items: tuple(TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in items)  # noqa: E731
+        p = raw["precision"]
+        return Manifest(
+            raw["source"], raw["target"], raw["backend"], raw["layout"], specs(raw["inputs"]), specs(raw["outputs"]),
+            Precision(p["declared"], p["compute"], p["weights"], p.get("evidence", {}), tuple(p.get("warnings", ()))),
+            tuple(FileEntry(**f) for f in raw["files"]), raw["versions"],
+            tuple(raw["batch_sizes"]) if raw.get("batch_sizes") else None, raw.get("extra", {}))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EdgekitError(f"{path}: not a readable manifest ({exc})") from None
+
+
+def verify_files(folder: Path, manifest: Manifest) -> None:
+    """Refuse paths outside the folder and files whose hash changed since export."""
+    root = folder.resolve()
+    for entry in manifest.files:
+        path = (folder / entry.path).resolve()
+        if Path(entry.path).is_absolute() or not path.is_relative_to(root):
+            raise EdgekitError(f"{folder}: manifest path {entry.path!r} leaves the folder")
+        if not path.is_file():
+            raise EdgekitError(f"{folder}: {entry.path} is missing")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != entry.sha256:
+            raise EdgekitError(f"{folder}: {entry.path} does not match its manifest hash (modified after export?)")

@@ -1,0 +1,63 @@
+"""The backend Protocol and the registry. Backend modules are imported on first use, so a user who installs
+only one runtime (``pip install edgekit[onnx]``) never imports the others."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgekit.artifact import Manifest
+from edgekit.config import TargetProfile
+from edgekit.errors import EdgekitError
+from edgekit.spec import ModelSpec
+
+
+class Session(Protocol):
+    """A loaded artifact on its runtime. Inputs and outputs by name, in the artifact's own layout and dtypes."""
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class Backend(Protocol):
+    name: str
+    extra: str  # the pip extra that installs its runtime
+    precisions: tuple[str, ...]  # precisions this backend can produce
+
+    def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
+        """Write the artifact's files into ``folder`` and describe them, with the precision read back."""
+
+    def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> Session:
+        """Load the artifact on its runtime with the profile's options."""
+
+
+_MODULES = {
+    "onnx": "edgekit.backends.onnx",
+    "openvino": "edgekit.backends.openvino",
+    "tflite": "edgekit.backends.tflite",
+}
+_LOADED: dict[str, Backend] = {}
+
+
+def register(module_path: str, name: str) -> None:
+    """Add a backend module (one that defines ``BACKEND``) under ``name``; user plugins call this."""
+    _MODULES[name] = module_path
+    _LOADED.pop(name, None)
+
+
+def registered() -> list[str]:
+    return list(_MODULES)
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _MODULES:
+        raise EdgekitError(f"unknown backend {name!r}; registered: {', '.join(_MODULES)}")
+    if name not in _LOADED:
+        try:
+            module = importlib.import_module(_MODULES[name])
+        except ImportError as exc:
+            raise EdgekitError(f"backend {name!r} needs a package that is not installed ({exc.name}): "
+                               f"pip install 'edgekit[{name}]'") from None
+        _LOADED[name] = module.BACKEND
+    return _LOADED[name]

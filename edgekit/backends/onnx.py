@@ -1,0 +1,125 @@
+"""ONNX: torch.onnx dynamo exporter (onnxscript) with a dynamic batch axis, checked by onnx.checker, run in
+onnxruntime on the CPU execution provider."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
+from edgekit.config import TargetProfile
+from edgekit.errors import EdgekitError
+from edgekit.spec import ModelSpec
+
+ort.set_default_logger_severity(3)
+logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
+
+MODEL_FILE = "model.onnx"
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
+                 "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+def _dtype_name(elem_type: int) -> str:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+
+
+def _specs(values) -> tuple[TensorSpec, ...]:
+    out = []
+    for v in values:
+        dims = tuple(d.dim_param or d.dim_value if d.HasField("dim_value") or d.dim_param else "?"
+                     for d in v.type.tensor_type.shape.dim)
+        out.append(TensorSpec(v.name, dims, _dtype_name(v.type.tensor_type.elem_type)))
+    return tuple(out)
+
+
+def batch_dims(spec: ModelSpec) -> tuple[dict[int, torch.export.Dim], ...]:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    return tuple({0: batch} for _ in spec.example_inputs)
+
+
+def read_precision(path: Path, declared: str, threads: int = 1) -> Precision:
+    """What onnxruntime really runs: the types of the graph that its optimizer leaves, read back from the file
+    onnxruntime writes after optimization (not from what was asked for)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = os.path.join(tmp, "optimized.onnx")
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = optimized
+        options.intra_op_num_threads = threads
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(optimized).graph
+    weights: Counter[str] = Counter()  # elements per storage type; shape constants (int64) are not weights
+    for t in graph.initializer:
+        if t.data_type != onnx.TensorProto.INT64:
+            weights[_dtype_name(t.data_type)] += int(np.prod(t.dims))
+    ops = Counter(n.op_type for n in graph.node)
+    quantized = sum(c for op, c in ops.items() if op in QUANTIZED_OPS)
+    value_types = Counter(_dtype_name(v.type.tensor_type.elem_type) for v in graph.value_info)
+    if quantized:
+        compute = "int8"
+    elif value_types.get("float16", 0) > value_types.get("float32", 0):
+        compute = "float16"
+    else:
+        compute = "float32"
+    weight_type = weights.most_common(1)[0][0] if weights else "none"
+    return Precision(declared, compute, weight_type,
+                     {"weight_elements": dict(weights), "quantized_ops": quantized,
+                      "activation_types": dict(value_types), "provider": "CPUExecutionProvider"})
+
+
+class OnnxSession:
+    def __init__(self, path: Path, threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._outputs, self._session.run(self._outputs, inputs)))
+
+
+class OnnxBackend:
+    name = "onnx"
+    extra = "onnx"
+    precisions = ("fp32",)
+
+    def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
+        if profile.precision not in self.precisions:
+            raise EdgekitError(f"{profile.name}: the onnx backend cannot make {profile.precision} yet")
+        if profile.runtime.layout != "NCHW":
+            raise EdgekitError(f"{profile.name}: the onnx backend keeps the model's NCHW layout; "
+                               "set layout = \"NCHW\"")
+        path = folder / MODEL_FILE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=True, external_data=False,
+                              input_names=list(spec.input_names), output_names=list(spec.output_names),
+                              dynamic_shapes=batch_dims(spec), opset_version=profile.runtime.opset,
+                              verbose=False, report=False)
+        onnx.checker.check_model(str(path), full_check=True)
+        model = onnx.load(str(path))
+        precision = read_precision(path, profile.precision)
+        return Manifest(source, profile.name, self.name, "NCHW", _specs(model.graph.input), _specs(model.graph.output),
+                        precision, (file_entry(folder, MODEL_FILE),), self.versions(), None,
+                        {"opset": profile.runtime.opset, "threads": profile.runtime.threads})
+
+    def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> OnnxSession:
+        return OnnxSession(folder / manifest.model_file, profile.runtime.threads)
+
+    @staticmethod
+    def versions() -> dict[str, str]:
+        import onnxscript
+
+        return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
+                "onnxruntime": ort.__version__}
+
+
+BACKEND = OnnxBackend()

@@ -1,0 +1,108 @@
+"""The edgekit command line: argparse subcommands over edgekit.api, no logic of its own.
+
+Exit codes: 0 every target passed (or warned), 1 a gate or a target failed, 2 bad input."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+DEMO_MODELS = ("cnn", "attention", "fusion", "transformer")
+
+
+def _progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def _print_result(result) -> None:
+    from edgekit.report import rows_table, text_table
+
+    print(f"\n{result.source} -> {result.folder}")
+    print(text_table(rows_table(result)))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edgekit.api import export
+
+    result = export(args.source, args.target, args.out, allow_pickle=args.allow_pickle, progress=_progress)
+    _print_result(result)
+    return 1 if result.failed else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from edgekit.api import validate_run
+
+    result = validate_run(args.run_dir, progress=_progress)
+    _print_result(result)
+    return 1 if result.failed else 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from edgekit.config import known_profiles, load_profile
+
+    for name, path in known_profiles().items():
+        try:
+            p = load_profile(str(path))
+            print(f"{name:28s} {p.backend:9s} {p.precision:13s} {p.description}")
+        except EdgekitError as exc:
+            print(f"{name:28s} INVALID  {exc}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgekit.api import export
+
+    failed = False
+    for name in args.models:
+        result = export(f"zoo:{name}", args.target, Path(args.out) / name, progress=_progress)
+        _print_result(result)
+        failed |= result.failed
+    print(f"\nrun folders (artifacts, manifests, report.md, report.json) are in {args.out}/")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgekit", description="Export PyTorch models to edge runtimes and "
+                                     "prove they still work there.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="export a model for one or more targets and validate each against torch")
+    p.add_argument("source", help="zoo:NAME | path/file.py:factory | package.module:factory | file.pt2")
+    p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
+    p.add_argument("--out", required=True, help="the run folder to write (replaced if it is an earlier run)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("validate", help="validate every artifact of a run folder again on its runtime")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("profiles", help="list the target profiles, one line each")
+    p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("demo", help="the whole chain on the built-in models and sample data")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--target", default="onnx-cpu-fp32")
+    p.add_argument("--models", nargs="+", choices=DEMO_MODELS, default=list(DEMO_MODELS))
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgekitError as exc:
+        print(f"edgekit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgekit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Target profiles (device profiles): frozen dataclasses loaded from TOML, unknown keys rejected."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+LAYOUTS = ("NCHW", "NHWC")
+
+# Which way is better for each gated metric; a gate on any other name is a typo and is rejected.
+LOWER_IS_BETTER = {"max_abs_error", "mean_abs_error", "accuracy_drop"}
+HIGHER_IS_BETTER = {"cosine", "sqnr_db", "top1_agreement"}
+OUTPUT_METRICS = {"max_abs_error", "mean_abs_error", "cosine", "sqnr_db", "top1_agreement"}
+TASK_METRICS = {"accuracy_drop", "top1_agreement"}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Worse than ``warn`` gives WARN, worse than ``fail`` gives FAIL ("worse" by the metric's direction)."""
+
+    warn: float
+    fail: float
+
+
+@dataclass(frozen=True)
+class Gates:
+    outputs: dict[str, dict[str, Threshold]] = field(default_factory=dict)  # output name or "*" -> metric -> gate
+    task: dict[str, Threshold] = field(default_factory=dict)
+
+    def for_output(self, name: str) -> dict[str, Threshold]:
+        return {**self.outputs.get("*", {}), **self.outputs.get(name, {})}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    threads: int = 0  # 0: all cores
+    device: str = "CPU"
+    layout: str = "NCHW"
+    batch_sizes: tuple[int, ...] = (1, 8)  # for runtimes without a dynamic batch (TFLite)
+    precision_hint: str | None = None  # OpenVINO INFERENCE_PRECISION_HINT; None leaves the runtime's default
+    compress_weights_to_fp16: bool | None = None  # OpenVINO save_model; None leaves the default (True)
+    opset: int = 18
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    backend: str
+    precision: str
+    description: str = ""
+    device_label: str = ""  # the hardware this profile stands for, e.g. "Raspberry Pi 4 (Cortex-A72)"
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    gates: Gates = field(default_factory=Gates)
+    path: str = ""
+    text: str = ""  # the TOML it came from, copied into each run so re-validation uses the same gates
+
+
+_TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "runtime", "gates"}
+_RUNTIME_KEYS = {f for f in RuntimeOptions.__dataclass_fields__}
+
+
+def _reject_unknown(where: str, got: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(got) - allowed)
+    if unknown:
+        raise EdgekitError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _threshold(where: str, value: Any, metric: str) -> Threshold:
+    if not isinstance(value, dict):
+        raise EdgekitError(f"{where}: gate {metric!r} must be a table like {{ warn = 1e-5, fail = 1e-4 }}")
+    _reject_unknown(f"{where}.{metric}", value, {"warn", "fail"})
+    try:
+        warn, fail = float(value["warn"]), float(value["fail"])
+    except (KeyError, TypeError, ValueError):
+        raise EdgekitError(f"{where}: gate {metric!r} needs numbers for both warn and fail") from None
+    if metric in LOWER_IS_BETTER and warn > fail or metric in HIGHER_IS_BETTER and warn < fail:
+        raise EdgekitError(f"{where}: gate {metric!r} has warn={warn} beyond fail={fail}")
+    return Threshold(warn, fail)
+
+
+def _gate_table(where: str, table: dict, metrics: set[str]) -> dict[str, Threshold]:
+    _reject_unknown(where, table, metrics)
+    return {metric: _threshold(where, value, metric) for metric, value in table.items()}
+
+
+def _gates(where: str, raw: dict) -> Gates:
+    _reject_unknown(where, raw, {"outputs", "task"})
+    outputs = {name: _gate_table(f"{where}.outputs.{name}", table, OUTPUT_METRICS)
+               for name, table in raw.get("outputs", {}).items()}
+    return Gates(outputs, _gate_table(f"{where}.task", raw.get("task", {}), TASK_METRICS))
+
+
+def _runtime(where: str, raw: dict) -> RuntimeOptions:
+    _reject_unknown(where, raw, _RUNTIME_KEYS)
+    if "batch_sizes" in raw:
+        raw = {**raw, "batch_sizes": tuple(int(b) for b in raw["batch_sizes"])}
+    options = RuntimeOptions(**raw)
+    if options.layout not in LAYOUTS:
+        raise EdgekitError(f"{where}: layout {options.layout!r} is not one of {', '.join(LAYOUTS)}")
+    if not options.batch_sizes or min(options.batch_sizes) < 1:
+        raise EdgekitError(f"{where}: batch_sizes must be a non-empty list of positive integers")
+    return options
+
+
+def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgekitError(f"{path}: not valid TOML: {exc}") from None
+    _reject_unknown(path, raw, _TOP_KEYS)
+    for key in ("name", "backend", "precision"):
+        if not isinstance(raw.get(key), str):
+            raise EdgekitError(f"{path}: missing the string key {key!r}")
+    if raw["precision"] not in PRECISIONS:
+        raise EdgekitError(f"{path}: precision {raw['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    try:
+        runtime = _runtime(f"{path} [runtime]", raw.get("runtime", {}))
+    except TypeError as exc:
+        raise EdgekitError(f"{path} [runtime]: {exc}") from None
+    return TargetProfile(raw["name"], raw["backend"], raw["precision"], raw.get("description", ""),
+                         raw.get("device_label", ""), runtime, _gates(f"{path} [gates]", raw.get("gates", {})),
+                         path, text)
+
+
+def profile_dirs() -> list[Path]:
+    """Where profile names are looked up: $EDGEKIT_TARGETS (os.pathsep-separated), ./targets, the bundled ones."""
+    dirs = [Path(p) for p in os.environ.get("EDGEKIT_TARGETS", "").split(os.pathsep) if p]
+    return dirs + [Path.cwd() / "targets", Path(__file__).resolve().parents[1] / "targets"]
+
+
+def known_profiles() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in profile_dirs():
+        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else ():
+            found.setdefault(path.stem, path)
+    return found
+
+
+def load_profile(name_or_path: str) -> TargetProfile:
+    """A profile by name (see :func:`profile_dirs`) or by the path of a TOML file."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" or os.sep in name_or_path):
+        known = known_profiles()
+        if name_or_path not in known:
+            raise EdgekitError(f"unknown target {name_or_path!r}; known: {', '.join(known) or 'none'}")
+        path = known[name_or_path]
+    if not path.is_file():
+        raise EdgekitError(f"target profile {path} does not exist")
+    return parse_profile(path.read_text(encoding="utf-8"), str(path))
+
+
+def load_profiles(spec: str) -> list[TargetProfile]:
+    """A comma-separated list of profile names or paths."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise EdgekitError("no target given: pass --target NAME[,NAME...] (see `edgekit profiles`)")
+    profiles = [load_profile(n) for n in names]
+    seen: set[str] = set()
+    for p in profiles:
+        if p.name in seen:
+            raise EdgekitError(f"target {p.name!r} is given twice")
+        seen.add(p.name)
+    return profiles

@@ -1,0 +1,57 @@
+"""Reports of a run: report.json (schema edgekit.report/1), report.md, and the terminal table."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgekit.fsutil import jsonable, write_json, write_text
+
+if TYPE_CHECKING:
+    from edgekit.api import RunResult
+    from edgekit.validate.validate import Validation
+
+REPORT_SCHEMA = "edgekit.report/1"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _errors(row: Validation) -> str:
+    return ", ".join(f"{s.name} {s.max_abs_error:.2e}" for s in row.outputs) or "-"
+
+
+def _precision(row: Validation) -> str:
+    p = row.precision
+    return "-" if p is None else f"{p.declared} -> {p.compute} (weights {p.weights})"
+
+
+def rows_table(result: RunResult) -> list[list[str]]:
+    header = ["target", "status", "torch acc", "runtime acc", "max abs error per output", "precision (real)", "note"]
+    body = []
+    for row in result.rows:
+        note = f"{row.stage.value}: {row.reason}" if row.stage else "; ".join(row.warnings)
+        body.append([row.target, row.status.value, _pct(result.torch_accuracy), _pct(row.accuracy), _errors(row),
+                     _precision(row), note])
+    return [header, *body]
+
+
+def text_table(table: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(table: list[list[str]]) -> str:
+    esc = [[c.replace("|", "\\|") for c in r] for r in table]
+    lines = ["| " + " | ".join(r) + " |" for r in esc]
+    lines.insert(1, "|" + "|".join("---" for _ in table[0]) + "|")
+    return "\n".join(lines)
+
+
+def write_reports(folder: Path, result: RunResult) -> None:
+    write_json(folder / "report.json", {"schema": REPORT_SCHEMA, "source": result.source,
+                                        "torch_accuracy": result.torch_accuracy,
+                                        "rows": jsonable(list(result.rows))})
+    write_text(folder / "report.md", f"# edgekit run: {result.source}\n\n{markdown_table(rows_table(result))}\n")

@@ -1,0 +1,19 @@
+"""What a model source yields: the module, its example inputs, and the names the rest of the chain uses."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A factory's answer. ``example_inputs`` should have a batch of >= 2 so exporters keep the batch dynamic."""
+
+    module: torch.nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    task: str | None = None  # a name in edgekit.data.tasks, for task accuracy on real data
+    attention_outputs: tuple[str, ...] = ()  # outputs that are attention weights (rows sum to 1)
+    labels: tuple[str, ...] = field(default=())

@@ -1,0 +1,36 @@
+"""Gates: compare a measured value with a profile's warn/fail thresholds."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from edgekit.config import HIGHER_IS_BETTER, Threshold
+
+
+class Status(str, Enum):
+    PASS = "PASS"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    subject: str  # an output name, or "task"
+    metric: str
+    value: float
+    warn: float
+    fail: float
+    status: Status
+
+
+def check(subject: str, metric: str, value: float, gate: Threshold) -> Check:
+    if metric in HIGHER_IS_BETTER:
+        status = Status.FAIL if value < gate.fail else Status.WARN if value < gate.warn else Status.PASS
+    else:
+        status = Status.FAIL if value > gate.fail else Status.WARN if value > gate.warn else Status.PASS
+    return Check(subject, metric, value, gate.warn, gate.fail, status)
+
+
+def worst(statuses) -> Status:
+    order = [Status.PASS, Status.WARN, Status.FAIL]
+    return max(statuses, key=order.index, default=Status.PASS)

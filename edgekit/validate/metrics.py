@@ -1,0 +1,37 @@
+"""Error statistics of one output against the reference: max/mean abs, cosine, SQNR, top-1 agreement."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SQNR_CAP_DB = 300.0  # identical outputs have infinite SQNR; JSON has no infinity
+
+
+@dataclass(frozen=True)
+class OutputStats:
+    name: str
+    shape: tuple[int, ...]
+    max_abs_error: float
+    mean_abs_error: float
+    cosine: float
+    sqnr_db: float
+    top1_agreement: float | None = None  # for 2-D class scores only
+
+    def metric(self, name: str) -> float | None:
+        return getattr(self, name)
+
+
+def output_stats(name: str, reference: np.ndarray, actual: np.ndarray) -> OutputStats:
+    ref = reference.astype(np.float64).ravel()
+    act = actual.astype(np.float64).ravel()
+    diff = act - ref
+    norms = np.linalg.norm(ref) * np.linalg.norm(act)
+    cosine = float(ref @ act / norms) if norms > 0 else float(np.array_equal(ref, act))
+    noise = float(diff @ diff)
+    sqnr = SQNR_CAP_DB if noise == 0 else min(SQNR_CAP_DB, 10 * np.log10(max(float(ref @ ref), 1e-300) / noise))
+    agreement = None
+    if reference.ndim == 2 and reference.shape[1] > 1:
+        agreement = float((reference.argmax(1) == actual.argmax(1)).mean())
+    return OutputStats(name, tuple(reference.shape), float(np.abs(diff).max(initial=0.0)), float(np.abs(diff).mean()),
+                       cosine, float(sqnr), agreement)

@@ -1,0 +1,107 @@
+"""Validate one artifact against the Reference: output names, then shapes, then values; every failure collected."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from edgekit.artifact import Manifest, Precision
+from edgekit.backends.base import Session
+from edgekit.backends.execute import run_batched
+from edgekit.config import TargetProfile
+from edgekit.reference import Reference, task_accuracy
+from edgekit.validate.gates import Check, Status, check, worst
+from edgekit.validate.metrics import OutputStats, output_stats
+
+
+class Stage(str, Enum):
+    """The stage a target failed in."""
+
+    EXPORT = "EXPORT"
+    QUANTIZE = "QUANTIZE"
+    LOAD = "LOAD"
+    RUN = "RUN"
+    MISMATCH = "MISMATCH"
+    CRASH = "CRASH"
+    TIMEOUT = "TIMEOUT"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One target's row: PASS / WARN / FAIL from the gates, or the stage that failed and why."""
+
+    target: str
+    backend: str
+    status: Status
+    stage: Stage | None = None
+    reason: str = ""
+    samples: int = 0
+    outputs: tuple[OutputStats, ...] = ()
+    torch_accuracy: float | None = None
+    accuracy: float | None = None
+    checks: tuple[Check, ...] = ()
+    precision: Precision | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def failed_checks(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.status is Status.FAIL)
+
+
+def failure(profile: TargetProfile, stage: Stage, reason: str) -> Validation:
+    return Validation(profile.name, profile.backend, Status.FAIL, stage, reason)
+
+
+def _gate(reference: Reference, stats: list[OutputStats], accuracy: float | None,
+          profile: TargetProfile) -> list[Check]:
+    checks = []
+    for s in stats:
+        for metric, gate in profile.gates.for_output(s.name).items():
+            value = s.metric(metric)
+            if value is not None:
+                checks.append(check(s.name, metric, value, gate))
+    torch_acc = reference.accuracy()
+    logits = next((s for s in stats if s.name == reference.logits), None)
+    task_values = {"accuracy_drop": None if accuracy is None or torch_acc is None else 100 * (torch_acc - accuracy),
+                   "top1_agreement": logits.top1_agreement if logits else None}
+    for metric, gate in profile.gates.task.items():
+        if task_values.get(metric) is not None:
+            checks.append(check("task", metric, task_values[metric], gate))
+    return checks
+
+
+def validate(reference: Reference, session_factory, manifest: Manifest, profile: TargetProfile) -> Validation:
+    """``session_factory()`` opens the artifact; each stage that fails becomes the row's stage and reason."""
+    try:
+        session: Session = session_factory()
+    except Exception as exc:
+        return failure(profile, Stage.LOAD, _one_line(exc))
+    try:
+        actual = run_batched(session, manifest, reference.inputs)
+    except Exception as exc:
+        return failure(profile, Stage.RUN, _one_line(exc))
+    problems = []
+    missing = [n for n in reference.output_names if n not in actual]
+    if missing:
+        problems.append(f"missing output(s) {', '.join(missing)} (artifact has {', '.join(actual)})")
+    for name in reference.output_names:
+        if name in actual and actual[name].shape != reference.outputs[name].shape:
+            problems.append(f"output {name} has shape {actual[name].shape}, torch {reference.outputs[name].shape}")
+    if problems:
+        return failure(profile, Stage.MISMATCH, "; ".join(problems))
+    stats = [output_stats(n, reference.outputs[n], actual[n]) for n in reference.output_names]
+    accuracy = task_accuracy(actual[reference.logits], reference.labels)
+    checks = _gate(reference, stats, accuracy, profile)
+    status = worst(c.status for c in checks)
+    if manifest.precision.warnings and status is Status.PASS:
+        status = Status.WARN
+    reason = "; ".join(f"{c.subject} {c.metric} {c.value:.3g} beyond {c.fail:g}" for c in checks
+                       if c.status is Status.FAIL)
+    return Validation(profile.name, profile.backend, status, Stage.MISMATCH if reason else None, reason,
+                      len(reference.labels) if reference.labels is not None else len(next(iter(actual.values()))),
+                      tuple(stats), reference.accuracy(), accuracy, tuple(checks), manifest.precision,
+                      manifest.precision.warnings)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]

@@ -1,0 +1,52 @@
+"""Shared fixtures: every zoo model exported once per registered backend, reused by the tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
+
+from edgekit.api import RunResult, export  # noqa: E402
+from edgekit.backends import registered  # noqa: E402
+from edgekit.config import load_profile  # noqa: E402
+from edgekit.zoo import ZOO  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fp32_profile(backend: str) -> str:
+    return f"{backend}-cpu-fp32"
+
+
+BACKENDS = [b for b in registered() if (Path(__file__).parents[1] / "targets" / f"{fp32_profile(b)}.toml").is_file()]
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+_CACHE: dict[str, RunResult] = {}
+
+
+@pytest.fixture(scope="session")
+def zoo_run(runs_root):
+    """zoo_run(model) -> the run of that zoo model exported to every backend's fp32 profile (made once)."""
+    def get(model: str) -> RunResult:
+        if model not in _CACHE:
+            _CACHE[model] = export(f"zoo:{model}", [load_profile(fp32_profile(b)) for b in BACKENDS],
+                                   runs_root / model)
+        return _CACHE[model]
+    return get
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=list(ZOO))
+def zoo_model(request) -> str:
+    return request.param

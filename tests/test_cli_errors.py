@@ -1,0 +1,83 @@
+"""Bad input: a clear one-line error, exit code 2, and nothing half-written."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekit.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    lines = capsys.readouterr().err.strip().splitlines()
+    return code, "\n".join(line for line in lines if not line.lstrip().startswith(".. "))  # drop progress lines
+
+
+@pytest.mark.parametrize("source, message", [
+    ("zoo:nope", "unknown zoo model 'nope'"),
+    ("missing/model.py:build", "model file missing/model.py does not exist"),
+    (f"{FIXTURES}/user_models.py:no_such_factory", "has no factory function 'no_such_factory'"),
+    (f"{FIXTURES}/user_models.py:not_a_model", "must return a ModelSpec or (module, example_inputs)"),
+    (f"{FIXTURES}/user_models.py:build_wrong_shape", "the model does not run on its example inputs (features 4x7"),
+    ("no_such_package.models:build", "cannot import module 'no_such_package.models'"),
+    ("model_without_factory", "must be zoo:NAME, FILE.py:FACTORY"),
+    ("missing.pt2", "model file missing.pt2 does not exist"),
+])
+def test_bad_source(capsys, tmp_path, source, message):
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "export", source, "--target", "onnx-cpu-fp32", "--out", str(out))
+    assert code == 2
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\nspeed = 3\n', "unknown key 'speed'"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp64"\n', "precision 'fp64' is not one of"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[runtime]\nthreds = 2\n', "unknown key 'threds'"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[gates.outputs."*"]\nmax_abs = { warn = 1, fail = 2 }\n',
+     "unknown key 'max_abs'"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[gates.task]\ntop1_agreement = { warn = 0.9, fail = 0.99 }\n',
+     "beyond fail"),
+    ('name = "x"\nbackend = "onnx"\n', "missing the string key 'precision'"),
+    ('name = "x\n', "not valid TOML"),
+])
+def test_bad_profile(capsys, tmp_path, toml, message):
+    profile = tmp_path / "mine.toml"
+    profile.write_text(toml)
+    code, err = run_cli(capsys, "export", "zoo:cnn", "--target", str(profile), "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_target_name(capsys, tmp_path):
+    code, err = run_cli(capsys, "export", "zoo:cnn", "--target", "onnx-cpu-fp64", "--out", str(tmp_path / "r"))
+    assert code == 2 and "unknown target 'onnx-cpu-fp64'" in err
+
+
+def test_refuses_to_overwrite_a_foreign_folder(capsys, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    code, err = run_cli(capsys, "export", "zoo:cnn", "--target", "onnx-cpu-fp32", "--out", str(tmp_path))
+    assert code == 2 and "not an edgekit run folder" in err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_validate_rejects_a_non_run_folder(capsys, tmp_path):
+    code, err = run_cli(capsys, "validate", str(tmp_path))
+    assert code == 2 and "is not a run folder" in err
+
+
+def test_real_process_exit_code(tmp_path):
+    """The installed console entry point, as a user runs it."""
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "export", "zoo:nope", "--target", "onnx-cpu-fp32",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1:] == ["edgekit: error: unknown zoo model 'nope'; the zoo has: "
+                                                "cnn, attention, fusion, transformer"]
+    assert "Traceback" not in proc.stderr
