@@ -10,7 +10,7 @@ from edgekit import __version__
 from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.config import TargetProfile, load_profiles, parse_profile
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, one_line
 from edgekit.fsutil import RUN_MARKER, staged_folder, write_json, write_text
 from edgekit.reference import Reference, build_reference, load_reference, save_reference
 from edgekit.report import write_reports
@@ -50,17 +50,10 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, p
         progress(f"{profile.name}: exporting")
         manifest = backend.export(reference.spec, profile, folder, reference.source)
     except Exception as exc:  # one target's failure never stops the others
-        return failure(profile, Stage.EXPORT, _reason(exc))
+        return failure(profile, Stage.EXPORT, one_line(exc))
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
     return validate(reference, lambda: backend.open(folder, manifest, profile), manifest, profile)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, EdgekitError):
-        return str(exc)
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
 
 
 def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, allow_pickle: bool = False,

@@ -14,13 +14,8 @@ from pathlib import Path
 
 import torch
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, one_line
 from edgekit.spec import ModelSpec
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def _import_file(path: Path):
@@ -33,7 +28,7 @@ def _import_file(path: Path):
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        raise EdgekitError(f"importing {path} failed: {_first_line(exc)}") from None
+        raise EdgekitError(f"importing {path} failed: {one_line(exc)}") from None
     return module
 
 
@@ -50,7 +45,7 @@ def _load_factory(source: str):
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise EdgekitError(f"cannot import module {target!r}: {_first_line(exc)}") from None
+            raise EdgekitError(f"cannot import module {target!r}: {one_line(exc)}") from None
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise EdgekitError(f"{target} has no factory function {factory_name!r}")
@@ -59,7 +54,7 @@ def _load_factory(source: str):
     except EdgekitError:
         raise
     except Exception as exc:
-        raise EdgekitError(f"factory {source} failed: {_first_line(exc)}") from None
+        raise EdgekitError(f"factory {source} failed: {one_line(exc)}") from None
 
 
 def _load_pt2(path: Path, allow_pickle: bool) -> ModelSpec:
@@ -71,7 +66,7 @@ def _load_pt2(path: Path, allow_pickle: bool) -> ModelSpec:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise EdgekitError(f"cannot load {path}: {_first_line(exc)}") from None
+        raise EdgekitError(f"cannot load {path}: {one_line(exc)}") from None
     args, _ = program.example_inputs or ((), {})
     if not args:
         raise EdgekitError(f"{path} holds no example inputs; re-export it with torch.export.export(model, args)")
@@ -115,7 +110,7 @@ def _complete(spec: ModelSpec, source: str) -> ModelSpec:
             out = module(*spec.example_inputs)
     except Exception as exc:
         raise EdgekitError(f"{source}: the model does not run on its example inputs "
-                           f"({describe_inputs(spec.example_inputs, input_names)}): {_first_line(exc)}") from None
+                           f"({describe_inputs(spec.example_inputs, input_names)}): {one_line(exc)}") from None
     outputs = out if isinstance(out, (tuple, list)) else (out,)
     if not all(isinstance(o, torch.Tensor) for o in outputs):
         raise EdgekitError(f"{source}: the model must return a tensor or a tuple of tensors")

@@ -1,5 +1,4 @@
 """Model sources: file factories, module factories, and .pt2 archives (never unpickled unless asked)."""
-import sys
 from pathlib import Path
 
 import pytest

@@ -14,6 +14,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from edgekit.backends.common import batch_dynamic_shapes, versions
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
 from edgekit.config import TargetProfile
 from edgekit.errors import EdgekitError
@@ -38,11 +39,6 @@ def _specs(values) -> tuple[TensorSpec, ...]:
                      for d in v.type.tensor_type.shape.dim)
         out.append(TensorSpec(v.name, dims, _dtype_name(v.type.tensor_type.elem_type)))
     return tuple(out)
-
-
-def batch_dims(spec: ModelSpec) -> tuple[dict[int, torch.export.Dim], ...]:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    return tuple({0: batch} for _ in spec.example_inputs)
 
 
 def read_precision(path: Path, declared: str, threads: int = 1) -> Precision:
@@ -77,7 +73,7 @@ def read_precision(path: Path, declared: str, threads: int = 1) -> Precision:
 class OnnxSession:
     def __init__(self, path: Path, threads: int) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads  # 0: onnxruntime uses all cores
         options.log_severity_level = 3
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._outputs = [o.name for o in self._session.get_outputs()]
@@ -102,24 +98,17 @@ class OnnxBackend:
             warnings.simplefilter("ignore")
             torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=True, external_data=False,
                               input_names=list(spec.input_names), output_names=list(spec.output_names),
-                              dynamic_shapes=batch_dims(spec), opset_version=profile.runtime.opset,
+                              dynamic_shapes=batch_dynamic_shapes(spec), opset_version=profile.runtime.opset,
                               verbose=False, report=False)
         onnx.checker.check_model(str(path), full_check=True)
         model = onnx.load(str(path))
         precision = read_precision(path, profile.precision)
         return Manifest(source, profile.name, self.name, "NCHW", _specs(model.graph.input), _specs(model.graph.output),
-                        precision, (file_entry(folder, MODEL_FILE),), self.versions(), None,
+                        precision, (file_entry(folder, MODEL_FILE),), versions("onnx", "onnxscript", "onnxruntime"), None,
                         {"opset": profile.runtime.opset, "threads": profile.runtime.threads})
 
     def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> OnnxSession:
         return OnnxSession(folder / manifest.model_file, profile.runtime.threads)
-
-    @staticmethod
-    def versions() -> dict[str, str]:
-        import onnxscript
-
-        return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
-                "onnxruntime": ort.__version__}
 
 
 BACKEND = OnnxBackend()

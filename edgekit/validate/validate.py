@@ -9,6 +9,7 @@ from edgekit.backends.base import Session
 from edgekit.backends.execute import run_batched
 from edgekit.config import TargetProfile
 from edgekit.reference import Reference, task_accuracy
+from edgekit.errors import one_line
 from edgekit.validate.gates import Check, Status, check, worst
 from edgekit.validate.metrics import OutputStats, output_stats
 
@@ -47,8 +48,9 @@ class Validation:
         return tuple(c for c in self.checks if c.status is Status.FAIL)
 
 
-def failure(profile: TargetProfile, stage: Stage, reason: str) -> Validation:
-    return Validation(profile.name, profile.backend, Status.FAIL, stage, reason)
+def failure(profile: TargetProfile, stage: Stage, reason: str, precision: Precision | None = None) -> Validation:
+    return Validation(profile.name, profile.backend, Status.FAIL, stage, reason, precision=precision,
+                      warnings=precision.warnings if precision else ())
 
 
 def _gate(reference: Reference, stats: list[OutputStats], accuracy: float | None,
@@ -74,11 +76,11 @@ def validate(reference: Reference, session_factory, manifest: Manifest, profile:
     try:
         session: Session = session_factory()
     except Exception as exc:
-        return failure(profile, Stage.LOAD, _one_line(exc))
+        return failure(profile, Stage.LOAD, one_line(exc), manifest.precision)
     try:
         actual = run_batched(session, manifest, reference.inputs)
     except Exception as exc:
-        return failure(profile, Stage.RUN, _one_line(exc))
+        return failure(profile, Stage.RUN, one_line(exc), manifest.precision)
     problems = []
     missing = [n for n in reference.output_names if n not in actual]
     if missing:
@@ -87,7 +89,7 @@ def validate(reference: Reference, session_factory, manifest: Manifest, profile:
         if name in actual and actual[name].shape != reference.outputs[name].shape:
             problems.append(f"output {name} has shape {actual[name].shape}, torch {reference.outputs[name].shape}")
     if problems:
-        return failure(profile, Stage.MISMATCH, "; ".join(problems))
+        return failure(profile, Stage.MISMATCH, "; ".join(problems), manifest.precision)
     stats = [output_stats(n, reference.outputs[n], actual[n]) for n in reference.output_names]
     accuracy = task_accuracy(actual[reference.logits], reference.labels)
     checks = _gate(reference, stats, accuracy, profile)
@@ -101,7 +103,3 @@ def validate(reference: Reference, session_factory, manifest: Manifest, profile:
                       tuple(stats), reference.accuracy(), accuracy, tuple(checks), manifest.precision,
                       manifest.precision.warnings)
 
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]

@@ -1,0 +1,38 @@
+"""Helpers that several backends share."""
+from __future__ import annotations
+
+import os
+from importlib import metadata
+
+import torch
+
+from edgekit.spec import ModelSpec
+
+MAX_BATCH = 4096
+
+
+def batch_dynamic_shapes(spec: ModelSpec) -> tuple[dict[int, torch.export.Dim], ...]:
+    """Dim 0 of every input is one shared dynamic batch (the example inputs should have batch >= 2)."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    return tuple({0: batch} for _ in spec.example_inputs)
+
+
+def versions(*packages: str) -> dict[str, str]:
+    found = {"torch": torch.__version__}
+    for name in packages:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def thread_count(threads: int) -> int:
+    """A profile's thread count; 0 means all cores."""
+    return threads if threads > 0 else (os.cpu_count() or 1)
+
+
+# Normalized names for the precision a runtime computes in, whatever each runtime calls it.
+PRECISION_NAMES = {"f32": "float32", "float32": "float32", "f16": "float16", "float16": "float16",
+                   "bf16": "bfloat16", "bfloat16": "bfloat16", "i8": "int8", "u8": "int8", "int8": "int8"}
+DECLARED_COMPUTE = {"fp32": "float32", "fp16": "float16", "int8": "int8", "int8-dynamic": "int8"}

@@ -1,0 +1,185 @@
+"""OpenVINO IR: torch.export -> ov.convert_model -> ov.save_model (.xml + .bin), compiled on the profile's device.
+
+Precision is explicit. On CPUs with bf16 the CPU plugin computes in bf16 unless INFERENCE_PRECISION_HINT says
+otherwise, and save_model stores fp16 weights unless compress_to_fp16=False: a profile that leaves either
+default in force gets a warning, and the manifest says what the compiled model really runs in."""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import torch
+
+from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
+from edgekit.backends.common import DECLARED_COMPUTE, PRECISION_NAMES, batch_dynamic_shapes, versions
+from edgekit.config import TargetProfile
+from edgekit.errors import EdgekitError
+from edgekit.spec import ModelSpec
+
+MODEL_FILE = "model.xml"
+WEIGHTS_FILE = "model.bin"
+_HINTS = {"fp32": "f32", "fp16": "f16"}
+_SKIP_LAYERS = {"Const", "Input", "Output", "Parameter", "Result"}
+_CORE: ov.Core | None = None
+
+
+def core() -> ov.Core:
+    global _CORE
+    if _CORE is None:
+        _CORE = ov.Core()
+    return _CORE
+
+
+def _compress_to_fp16(profile: TargetProfile) -> bool:
+    option = profile.runtime.compress_weights_to_fp16
+    return True if option is None else option  # None: OpenVINO's own default
+
+
+def compile_config(profile: TargetProfile) -> dict[str, str]:
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if profile.runtime.precision_hint is not None:
+        config["INFERENCE_PRECISION_HINT"] = profile.runtime.precision_hint
+    if profile.runtime.threads > 0:
+        config["INFERENCE_NUM_THREADS"] = str(profile.runtime.threads)
+    return config
+
+
+def device_missing(device: str) -> str | None:
+    """Why ``device`` cannot be used on this host, or None when it can."""
+    available = core().available_devices
+    if device.split(":")[0] in ("AUTO", "MULTI", "HETERO") or device.split(".")[0] in available:
+        return None
+    return f"OpenVINO device {device!r} is not available here (available: {', '.join(available)})"
+
+
+def compile_model(path: Path, profile: TargetProfile) -> ov.CompiledModel:
+    missing = device_missing(profile.runtime.device)
+    if missing:
+        raise EdgekitError(missing)
+    return core().compile_model(str(path), profile.runtime.device, compile_config(profile))
+
+
+def _type_name(t: ov.Type) -> str:
+    return PRECISION_NAMES.get(t.get_type_name(), t.get_type_name())
+
+
+def _weight_elements(model_path: Path) -> Counter[str]:
+    weights: Counter[str] = Counter()
+    for op in core().read_model(str(model_path)).get_ops():
+        if op.get_type_name() == "Constant" and op.get_element_type().is_real():
+            weights[_type_name(op.get_element_type())] += int(np.prod(list(op.get_shape()), dtype=np.int64))
+    return weights
+
+
+def unread_precision(model_path: Path, profile: TargetProfile, why: str) -> Precision:
+    """For a device this host lacks: the weights are known, the compute precision is not."""
+    weights = _weight_elements(model_path)
+    return Precision(profile.precision, "unknown", weights.most_common(1)[0][0] if weights else "none",
+                     {"weight_elements": dict(weights), "device": profile.runtime.device},
+                     (f"{why}: compute precision not read back",))
+
+
+def read_precision(model_path: Path, compiled: ov.CompiledModel, profile: TargetProfile) -> Precision:
+    """Read back the compute precision from the compiled model's execution graph and the weight storage type
+    from the saved IR's constants."""
+    weights = _weight_elements(model_path)
+    executed: Counter[str] = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) not in _SKIP_LAYERS:
+            # outputPrecisions, not runtimePrecision: the latter names the weight type on fp16-weight layers
+            for name in info["outputPrecisions"].astype(str).split(","):
+                executed[PRECISION_NAMES.get(name.strip().lower(), name.strip().lower())] += 1
+    try:
+        hint = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    except RuntimeError:  # AUTO / MULTI do not report it; the executed graph still does
+        hint = "not reported"
+    floats = {k: v for k, v in executed.items() if k in ("float32", "float16", "bfloat16")}
+    compute = "int8" if executed.get("int8", 0) > sum(floats.values()) / 2 else max(floats, key=floats.get,
+                                                                                     default="unknown")
+    weight_type = weights.most_common(1)[0][0] if weights else "none"
+    notes = []
+    if profile.runtime.precision_hint is None:
+        notes.append(f"INFERENCE_PRECISION_HINT left at the runtime default (here {hint}; CPUs with bf16 "
+                     "compute in bf16): set precision_hint")
+    if profile.runtime.compress_weights_to_fp16 is None and profile.precision == "fp32":
+        notes.append("compress_weights_to_fp16 left at OpenVINO's default (fp16 weights): set it to false")
+    if compute != DECLARED_COMPUTE[profile.precision] and profile.precision in ("fp32", "fp16"):
+        notes.append(f"asked for {profile.precision}, the runtime computes in {compute}")
+    return Precision(profile.precision, compute, weight_type,
+                     {"inference_precision_hint": hint, "executed_layer_precisions": dict(executed),
+                      "weight_elements": dict(weights), "device": profile.runtime.device,
+                      "execution_devices": _execution_devices(compiled),
+                      "compile_config": compile_config(profile)}, tuple(notes))
+
+
+def _execution_devices(compiled: ov.CompiledModel) -> list[str]:
+    try:
+        return list(compiled.get_property("EXECUTION_DEVICES"))
+    except RuntimeError:
+        return []
+
+
+def _specs(ports) -> tuple[TensorSpec, ...]:
+    out = []
+    for port in ports:
+        dims = tuple(d.get_length() if d.is_static else "batch" if i == 0 else "?"
+                     for i, d in enumerate(port.get_partial_shape()))
+        out.append(TensorSpec(port.get_any_name(), dims, np.dtype(port.get_element_type().to_dtype()).name))
+    return tuple(out)
+
+
+class OpenVinoSession:
+    def __init__(self, compiled: ov.CompiledModel) -> None:
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._outputs = [(o, o.get_any_name()) for o in compiled.outputs]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._request.infer(inputs)
+        return {name: np.array(result[port]) for port, name in self._outputs}  # copies: the buffers are reused
+
+
+class OpenVinoBackend:
+    name = "openvino"
+    extra = "openvino"
+    precisions = ("fp32", "fp16")
+
+    def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
+        if profile.precision not in self.precisions:
+            raise EdgekitError(f"{profile.name}: the openvino backend cannot make {profile.precision} yet")
+        if profile.runtime.layout != "NCHW":
+            raise EdgekitError(f"{profile.name}: the openvino backend keeps the model's NCHW layout")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(spec.module, spec.example_inputs, dynamic_shapes=batch_dynamic_shapes(spec))
+            model = ov.convert_model(program)
+        # convert_model leaves every input dimension dynamic; pin all but the batch, so a wrong shape is refused
+        model.reshape({port: ov.PartialShape([-1, *t.shape[1:]]) for port, t in zip(model.inputs,
+                                                                                      spec.example_inputs)})
+        for port, name in zip(model.inputs, spec.input_names):
+            port.get_tensor().set_names({name})
+        for port, name in zip(model.outputs, spec.output_names):
+            port.get_tensor().set_names({name})
+        ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=_compress_to_fp16(profile))
+        missing = device_missing(profile.runtime.device)
+        if missing:  # the IR is still made for the device; validation then fails at LOAD, saying why
+            precision = unread_precision(folder / MODEL_FILE, profile, missing)
+            ports = core().read_model(str(folder / MODEL_FILE))
+        else:
+            ports = compile_model(folder / MODEL_FILE, profile)
+            precision = read_precision(folder / MODEL_FILE, ports, profile)
+        return Manifest(source, profile.name, self.name, "NCHW", _specs(ports.inputs), _specs(ports.outputs),
+                        precision, (file_entry(folder, MODEL_FILE), file_entry(folder, WEIGHTS_FILE)),
+                        {**versions("openvino"), "openvino_build": ov.get_version()}, None,
+                        {"device": profile.runtime.device, "compile_config": compile_config(profile),
+                         "compress_to_fp16": _compress_to_fp16(profile)})
+
+    def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> OpenVinoSession:
+        return OpenVinoSession(compile_model(folder / manifest.model_file, profile))
+
+
+BACKEND = OpenVinoBackend()

@@ -1,0 +1,157 @@
+"""TFLite: litert-torch converts PyTorch to a .tflite flatbuffer directly (no TensorFlow); ai-edge-litert's
+Interpreter runs it (tflite-runtime is broken with numpy 2).
+
+litert-torch cannot make a dynamic batch for models that flatten or reshape, so the model gets one signature
+per batch size of the profile ("b1", "b8", ...). NHWC profiles wrap the model with ``to_channel_last_io``."""
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
+
+from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry  # noqa: E402
+from edgekit.backends.common import DECLARED_COMPUTE, thread_count, versions  # noqa: E402
+from edgekit.config import TargetProfile  # noqa: E402
+from edgekit.errors import EdgekitError  # noqa: E402
+from edgekit.spec import ModelSpec  # noqa: E402
+
+MODEL_FILE = "model.tflite"
+
+
+def signature_name(batch: int) -> str:
+    return f"b{batch}"
+
+
+def _batch(t: torch.Tensor, size: int) -> torch.Tensor:
+    """The example input resized to ``size`` along the batch (repeating it if it is smaller)."""
+    reps = -(-size // t.shape[0])
+    return t.repeat(reps, *([1] * (t.dim() - 1)))[:size].contiguous()
+
+
+def _image_inputs(spec: ModelSpec) -> list[int]:
+    return [i for i, t in enumerate(spec.example_inputs) if t.dim() == 4 and t.is_floating_point()]
+
+
+def convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> None:
+    import litert_torch
+
+    module, nhwc = spec.module, profile.runtime.layout == "NHWC"
+    if nhwc:
+        module = litert_torch.to_channel_last_io(module, args=_image_inputs(spec)).eval()
+    converter = None
+    for size in sorted(set(profile.runtime.batch_sizes)):
+        args = tuple(_batch(t, size) for t in spec.example_inputs)
+        if nhwc:
+            args = tuple(a.permute(0, 2, 3, 1).contiguous() if i in _image_inputs(spec) else a
+                         for i, a in enumerate(args))
+        converter = (litert_torch.signature if converter is None else converter.signature)(
+            signature_name(size), module, args)
+    quant_config = None
+    if profile.precision == "fp16":
+        from litert_torch.generative.quantize import quant_recipes
+
+        quant_config = quant_recipes.full_fp16_recipe()
+    elif profile.precision != "fp32":
+        raise EdgekitError(f"{profile.name}: the tflite backend cannot make {profile.precision} yet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converter.convert(quant_config=quant_config).export(str(path))
+
+
+def _introspect(path: Path) -> Interpreter:
+    # Without the default XNNPACK delegate the op list is the model's own (no DELEGATE node)
+    interpreter = Interpreter(model_path=str(path),
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def read_precision(path: Path, declared: str) -> Precision:
+    """Weight storage and compute types from the interpreter's tensors and ops (constants vs op outputs)."""
+    interpreter = _introspect(path)
+    tensors = interpreter.get_tensor_details()
+    ops = interpreter._get_ops_details()  # the only way the Python API lists ops
+    produced = {i for op in ops for i in op["outputs"]}
+    weights: Counter[str] = Counter()
+    activations: Counter[str] = Counter()
+    for t in tensors:
+        dtype = np.dtype(t["dtype"]).name
+        if t["index"] in produced:
+            activations[dtype] += 1
+        elif t["dtype"] in (np.float32, np.float16, np.int8) and int(np.prod(t["shape"])) > 1:
+            weights[dtype] += int(np.prod(t["shape"]))
+    op_counts = Counter(op["op_name"] for op in ops)
+    if activations.get("int8", 0) > activations.get("float32", 0):
+        compute = "int8"
+    elif activations.get("float16", 0) > activations.get("float32", 0):
+        compute = "float16"
+    else:
+        compute = "float32"
+    notes = []
+    if compute != DECLARED_COMPUTE[declared]:
+        notes.append(f"asked for {declared}, the interpreter computes in {compute}"
+                     + (" (fp16 weights are dequantized to float32 on the CPU)" if declared == "fp16" else ""))
+    weight_type = weights.most_common(1)[0][0] if weights else "none"
+    return Precision(declared, compute, weight_type,
+                     {"weight_elements": dict(weights), "activation_tensors": dict(activations),
+                      "dequantize_ops": op_counts.get("DEQUANTIZE", 0), "ops": dict(op_counts)}, tuple(notes))
+
+
+def _specs(path: Path, spec: ModelSpec, batch: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    runner = Interpreter(model_path=str(path)).get_signature_runner(signature_name(batch))
+    ins, outs = runner.get_input_details(), runner.get_output_details()
+    inputs = tuple(TensorSpec(name, tuple(int(d) for d in ins[f"args_{i}"]["shape"]),
+                              np.dtype(ins[f"args_{i}"]["dtype"]).name) for i, name in enumerate(spec.input_names))
+    outputs = tuple(TensorSpec(name, tuple(int(d) for d in outs[f"output_{i}"]["shape"]),
+                               np.dtype(outs[f"output_{i}"]["dtype"]).name) for i, name in enumerate(spec.output_names))
+    return inputs, outputs
+
+
+class TfliteSession:
+    def __init__(self, path: Path, manifest: Manifest, threads: int) -> None:
+        self._interpreter = Interpreter(model_path=str(path), num_threads=thread_count(threads))
+        self._runners = {b: self._interpreter.get_signature_runner(signature_name(b)) for b in manifest.batch_sizes}
+        self._inputs = [(spec.name, f"args_{i}") for i, spec in enumerate(manifest.inputs)]
+        self._outputs = [(f"output_{i}", spec.name) for i, spec in enumerate(manifest.outputs)]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = len(next(iter(inputs.values())))
+        if batch not in self._runners:
+            raise EdgekitError(f"this TFLite model has signatures for batch {sorted(self._runners)}, not {batch}")
+        result = self._runners[batch](**{arg: inputs[name] for name, arg in self._inputs})
+        return {name: np.array(result[key]) for key, name in self._outputs}
+
+
+class TfliteBackend:
+    name = "tflite"
+    extra = "tflite"
+    precisions = ("fp32", "fp16")
+
+    def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
+        path = folder / MODEL_FILE
+        convert(spec, profile, path)
+        batch_sizes = tuple(sorted(set(profile.runtime.batch_sizes)))
+        inputs, outputs = _specs(path, spec, batch_sizes[0])
+        # the batch dimension differs per signature; the manifest names it and lists the sizes
+        inputs = tuple(TensorSpec(s.name, ("batch", *s.shape[1:]), s.dtype) for s in inputs)
+        outputs = tuple(TensorSpec(s.name, ("batch", *s.shape[1:]), s.dtype) for s in outputs)
+        return Manifest(source, profile.name, self.name, profile.runtime.layout, inputs, outputs,
+                        read_precision(path, profile.precision), (file_entry(folder, MODEL_FILE),),
+                        versions("litert-torch", "ai-edge-litert"), batch_sizes,
+                        {"signatures": {signature_name(b): b for b in batch_sizes},
+                         "signature_inputs": {s.name: f"args_{i}" for i, s in enumerate(inputs)},
+                         "signature_outputs": {s.name: f"output_{i}" for i, s in enumerate(outputs)},
+                         "threads": profile.runtime.threads})
+
+    def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> TfliteSession:
+        return TfliteSession(folder / manifest.model_file, manifest, profile.runtime.threads)
+
+
+BACKEND = TfliteBackend()
