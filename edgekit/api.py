@@ -10,6 +10,7 @@ from edgekit import __version__
 from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.config import TargetProfile, load_profiles, parse_profile
+from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.errors import EdgekitError, one_line
 from edgekit.fsutil import RUN_MARKER, staged_folder, write_json, write_text
 from edgekit.reference import Reference, build_reference, load_reference, save_reference
@@ -18,6 +19,7 @@ from edgekit.source import load_source
 from edgekit.validate.gates import Status
 from edgekit.validate.validate import Stage, Validation, failure, validate
 
+QUANTIZED = ("int8", "int8-dynamic")
 REFERENCE_FILE = "reference.npz"
 PROFILE_FILE = "profile.toml"
 MANIFEST_FILE = "manifest.json"
@@ -42,7 +44,8 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _export_target(reference: Reference, profile: TargetProfile, folder: Path, progress: Progress) -> Validation:
+def _export_target(reference: Reference, profile: TargetProfile, folder: Path, calib: CalibrationData | None,
+                   progress: Progress) -> Validation:
     folder.mkdir()
     write_text(folder / PROFILE_FILE, profile.text)
     try:
@@ -51,25 +54,40 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, p
         manifest = backend.export(reference.spec, profile, folder, reference.source)
     except Exception as exc:  # one target's failure never stops the others
         return failure(profile, Stage.EXPORT, one_line(exc))
+    if profile.precision in QUANTIZED:
+        try:
+            progress(f"{profile.name}: quantizing ({profile.precision})")
+            manifest = backend.quantize(reference.spec, profile, folder, manifest, calib)
+        except Exception as exc:
+            return failure(profile, Stage.QUANTIZE, one_line(exc))
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
     return validate(reference, lambda: backend.open(folder, manifest, profile), manifest, profile)
 
 
-def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, allow_pickle: bool = False,
-           progress: Progress = _quiet) -> RunResult:
+def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) -> dict[str, CalibrationData]:
+    """Calibration data per static-int8 profile, loaded before anything is written (bad input: exit 2)."""
+    return {p.name: load_calibration(calib, spec.input_names, spec.task, p.quantization.samples,
+                                     p.quantization.seed, p.preprocess, p.quantization.augment)
+            for p in profiles if p.precision == "int8"}
+
+
+def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, calib: str | Path | None = None,
+           allow_pickle: bool = False, progress: Progress = _quiet) -> RunResult:
     """Load ``source``, export it for every target, validate each against torch on real data, write a run folder.
 
     The folder appears only when complete; a failing target becomes a row with its stage and reason."""
     profiles = load_profiles(targets) if isinstance(targets, str) else list(targets)
     progress(f"loading {source}")
     spec = load_source(source, allow_pickle=allow_pickle)
+    calibration = _calibration(spec, profiles, calib)
     reference = build_reference(spec, source)
     with staged_folder(Path(out)) as stage:
         save_reference(reference, stage / REFERENCE_FILE)
         rows = []
         for profile in profiles:
-            rows.append(_export_target(reference, profile, stage / profile.name, progress))
+            rows.append(_export_target(reference, profile, stage / profile.name, calibration.get(profile.name),
+                                       progress))
             write_json(stage / profile.name / VALIDATION_FILE, rows[-1])
         rows = tuple(rows)
         result = RunResult(source, Path(out), reference.accuracy(), rows)

@@ -27,7 +27,8 @@ def _print_result(result) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from edgekit.api import export
 
-    result = export(args.source, args.target, args.out, allow_pickle=args.allow_pickle, progress=_progress)
+    result = export(args.source, args.target, args.out, calib=args.calib, allow_pickle=args.allow_pickle,
+                    progress=_progress)
     _print_result(result)
     return 1 if result.failed else 0
 
@@ -54,14 +55,16 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgekit.api import export
+    from edgekit.report import summary_table, text_table
 
-    failed = False
+    results = []
     for name in args.models:
-        result = export(f"zoo:{name}", args.target, Path(args.out) / name, progress=_progress)
-        _print_result(result)
-        failed |= result.failed
+        results.append(export(f"zoo:{name}", args.target, Path(args.out) / name, progress=_progress))
+        _print_result(results[-1])
+    print("\nsummary: val accuracy (1000 real MNIST digits) and max abs error against torch, per output")
+    print(text_table(summary_table(results)))
     print(f"\nrun folders (artifacts, manifests, report.md, report.json) are in {args.out}/")
-    return 1 if failed else 0
+    return 1 if any(r.failed for r in results) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="zoo:NAME | path/file.py:factory | package.module:factory | file.pt2")
     p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
     p.add_argument("--out", required=True, help="the run folder to write (replaced if it is an earlier run)")
+    p.add_argument("--calib", help="calibration data for int8: an image folder, or task:calib (the model's own "
+                   "calibration split, e.g. the fusion model's image+caption pairs)")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_export)
 
@@ -85,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole chain on the built-in models and sample data")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--target", default="onnx-cpu-fp32")
+    p.add_argument("--target", default="onnx-cpu-fp32,openvino-cpu-fp32,tflite-cpu-fp32")
     p.add_argument("--models", nargs="+", choices=DEMO_MODELS, default=list(DEMO_MODELS))
     p.set_defaults(func=cmd_demo)
     return parser

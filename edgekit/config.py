@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.data.calib import Augment, Preprocess
 from edgekit.errors import EdgekitError
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
@@ -47,6 +48,21 @@ class RuntimeOptions:
     opset: int = 18
 
 
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """WHAT to quantize; each backend module decides HOW."""
+
+    method: str = "minmax"  # calibration method for int8 static
+    per_channel: bool = True  # per-channel weight scales
+    samples: int = 200  # calibration samples (seeded draw)
+    keep_float: tuple[str, ...] = ()  # regexes of layer names to keep in float
+    seed: int = 0
+    augment: Augment = field(default_factory=Augment)
+
+
 @dataclass(frozen=True)
 class TargetProfile:
     name: str
@@ -56,11 +72,14 @@ class TargetProfile:
     device_label: str = ""  # the hardware this profile stands for, e.g. "Raspberry Pi 4 (Cortex-A72)"
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     gates: Gates = field(default_factory=Gates)
+    quantization: QuantRecipe = field(default_factory=QuantRecipe)
+    preprocess: Preprocess = field(default_factory=Preprocess)
     path: str = ""
     text: str = ""  # the TOML it came from, copied into each run so re-validation uses the same gates
 
 
-_TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "runtime", "gates"}
+_TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "runtime", "gates", "quantization",
+             "preprocess"}
 _RUNTIME_KEYS = {f for f in RuntimeOptions.__dataclass_fields__}
 
 
@@ -107,6 +126,27 @@ def _runtime(where: str, raw: dict) -> RuntimeOptions:
     return options
 
 
+def _quantization(where: str, raw: dict) -> QuantRecipe:
+    _reject_unknown(where, raw, set(QuantRecipe.__dataclass_fields__))
+    aug = raw.get("augment", {})
+    _reject_unknown(f"{where}.augment", aug, set(Augment.__dataclass_fields__))
+    try:
+        recipe = QuantRecipe(**{**raw, "keep_float": tuple(raw.get("keep_float", ())), "augment": Augment(**aug)})
+    except TypeError as exc:
+        raise EdgekitError(f"{where}: {exc}") from None
+    if recipe.method not in CALIBRATION_METHODS:
+        raise EdgekitError(f"{where}: method {recipe.method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    if recipe.samples < 1:
+        raise EdgekitError(f"{where}: samples must be >= 1")
+    return recipe
+
+
+def _preprocess(where: str, raw: dict) -> Preprocess:
+    _reject_unknown(where, raw, set(Preprocess.__dataclass_fields__))
+    tuples = {k: tuple(raw[k]) for k in ("size", "mean", "std") if k in raw}
+    return Preprocess(**{**raw, **tuples})
+
+
 def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
     try:
         raw = tomllib.loads(text)
@@ -124,7 +164,8 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
         raise EdgekitError(f"{path} [runtime]: {exc}") from None
     return TargetProfile(raw["name"], raw["backend"], raw["precision"], raw.get("description", ""),
                          raw.get("device_label", ""), runtime, _gates(f"{path} [gates]", raw.get("gates", {})),
-                         path, text)
+                         _quantization(f"{path} [quantization]", raw.get("quantization", {})),
+                         _preprocess(f"{path} [preprocess]", raw.get("preprocess", {})), path, text)
 
 
 def profile_dirs() -> list[Path]:

@@ -51,6 +51,14 @@ def run_torch(module: torch.nn.Module, inputs: dict[str, np.ndarray], names: tup
     return {name: torch.cat([c[i] for c in chunks]).numpy() for i, name in enumerate(output_names)}
 
 
+def torch_accuracy(module: torch.nn.Module, task: str, split: str = "val") -> float:
+    """Task accuracy of a torch model on a split (the first output holds the class scores)."""
+    data = load_task(task, split)
+    names = tuple(data.inputs)
+    logits = run_torch(module.eval(), data.inputs, names, ("logits",))["logits"]
+    return float((logits.argmax(1) == data.labels).mean())
+
+
 def build_reference(spec: ModelSpec, source: str, split: str = "val", data_root: Path | None = None) -> Reference:
     """Torch outputs on the task's real ``split``, or on the example inputs for a model without a task."""
     if spec.task:

@@ -36,6 +36,13 @@ def rows_table(result: RunResult) -> list[list[str]]:
     return [header, *body]
 
 
+def summary_table(results: list[RunResult]) -> list[list[str]]:
+    """One line per model and target, for runs of several models."""
+    body = [[r.source, row.target, row.status.value, _pct(r.torch_accuracy), _pct(row.accuracy), _errors(row)]
+            for r in results for row in r.rows]
+    return [["model", "target", "status", "torch acc", "runtime acc", "max abs error per output"], *body]
+
+
 def text_table(table: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]

@@ -35,7 +35,8 @@ def _import_file(path: Path):
 def _load_factory(source: str):
     target, _, factory_name = source.rpartition(":")
     if not target or not factory_name:
-        raise EdgekitError(f"model source {source!r} must be zoo:NAME, FILE.py:FACTORY, package.module:FACTORY or FILE.pt2")
+        raise EdgekitError(f"model source {source!r} must be zoo:NAME, FILE.py:FACTORY, "
+                           "package.module:FACTORY or FILE.pt2")
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():

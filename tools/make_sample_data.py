@@ -79,8 +79,8 @@ def write_captions(out: Path) -> None:
                 target = (int(image["label"]) + rows[pick][3]) % 10
                 writer.writerow([image["file"], int(pick), target])
     (captions / "TASK.md").write_text(
-        "# Fusion task\n\nEach example pairs a real MNIST digit image with a caption that names a number in English or\n"
-        "Chinese number words. The target is (digit in the image + number in the caption) mod 10: neither the\n"
+        "# Fusion task\n\nEach example pairs a real MNIST digit image with a caption that names a number in English\n"
+        "or Chinese number words. The target is (digit in the image + number in the caption) mod 10: neither the\n"
         "image nor the caption alone says anything about it (chance is 10%).\n",
         encoding="utf-8",
     )

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgekit.artifact import Manifest
 from edgekit.config import TargetProfile
+from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
 from edgekit.spec import ModelSpec
 
@@ -27,6 +28,11 @@ class Backend(Protocol):
 
     def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
         """Write the artifact's files into ``folder`` and describe them, with the precision read back."""
+
+    def quantize(self, spec: ModelSpec, profile: TargetProfile, folder: Path, manifest: Manifest,
+                 calib: CalibrationData | None) -> Manifest:
+        """Turn the fp32 artifact in ``folder`` into the profile's int8 / int8-dynamic one (calibrated with
+        ``calib`` for static int8) and describe it again."""
 
     def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> Session:
         """Load the artifact on its runtime with the profile's options."""

@@ -7,6 +7,7 @@ import os
 import tempfile
 import warnings
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from edgekit.backends.common import batch_dynamic_shapes, versions
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
 from edgekit.config import TargetProfile
+from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
 from edgekit.spec import ModelSpec
 
@@ -26,6 +28,18 @@ logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not i
 MODEL_FILE = "model.onnx"
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
                  "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+def strip_metadata(path: Path, keep: tuple[str, ...] = ()) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces with local paths, FX node text): it is not
+    needed to run and can be a third of a small model's file. ``keep`` names properties to leave."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    for item in [*graph.node, *graph.value_info, *graph.input, *graph.output, *graph.initializer]:
+        props = [p for p in item.metadata_props if p.key in keep]
+        del item.metadata_props[:]
+        item.metadata_props.extend(props)
+    onnx.save(model, str(path))
 
 
 def _dtype_name(elem_type: int) -> str:
@@ -85,11 +99,12 @@ class OnnxSession:
 class OnnxBackend:
     name = "onnx"
     extra = "onnx"
-    precisions = ("fp32",)
+    precisions = ("fp32", "int8", "int8-dynamic")
 
     def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
         if profile.precision not in self.precisions:
-            raise EdgekitError(f"{profile.name}: the onnx backend cannot make {profile.precision} yet")
+            raise EdgekitError(f"{profile.name}: the onnx backend cannot make {profile.precision}; "
+                               f"it makes {', '.join(self.precisions)}")
         if profile.runtime.layout != "NCHW":
             raise EdgekitError(f"{profile.name}: the onnx backend keeps the model's NCHW layout; "
                                "set layout = \"NCHW\"")
@@ -100,12 +115,35 @@ class OnnxBackend:
                               input_names=list(spec.input_names), output_names=list(spec.output_names),
                               dynamic_shapes=batch_dynamic_shapes(spec), opset_version=profile.runtime.opset,
                               verbose=False, report=False)
+        # name scopes map nodes to torch module paths, for quantization's keep_float patterns
+        strip_metadata(path, keep=("pkg.torch.onnx.name_scopes",) if profile.precision in ("int8", "int8-dynamic")
+                       else ())
         onnx.checker.check_model(str(path), full_check=True)
         model = onnx.load(str(path))
-        precision = read_precision(path, profile.precision)
-        return Manifest(source, profile.name, self.name, "NCHW", _specs(model.graph.input), _specs(model.graph.output),
-                        precision, (file_entry(folder, MODEL_FILE),), versions("onnx", "onnxscript", "onnxruntime"), None,
+        precision = read_precision(path, "fp32")
+        return Manifest(source, profile.name, self.name, "NCHW", _specs(model.graph.input),
+                        _specs(model.graph.output), precision, (file_entry(folder, MODEL_FILE),),
+                        versions("onnx", "onnxscript", "onnxruntime"), None,
                         {"opset": profile.runtime.opset, "threads": profile.runtime.threads})
+
+    def quantize(self, spec: ModelSpec, profile: TargetProfile, folder: Path, manifest: Manifest,
+                 calib: CalibrationData | None) -> Manifest:
+        from edgekit.backends import onnx_quant
+
+        path = folder / manifest.model_file
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            os.replace(path, fp32)
+            kept = onnx_quant.quantize(fp32, path, profile.precision, profile.quantization, calib, Path(tmp))
+            strip_metadata(fp32)
+            fp32_bytes = fp32.stat().st_size
+        strip_metadata(path)
+        precision = read_precision(path, profile.precision)
+        quant = {"mode": profile.precision, "method": profile.quantization.method if calib else None,
+                 "per_channel": profile.quantization.per_channel, "calibration": calib.origin if calib else None,
+                 "calibration_samples": len(calib) if calib else 0, "kept_float": kept, "fp32_bytes": fp32_bytes}
+        return replace(manifest, precision=precision, files=(file_entry(folder, MODEL_FILE),),
+                       extra={**manifest.extra, "quantization": quant})
 
     def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> OnnxSession:
         return OnnxSession(folder / manifest.model_file, profile.runtime.threads)

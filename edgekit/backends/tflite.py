@@ -18,6 +18,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry  # noqa: E402
 from edgekit.backends.common import DECLARED_COMPUTE, thread_count, versions  # noqa: E402
+from edgekit.backends.quiet import native_stderr_captured  # noqa: E402
 from edgekit.config import TargetProfile  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.spec import ModelSpec  # noqa: E402
@@ -40,7 +41,8 @@ def _image_inputs(spec: ModelSpec) -> list[int]:
 
 
 def convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> None:
-    import litert_torch
+    with native_stderr_captured():  # torchao's "Failed to load ..._C_cutlass" lines on CPU-only machines
+        import litert_torch
 
     module, nhwc = spec.module, profile.runtime.layout == "NHWC"
     if nhwc:
@@ -60,7 +62,7 @@ def convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> None:
         quant_config = quant_recipes.full_fp16_recipe()
     elif profile.precision != "fp32":
         raise EdgekitError(f"{profile.name}: the tflite backend cannot make {profile.precision} yet")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), native_stderr_captured():
         warnings.simplefilter("ignore")
         converter.convert(quant_config=quant_config).export(str(path))
 
@@ -116,8 +118,12 @@ def _specs(path: Path, spec: ModelSpec, batch: int) -> tuple[tuple[TensorSpec, .
 
 class TfliteSession:
     def __init__(self, path: Path, manifest: Manifest, threads: int) -> None:
-        self._interpreter = Interpreter(model_path=str(path), num_threads=thread_count(threads))
-        self._runners = {b: self._interpreter.get_signature_runner(signature_name(b)) for b in manifest.batch_sizes}
+        with native_stderr_captured():  # "Created TensorFlow Lite XNNPACK delegate" on every load
+            self._interpreter = Interpreter(model_path=str(path), num_threads=thread_count(threads))
+            self._runners = {b: self._interpreter.get_signature_runner(signature_name(b))
+                             for b in manifest.batch_sizes}
+            for runner in self._runners.values():  # the delegate is made (and says so) on the first invoke
+                runner(**{k: np.zeros(d["shape"], d["dtype"]) for k, d in runner.get_input_details().items()})
         self._inputs = [(spec.name, f"args_{i}") for i, spec in enumerate(manifest.inputs)]
         self._outputs = [(f"output_{i}", spec.name) for i, spec in enumerate(manifest.outputs)]
 

@@ -1,0 +1,59 @@
+"""onnxruntime post-training quantization: static QDQ (calibrated) and dynamic, for the onnx backend."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_dynamic, quantize_static)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from edgekit.config import QuantRecipe
+from edgekit.data.calib import CalibrationData
+
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+           "percentile": CalibrationMethod.Percentile}
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, calib: CalibrationData) -> None:
+        self._batches = iter(list(calib.batches(1)))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def module_path(node: onnx.NodeProto) -> str:
+    """The torch module a node came from (the dynamo exporter records its name scopes), e.g. 'encoder.layers.0.ff.0'."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            scopes = ast.literal_eval(prop.value)
+            return scopes[-2] if len(scopes) > 1 else ""
+    return ""
+
+
+def nodes_to_keep_float(model_path: Path, patterns: tuple[str, ...]) -> list[str]:
+    if not patterns:
+        return []
+    graph = onnx.load(str(model_path)).graph
+    return [n.name for n in graph.node
+            if any(re.search(p, module_path(n)) or re.search(p, n.name) for p in patterns)]
+
+
+def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: CalibrationData | None,
+             work: Path) -> list[str]:
+    """Write the quantized model to ``out``; returns the nodes kept in float."""
+    keep = nodes_to_keep_float(fp32, recipe.keep_float)
+    if precision == "int8-dynamic":
+        quantize_dynamic(str(fp32), str(out), per_channel=recipe.per_channel, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=keep)
+        return keep
+    prepared = work / "prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    quantize_static(str(prepared), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
+                    per_channel=recipe.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=METHODS[recipe.method], nodes_to_exclude=keep)
+    return keep
