@@ -9,6 +9,7 @@ from typing import Callable
 from edgekit import __version__
 from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
+from edgekit.compress.recipe import CompressionRecipe, CompressionReport, compress
 from edgekit.config import TargetProfile, load_profiles, parse_profile
 from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.errors import EdgekitError, one_line
@@ -21,6 +22,7 @@ from edgekit.validate.validate import Stage, Validation, failure, validate
 
 QUANTIZED = ("int8", "int8-dynamic")
 REFERENCE_FILE = "reference.npz"
+COMPRESSION_FILE = "compression.json"
 PROFILE_FILE = "profile.toml"
 MANIFEST_FILE = "manifest.json"
 VALIDATION_FILE = "validation.json"
@@ -34,6 +36,7 @@ class RunResult:
     folder: Path
     torch_accuracy: float | None
     rows: tuple[Validation, ...]
+    compression: CompressionReport | None = None
 
     @property
     def failed(self) -> bool:
@@ -73,7 +76,8 @@ def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) 
 
 
 def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, calib: str | Path | None = None,
-           allow_pickle: bool = False, progress: Progress = _quiet) -> RunResult:
+           compression: CompressionRecipe | None = None, allow_pickle: bool = False,
+           progress: Progress = _quiet) -> RunResult:
     """Load ``source``, export it for every target, validate each against torch on real data, write a run folder.
 
     The folder appears only when complete; a failing target becomes a row with its stage and reason."""
@@ -81,6 +85,10 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
     progress(f"loading {source}")
     spec = load_source(source, allow_pickle=allow_pickle)
     calibration = _calibration(spec, profiles, calib)
+    compressed = None
+    if compression is not None:
+        progress(f"compressing: {compression}")
+        spec, compressed = compress(spec, compression)
     reference = build_reference(spec, source)
     with staged_folder(Path(out)) as stage:
         save_reference(reference, stage / REFERENCE_FILE)
@@ -90,7 +98,9 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
                                        progress))
             write_json(stage / profile.name / VALIDATION_FILE, rows[-1])
         rows = tuple(rows)
-        result = RunResult(source, Path(out), reference.accuracy(), rows)
+        result = RunResult(source, Path(out), reference.accuracy(), rows, compressed)
+        if compressed is not None:
+            write_json(stage / COMPRESSION_FILE, compressed)
         write_json(stage / RUN_MARKER, {
             "schema": "edgekit.run/1", "edgekit": __version__, "source": source, "task": spec.task,
             "inputs": list(spec.input_names), "outputs": list(spec.output_names),

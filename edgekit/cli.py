@@ -18,17 +18,21 @@ def _progress(message: str) -> None:
 
 
 def _print_result(result) -> None:
-    from edgekit.report import rows_table, text_table
+    from edgekit.report import compression_lines, rows_table, text_table
 
     print(f"\n{result.source} -> {result.folder}")
+    for line in compression_lines(result):
+        print(line)
     print(text_table(rows_table(result)))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from edgekit.api import export
+    from edgekit.compress.recipe import CompressionRecipe
 
-    result = export(args.source, args.target, args.out, calib=args.calib, allow_pickle=args.allow_pickle,
-                    progress=_progress)
+    recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs)
+    result = export(args.source, args.target, args.out, calib=args.calib, compression=recipe,
+                    allow_pickle=args.allow_pickle, progress=_progress)
     _print_result(result)
     return 1 if result.failed else 0
 
@@ -78,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the run folder to write (replaced if it is an earlier run)")
     p.add_argument("--calib", help="calibration data for int8: an image folder, or task:calib (the model's own "
                    "calibration split, e.g. the fusion model's image+caption pairs)")
+    p.add_argument("--prune", help="l1:AMOUNT (per layer), l1-global:AMOUNT, or channels:AMOUNT (structured)")
+    p.add_argument("--recover", choices=("finetune", "distill"), help="recover accuracy after pruning")
+    p.add_argument("--recover-epochs", type=int, default=3)
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_export)
 

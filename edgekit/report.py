@@ -57,8 +57,32 @@ def markdown_table(table: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def compression_lines(result: RunResult) -> list[str]:
+    c = result.compression
+    if c is None:
+        return []
+    r = c.recipe
+    lines = [f"compression: {r.prune or 'no pruning'}{f' {r.amount:g}' if r.prune else ''}"
+             f"{f', recovered by {r.recover} ({r.epochs} epochs)' if r.recover else ''} in {c.seconds:.0f} s",
+             f"  params {c.params_before:,} -> {c.params_after:,}; MACs {c.macs_before:,} -> {c.macs_after:,} "
+             f"({c.macs_before / max(c.macs_after, 1):.2f}x fewer)",
+             f"  torch val accuracy: original {_pct(c.accuracy_before)}, pruned {_pct(c.accuracy_pruned)}, "
+             f"recovered {_pct(c.accuracy_recovered)}"]
+    if c.sparsity:
+        lines.append(f"  sparsity overall {100 * c.overall_sparsity:.1f}%: " + ", ".join(
+            f"{name} {100 * value:.0f}%" for name, value in c.sparsity.items()))
+    if c.channels:
+        lines.append("  channels: " + ", ".join(f"{name} {a}->{b}" for name, (a, b) in c.channels.items()))
+    if c.note:
+        lines.append(f"  note: {c.note}")
+    return lines
+
+
 def write_reports(folder: Path, result: RunResult) -> None:
     write_json(folder / "report.json", {"schema": REPORT_SCHEMA, "source": result.source,
                                         "torch_accuracy": result.torch_accuracy,
+                                        "compression": jsonable(result.compression),
                                         "rows": jsonable(list(result.rows))})
-    write_text(folder / "report.md", f"# edgekit run: {result.source}\n\n{markdown_table(rows_table(result))}\n")
+    extra = "\n".join(compression_lines(result))
+    write_text(folder / "report.md", f"# edgekit run: {result.source}\n\n{markdown_table(rows_table(result))}\n"
+               + (f"\n```\n{extra}\n```\n" if extra else ""))

@@ -5,6 +5,7 @@ otherwise, and save_model stores fp16 weights unless compress_to_fp16=False: a p
 default in force gets a warning, and the manifest says what the compiled model really runs in."""
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
 from edgekit.backends.common import DECLARED_COMPUTE, PRECISION_NAMES, batch_dynamic_shapes, versions
 from edgekit.config import TargetProfile
+from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
 from edgekit.spec import ModelSpec
 
@@ -40,6 +42,8 @@ def _compress_to_fp16(profile: TargetProfile) -> bool:
 
 def compile_config(profile: TargetProfile) -> dict[str, str]:
     config = {"PERFORMANCE_HINT": "LATENCY"}
+    if profile.precision == "int8-dynamic":  # int8 weights; the CPU plugin quantizes activations per group
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "32"
     if profile.runtime.precision_hint is not None:
         config["INFERENCE_PRECISION_HINT"] = profile.runtime.precision_hint
     if profile.runtime.threads > 0:
@@ -69,8 +73,11 @@ def _type_name(t: ov.Type) -> str:
 def _weight_elements(model_path: Path) -> Counter[str]:
     weights: Counter[str] = Counter()
     for op in core().read_model(str(model_path)).get_ops():
-        if op.get_type_name() == "Constant" and op.get_element_type().is_real():
-            weights[_type_name(op.get_element_type())] += int(np.prod(list(op.get_shape()), dtype=np.int64))
+        if op.get_type_name() == "Constant" and (op.get_element_type().is_real()
+                                                  or op.get_element_type() in (ov.Type.i8, ov.Type.u8)):
+            size = int(np.prod(list(op.get_shape()), dtype=np.int64))
+            if size > 1:  # scalars are scales and epsilons, not weights
+                weights[_type_name(op.get_element_type())] += size
     return weights
 
 
@@ -146,11 +153,11 @@ class OpenVinoSession:
 class OpenVinoBackend:
     name = "openvino"
     extra = "openvino"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8", "int8-dynamic")
 
     def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
         if profile.precision not in self.precisions:
-            raise EdgekitError(f"{profile.name}: the openvino backend cannot make {profile.precision} yet")
+            raise EdgekitError(f"{profile.name}: the openvino backend cannot make {profile.precision}")
         if profile.runtime.layout != "NCHW":
             raise EdgekitError(f"{profile.name}: the openvino backend keeps the model's NCHW layout")
         with warnings.catch_warnings():
@@ -164,7 +171,34 @@ class OpenVinoBackend:
             port.get_tensor().set_names({name})
         for port, name in zip(model.outputs, spec.output_names):
             port.get_tensor().set_names({name})
-        ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=_compress_to_fp16(profile))
+        quantized = profile.precision in ("int8", "int8-dynamic")
+        # int8 starts from float32 weights; NNCF stores its own int8 weights
+        ov.save_model(model, str(folder / MODEL_FILE),
+                      compress_to_fp16=False if quantized else _compress_to_fp16(profile))
+        return self._describe(folder, profile, source, {})
+
+    def quantize(self, spec: ModelSpec, profile: TargetProfile, folder: Path, manifest: Manifest,
+                 calib: CalibrationData | None) -> Manifest:
+        from edgekit.backends import openvino_quant
+
+        path = folder / MODEL_FILE
+        fp32_bytes = sum(f.bytes for f in manifest.files)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, how = openvino_quant.quantize(core().read_model(str(path)), profile.precision,
+                                                 profile.quantization, calib)
+        # read_model memory-maps model.bin: writing over it in place would crash (SIGBUS) the process
+        staged = folder / "quantized.xml"
+        ov.save_model(model, str(staged), compress_to_fp16=False)
+        del model
+        os.replace(staged, path)
+        os.replace(staged.with_suffix(".bin"), folder / WEIGHTS_FILE)
+        quant = {"mode": profile.precision, **how, "calibration": calib.origin if calib else None,
+                 "calibration_samples": len(calib) if calib else 0, "keep_float": list(profile.quantization.keep_float),
+                 "fp32_bytes": fp32_bytes}
+        return self._describe(folder, profile, source=manifest.source, extra={"quantization": quant})
+
+    def _describe(self, folder: Path, profile: TargetProfile, source: str, extra: dict) -> Manifest:
         missing = device_missing(profile.runtime.device)
         if missing:  # the IR is still made for the device; validation then fails at LOAD, saying why
             precision = unread_precision(folder / MODEL_FILE, profile, missing)
@@ -176,7 +210,7 @@ class OpenVinoBackend:
                         precision, (file_entry(folder, MODEL_FILE), file_entry(folder, WEIGHTS_FILE)),
                         {**versions("openvino"), "openvino_build": ov.get_version()}, None,
                         {"device": profile.runtime.device, "compile_config": compile_config(profile),
-                         "compress_to_fp16": _compress_to_fp16(profile)})
+                         "compress_to_fp16": _compress_to_fp16(profile), **extra})
 
     def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> OpenVinoSession:
         return OpenVinoSession(compile_model(folder / manifest.model_file, profile))

@@ -48,9 +48,10 @@ def sparsity_report(model: nn.Module, layer_types: tuple[type, ...] = PRUNABLE) 
 
 
 def l1_unstructured(model: nn.Module, amount: float, scope: str = "layer",
-                    layer_types: tuple[type, ...] = PRUNABLE) -> SparsityReport:
+                    layer_types: tuple[type, ...] = PRUNABLE, permanent: bool = True) -> SparsityReport:
     """Zero the ``amount`` fraction of smallest-|w| weights, per layer or across all layers (``scope="global"``),
-    in place, and make it permanent (``prune.remove``) so exporters see plain weights."""
+    in place. ``permanent`` removes the masks (``prune.remove``) so exporters see plain weights; leave it False
+    to fine-tune with the masks in force, then call :func:`make_permanent`."""
     if not 0.0 <= amount < 1.0:
         raise EdgekitError(f"pruning amount {amount} must be in [0, 1)")
     layers = prunable_layers(model, layer_types)
@@ -64,9 +65,17 @@ def l1_unstructured(model: nn.Module, amount: float, scope: str = "layer",
             prune.l1_unstructured(m, "weight", amount=amount)
     else:
         raise EdgekitError(f"pruning scope {scope!r} must be 'layer' or 'global'")
-    for _, m in layers:
-        prune.remove(m, "weight")
+    if permanent:
+        make_permanent(model)
     return sparsity_report(model, layer_types)
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every pruning mask into its weight (``prune.remove``)."""
+    for _, m in model.named_modules():
+        if prune.is_pruned(m) and hasattr(m, "weight_mask"):
+            prune.remove(m, "weight")
+    return model
 
 
 def prune_model(model: nn.Module, pruning_rate: float = 0.2) -> nn.Module:

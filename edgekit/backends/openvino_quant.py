@@ -1,0 +1,67 @@
+"""NNCF post-training quantization for the openvino backend: int8 static (calibrated) and int8 weights with
+the CPU plugin's dynamic activation quantization (int8-dynamic)."""
+from __future__ import annotations
+
+import logging
+
+import openvino as ov
+
+from edgekit.config import QuantRecipe
+from edgekit.data.calib import CalibrationData
+from edgekit.errors import EdgekitError
+
+logging.getLogger("nncf").setLevel(logging.ERROR)
+
+_CONSTANT_SOURCES = {"Constant", "Convert", "FakeQuantize", "Multiply", "Subtract", "Reshape"}
+
+
+def _is_constant(node) -> bool:
+    """True when a value is computed from constants only (a weight, possibly decompressed)."""
+    seen, stack = set(), [node]
+    while stack:
+        op = stack.pop()
+        if op.get_friendly_name() in seen:
+            continue
+        seen.add(op.get_friendly_name())
+        if op.get_type_name() == "Parameter":
+            return False
+        if op.get_type_name() != "Constant":
+            stack.extend(i.get_source_output().get_node() for i in op.inputs())
+    return True
+
+
+def has_activation_matmul(model: ov.Model) -> bool:
+    """Attention multiplies two activations (Q @ K^T, weights @ V): NNCF's TRANSFORMER model type is for that."""
+    for op in model.get_ops():
+        if op.get_type_name() == "MatMul" and not any(_is_constant(i.get_source_output().get_node())
+                                                      for i in op.inputs()):
+            return True
+    return False
+
+
+def _range_estimator(method: str):
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    sets = {"minmax": RangeEstimatorParametersSet.MINMAX, "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE}
+    if method not in sets:
+        raise EdgekitError(f"NNCF has no {method!r} calibration; use minmax or percentile for OpenVINO")
+    return sets[method]
+
+
+def quantize(model: ov.Model, precision: str, recipe: QuantRecipe, calib: CalibrationData | None) -> tuple[ov.Model,
+                                                                                                           dict]:
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    ignored = nncf.IgnoredScope(patterns=[f".*{p}.*" for p in recipe.keep_float], validate=False) \
+        if recipe.keep_float else None
+    if precision == "int8-dynamic":
+        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=ignored)
+        return compressed, {"weights": "int8_asym", "activations": "dynamic (CPU plugin)"}
+    transformer = has_activation_matmul(model)
+    estimator = _range_estimator(recipe.method)
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
+    quantized = nncf.quantize(model, nncf.Dataset(list(calib.batches(1))), subset_size=len(calib),
+                              model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                              ignored_scope=ignored, advanced_parameters=advanced)
+    return quantized, {"model_type": "transformer" if transformer else "default", "range_estimator": recipe.method}
