@@ -57,6 +57,7 @@ class QuantRecipe:
 
     method: str = "minmax"  # calibration method for int8 static
     per_channel: bool = True  # per-channel weight scales
+    reduce_range: bool = False  # 7-bit weights: avoids int16 saturation of u8s8 kernels on x86 without VNNI
     samples: int = 200  # calibration samples (seeded draw)
     keep_float: tuple[str, ...] = ()  # regexes of layer names to keep in float
     seed: int = 0

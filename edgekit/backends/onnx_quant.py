@@ -48,12 +48,13 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
     """Write the quantized model to ``out``; returns the nodes kept in float."""
     keep = nodes_to_keep_float(fp32, recipe.keep_float)
     if precision == "int8-dynamic":
-        quantize_dynamic(str(fp32), str(out), per_channel=recipe.per_channel, weight_type=QuantType.QInt8,
+        quantize_dynamic(str(fp32), str(out), per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                         weight_type=QuantType.QInt8,
                          nodes_to_exclude=keep)
         return keep
     prepared = work / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     quantize_static(str(prepared), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
-                    per_channel=recipe.per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=recipe.per_channel, reduce_range=recipe.reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=METHODS[recipe.method], nodes_to_exclude=keep)
     return keep

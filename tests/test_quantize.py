@@ -1,0 +1,105 @@
+"""Post-training quantization on every backend that has it, and the calibration data rules."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgekit.api import export
+from edgekit.artifact import read_manifest
+from edgekit.cli import main
+from edgekit.config import load_profile
+from edgekit.data.calib import load_calibration
+from edgekit.errors import EdgekitError
+from tests.conftest import BACKENDS
+
+SAMPLE = Path(__file__).parents[1] / "sample_data"
+INT8 = [b for b in BACKENDS if (Path(__file__).parents[1] / "targets" / f"{b}-cpu-int8.toml").is_file()]
+
+
+@pytest.fixture(scope="module")
+def int8_runs(tmp_path_factory):
+    """zoo:attention quantized static and dynamic on every backend that has int8 profiles."""
+    names = [f"{b}-cpu-{mode}" for b in INT8 for mode in ("int8", "int8-dynamic")
+             if (Path(__file__).parents[1] / "targets" / f"{b}-cpu-{mode}.toml").is_file()]
+    names.append("onnx-cpu-fp32")
+    return export("zoo:attention", [load_profile(n) for n in names], tmp_path_factory.mktemp("q") / "run",
+                  calib="task:calib")
+
+
+@pytest.mark.parametrize("backend", INT8)
+def test_static_int8_keeps_accuracy_and_shrinks_the_file(int8_runs, backend):
+    rows = {r.target: r for r in int8_runs.rows}
+    row = rows[f"{backend}-cpu-int8"]
+    assert row.stage is None, row.reason
+    assert row.precision.compute == "int8" and row.precision.weights == "int8"
+    assert int8_runs.torch_accuracy - row.accuracy <= 0.005
+    logits = next(s for s in row.outputs if s.name == "logits")
+    attention = next(s for s in row.outputs if s.name == "attention")
+    assert logits.top1_agreement >= 0.98 and attention.cosine >= 0.99
+    manifest = read_manifest(int8_runs.folder / row.target / "manifest.json")
+    q = manifest.extra["quantization"]
+    assert q["calibration_samples"] == 200 and "calib" in q["calibration"]
+    assert sum(f.bytes for f in manifest.files) < 0.45 * q["fp32_bytes"]
+
+
+@pytest.mark.parametrize("backend", INT8)
+def test_dynamic_int8_needs_no_calibration(int8_runs, backend):
+    row = {r.target: r for r in int8_runs.rows}.get(f"{backend}-cpu-int8-dynamic")
+    if row is None:
+        pytest.skip(f"{backend} has no int8-dynamic profile")
+    assert row.stage is None, row.reason
+    assert int8_runs.torch_accuracy - row.accuracy <= 0.005
+    manifest = read_manifest(int8_runs.folder / row.target / "manifest.json")
+    assert manifest.extra["quantization"]["calibration_samples"] == 0
+
+
+def test_int8_without_calibration_says_how(capsys, tmp_path):
+    code = main(["export", "zoo:cnn", "--target", "onnx-cpu-int8", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "int8 needs calibration data: pass --calib DIR" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_calibration_from_an_image_folder_is_seeded_and_normalized(tmp_path):
+    digits = sorted((SAMPLE / "mnist" / "calib").glob("*.png"))[:12]
+    for i, path in enumerate(digits):
+        Image.open(path).resize((56, 56)).save(tmp_path / f"{i}.jpg")  # other size and format: resized
+    (tmp_path / "labels.csv").write_text("ignored metadata\n")
+    a = load_calibration(tmp_path, ("image",), None, samples=8, seed=1)
+    b = load_calibration(tmp_path, ("image",), None, samples=8, seed=1)
+    assert a.inputs["image"].shape == (8, 1, 28, 28) and a.inputs["image"].dtype == np.float32
+    assert np.array_equal(a.inputs["image"], b.inputs["image"])
+    assert a.inputs["image"].min() < -0.3 and a.inputs["image"].max() > 2.0  # MNIST normalization
+
+
+def test_a_folder_with_a_calib_split_uses_it():
+    data = load_calibration(SAMPLE / "mnist", ("image",), None, samples=500)
+    assert len(data) == 200 and "calib" in data.origin
+
+
+def test_a_file_that_is_not_an_image_is_named(tmp_path):
+    Image.new("L", (28, 28)).save(tmp_path / "ok.png")
+    (tmp_path / "notes.bin").write_bytes(b"\x00not an image")
+    with pytest.raises(EdgekitError, match="notes.bin is not an image"):
+        load_calibration(tmp_path, ("image",), None, samples=10)
+
+
+def test_paired_inputs_need_the_task_split(tmp_path):
+    Image.new("L", (28, 28)).save(tmp_path / "ok.png")
+    with pytest.raises(EdgekitError, match="use --calib task:calib for paired inputs"):
+        load_calibration(tmp_path, ("image", "tokens"), "mnist-fusion", samples=10)
+    fusion = load_calibration("task:calib", ("image", "tokens"), "mnist-fusion", samples=50)
+    assert fusion.inputs["tokens"].shape == (50, 8) and fusion.inputs["image"].shape == (50, 1, 28, 28)
+
+
+def test_augmentation_changes_images_deterministically():
+    from edgekit.data.calib import Augment
+
+    plain = load_calibration("task:calib", ("image",), "mnist", samples=20)
+    aug = load_calibration("task:calib", ("image",), "mnist", samples=20, aug=Augment(flip=True, crop=2,
+                                                                                           brightness=0.2))
+    again = load_calibration("task:calib", ("image",), "mnist", samples=20, aug=Augment(flip=True, crop=2,
+                                                                                             brightness=0.2))
+    assert not np.array_equal(plain.inputs["image"], aug.inputs["image"])
+    assert np.array_equal(aug.inputs["image"], again.inputs["image"])
