@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
@@ -20,6 +21,7 @@ from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry  # noqa
 from edgekit.backends.common import DECLARED_COMPUTE, thread_count, versions  # noqa: E402
 from edgekit.backends.quiet import native_stderr_captured  # noqa: E402
 from edgekit.config import TargetProfile  # noqa: E402
+from edgekit.data.calib import CalibrationData  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.spec import ModelSpec  # noqa: E402
 
@@ -60,8 +62,8 @@ def convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> None:
         from litert_torch.generative.quantize import quant_recipes
 
         quant_config = quant_recipes.full_fp16_recipe()
-    elif profile.precision != "fp32":
-        raise EdgekitError(f"{profile.name}: the tflite backend cannot make {profile.precision} yet")
+    elif profile.precision not in ("fp32", "int8", "int8-dynamic"):  # int8 quantizes the fp32 file afterwards
+        raise EdgekitError(f"{profile.name}: the tflite backend cannot make {profile.precision}")
     with warnings.catch_warnings(), native_stderr_captured():
         warnings.simplefilter("ignore")
         converter.convert(quant_config=quant_config).export(str(path))
@@ -75,12 +77,29 @@ def _introspect(path: Path) -> Interpreter:
     return interpreter
 
 
+HEAVY_OPS = {"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL", "EMBEDDING_LOOKUP"}
+
+
+def _heavy_op_kinds(ops: list[dict], dtype_of: dict[int, np.dtype], produced: set[int]) -> Counter[str]:
+    """How the ops that do the work run: int8 in and out (static), int8 weights with float activations
+    (hybrid: the kernel quantizes activations on the fly), or float."""
+    kinds: Counter[str] = Counter()
+    for op in ops:
+        if op["op_name"] not in HEAVY_OPS:
+            continue
+        out = dtype_of[op["outputs"][0]]
+        int8_weights = any(dtype_of.get(i) == np.int8 and i not in produced for i in op["inputs"] if i >= 0)
+        kinds["int8" if out == np.int8 else "hybrid-int8" if int8_weights else np.dtype(out).name] += 1
+    return kinds
+
+
 def read_precision(path: Path, declared: str) -> Precision:
     """Weight storage and compute types from the interpreter's tensors and ops (constants vs op outputs)."""
     interpreter = _introspect(path)
     tensors = interpreter.get_tensor_details()
     ops = interpreter._get_ops_details()  # the only way the Python API lists ops
     produced = {i for op in ops for i in op["outputs"]}
+    heavy = _heavy_op_kinds(ops, {t["index"]: np.dtype(t["dtype"]) for t in tensors}, produced)
     weights: Counter[str] = Counter()
     activations: Counter[str] = Counter()
     for t in tensors:
@@ -90,12 +109,8 @@ def read_precision(path: Path, declared: str) -> Precision:
         elif t["dtype"] in (np.float32, np.float16, np.int8) and int(np.prod(t["shape"])) > 1:
             weights[dtype] += int(np.prod(t["shape"]))
     op_counts = Counter(op["op_name"] for op in ops)
-    if activations.get("int8", 0) > activations.get("float32", 0):
-        compute = "int8"
-    elif activations.get("float16", 0) > activations.get("float32", 0):
-        compute = "float16"
-    else:
-        compute = "float32"
+    top = heavy.most_common(1)[0][0] if heavy else "float32"
+    compute = "int8" if top in ("int8", "hybrid-int8") else top
     notes = []
     if compute != DECLARED_COMPUTE[declared]:
         notes.append(f"asked for {declared}, the interpreter computes in {compute}"
@@ -103,6 +118,7 @@ def read_precision(path: Path, declared: str) -> Precision:
     weight_type = weights.most_common(1)[0][0] if weights else "none"
     return Precision(declared, compute, weight_type,
                      {"weight_elements": dict(weights), "activation_tensors": dict(activations),
+                      "weight_op_kinds": dict(heavy),
                       "dequantize_ops": op_counts.get("DEQUANTIZE", 0), "ops": dict(op_counts)}, tuple(notes))
 
 
@@ -138,7 +154,7 @@ class TfliteSession:
 class TfliteBackend:
     name = "tflite"
     extra = "tflite"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8", "int8-dynamic")
 
     def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
         path = folder / MODEL_FILE
@@ -155,6 +171,26 @@ class TfliteBackend:
                          "signature_inputs": {s.name: f"args_{i}" for i, s in enumerate(inputs)},
                          "signature_outputs": {s.name: f"output_{i}" for i, s in enumerate(outputs)},
                          "threads": profile.runtime.threads})
+
+    def quantize(self, spec: ModelSpec, profile: TargetProfile, folder: Path, manifest: Manifest,
+                 calib: CalibrationData | None) -> Manifest:
+        from edgekit.backends import tflite_quant
+
+        path = folder / MODEL_FILE
+        fp32 = folder / "fp32.tflite"
+        os.replace(path, fp32)
+        try:
+            with native_stderr_captured():
+                how = tflite_quant.quantize(fp32, path, profile.precision, profile.quantization, calib,
+                                            spec.input_names, profile.runtime.layout)
+            fp32_bytes = fp32.stat().st_size
+        finally:
+            fp32.unlink()
+        quant = {"mode": profile.precision, **how, "calibration": calib.origin if calib else None,
+                 "calibration_samples": len(calib) if calib else 0, "keep_float": list(profile.quantization.keep_float),
+                 "fp32_bytes": fp32_bytes}
+        return replace(manifest, precision=read_precision(path, profile.precision),
+                       files=(file_entry(folder, MODEL_FILE),), extra={**manifest.extra, "quantization": quant})
 
     def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> TfliteSession:
         return TfliteSession(folder / manifest.model_file, manifest, profile.runtime.threads)
