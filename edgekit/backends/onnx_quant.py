@@ -55,6 +55,7 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
     prepared = work / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     quantize_static(str(prepared), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
-                    per_channel=recipe.per_channel, reduce_range=recipe.reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=METHODS[recipe.method], nodes_to_exclude=keep)
     return keep
