@@ -64,8 +64,8 @@ def compression_lines(result: RunResult) -> list[str]:
     r = c.recipe
     lines = [f"compression: {r.prune or 'no pruning'}{f' {r.amount:g}' if r.prune else ''}"
              f"{f', recovered by {r.recover} ({r.epochs} epochs)' if r.recover else ''} in {c.seconds:.0f} s",
-             f"  params {c.params_before:,} -> {c.params_after:,}; MACs {c.macs_before:,} -> {c.macs_after:,} "
-             f"({c.macs_before / max(c.macs_after, 1):.2f}x fewer)",
+             f"  params {c.params_before:,} -> {c.params_after:,}; FLOPs {c.flops_before:,} -> {c.flops_after:,} "
+             f"({c.flops_before / max(c.flops_after, 1):.2f}x fewer)",
              f"  torch val accuracy: original {_pct(c.accuracy_before)}, pruned {_pct(c.accuracy_pruned)}, "
              f"recovered {_pct(c.accuracy_recovered)}"]
     if c.sparsity:

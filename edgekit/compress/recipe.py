@@ -50,8 +50,8 @@ class CompressionReport:
     recipe: CompressionRecipe
     params_before: int
     params_after: int
-    macs_before: int
-    macs_after: int
+    flops_before: int
+    flops_after: int
     accuracy_before: float | None
     accuracy_pruned: float | None
     accuracy_recovered: float | None
@@ -62,13 +62,15 @@ class CompressionReport:
     note: str
 
 
-def count_macs(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
-    """(multiply-accumulates, parameters) for one sample, counted by torch-pruning; FLOPs are about 2x MACs."""
-    import torch_pruning as tp
+def count_flops(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
+    """(FLOPs, parameters) for one sample. torch's FlopCounterMode counts every aten op, the attention matmuls
+    (q @ k^T) included, which layer-based counters miss."""
+    from torch.utils.flop_counter import FlopCounterMode
 
     one = tuple(t[:1] for t in example_inputs)
-    flops, params = tp.utils.count_ops_and_params(module, one)
-    return int(flops), int(params)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(*one)
+    return int(counter.get_total_flops()), sum(p.numel() for p in module.parameters())
 
 
 def compress(spec: ModelSpec, recipe: CompressionRecipe) -> tuple[ModelSpec, CompressionReport]:
@@ -83,7 +85,7 @@ def compress(spec: ModelSpec, recipe: CompressionRecipe) -> tuple[ModelSpec, Com
     teacher = spec.module
     student = copy.deepcopy(teacher)
     accuracy = (lambda m: torch_accuracy(m, spec.task)) if spec.task else (lambda m: None)
-    macs_before, params_before = count_macs(teacher, spec.example_inputs)
+    flops_before, params_before = count_flops(teacher, spec.example_inputs)
     sparsity, overall, channels, note = {}, 0.0, {}, ""
     if recipe.prune in ("l1", "l1-global"):
         with torch.no_grad():  # masks stay in force during recovery, folded in afterwards
@@ -106,7 +108,7 @@ def compress(spec: ModelSpec, recipe: CompressionRecipe) -> tuple[ModelSpec, Com
         report = l1.sparsity_report(l1.make_permanent(student))
         sparsity = {layer.name: round(layer.sparsity, 4) for layer in report.layers}
         overall = report.overall
-    macs_after, params_after = count_macs(student.eval(), spec.example_inputs)
+    flops_after, params_after = count_flops(student.eval(), spec.example_inputs)
     return replace(spec, module=student.eval()), CompressionReport(
-        recipe, params_before, params_after, macs_before, macs_after, accuracy(teacher), pruned_accuracy,
+        recipe, params_before, params_after, flops_before, flops_after, accuracy(teacher), pruned_accuracy,
         recovered, sparsity, overall, channels, time.perf_counter() - start, note)
