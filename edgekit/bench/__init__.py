@@ -1,0 +1,1 @@
+"""Benchmarking: honest timing of an artifact on its runtime."""
