@@ -15,8 +15,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from edgekit.backends.common import batch_dynamic_shapes, versions
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
+from edgekit.backends.common import batch_dynamic_shapes, quantization_record, versions
 from edgekit.config import TargetProfile
 from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
@@ -139,9 +139,7 @@ class OnnxBackend:
             fp32_bytes = fp32.stat().st_size
         strip_metadata(path)
         precision = read_precision(path, profile.precision)
-        quant = {"mode": profile.precision, "method": profile.quantization.method if calib else None,
-                 "per_channel": profile.quantization.per_channel, "calibration": calib.origin if calib else None,
-                 "calibration_samples": len(calib) if calib else 0, "kept_float": kept, "fp32_bytes": fp32_bytes}
+        quant = quantization_record(profile, calib, fp32_bytes, kept_float_nodes=kept)
         return replace(manifest, precision=precision, files=(file_entry(folder, MODEL_FILE),),
                        extra={**manifest.extra, "quantization": quant})
 

@@ -15,7 +15,13 @@ import openvino as ov
 import torch
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
-from edgekit.backends.common import DECLARED_COMPUTE, PRECISION_NAMES, batch_dynamic_shapes, versions
+from edgekit.backends.common import (
+    DECLARED_COMPUTE,
+    PRECISION_NAMES,
+    batch_dynamic_shapes,
+    quantization_record,
+    versions,
+)
 from edgekit.config import TargetProfile
 from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
@@ -193,9 +199,7 @@ class OpenVinoBackend:
         del model
         os.replace(staged, path)
         os.replace(staged.with_suffix(".bin"), folder / WEIGHTS_FILE)
-        quant = {"mode": profile.precision, **how, "calibration": calib.origin if calib else None,
-                 "calibration_samples": len(calib) if calib else 0, "keep_float": list(profile.quantization.keep_float),
-                 "fp32_bytes": fp32_bytes}
+        quant = quantization_record(profile, calib, fp32_bytes, **how)
         return self._describe(folder, profile, source=manifest.source, extra={"quantization": quant})
 
     def _describe(self, folder: Path, profile: TargetProfile, source: str, extra: dict) -> Manifest:

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry  # noqa: E402
-from edgekit.backends.common import DECLARED_COMPUTE, thread_count, versions  # noqa: E402
+from edgekit.backends.common import DECLARED_COMPUTE, quantization_record, thread_count, versions  # noqa: E402
 from edgekit.backends.quiet import native_stderr_captured  # noqa: E402
 from edgekit.config import TargetProfile  # noqa: E402
 from edgekit.data.calib import CalibrationData  # noqa: E402
@@ -186,9 +186,7 @@ class TfliteBackend:
             fp32_bytes = fp32.stat().st_size
         finally:
             fp32.unlink()
-        quant = {"mode": profile.precision, **how, "calibration": calib.origin if calib else None,
-                 "calibration_samples": len(calib) if calib else 0, "keep_float": list(profile.quantization.keep_float),
-                 "fp32_bytes": fp32_bytes}
+        quant = quantization_record(profile, calib, fp32_bytes, **how)
         return replace(manifest, precision=read_precision(path, profile.precision),
                        files=(file_entry(folder, MODEL_FILE),), extra={**manifest.extra, "quantization": quant})
 

@@ -16,9 +16,10 @@ def logits_of(output) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def train(model: nn.Module, batches: Batches, epochs: int, lr: float, loss_fn) -> nn.Module:
+def train(model: nn.Module, batches: Batches, epochs: int, lr: float, loss_fn,
+          weight_decay: float = 1e-4) -> nn.Module:
     """AdamW with a one-cycle schedule; ``loss_fn(model_output, inputs, target)``."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(batches(0)),
                                                 pct_start=0.15)
     for epoch in range(epochs):

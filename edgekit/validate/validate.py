@@ -8,8 +8,8 @@ from edgekit.artifact import Manifest, Precision
 from edgekit.backends.base import Session
 from edgekit.backends.execute import run_batched
 from edgekit.config import TargetProfile
-from edgekit.reference import Reference, task_accuracy
 from edgekit.errors import one_line
+from edgekit.reference import Reference, task_accuracy
 from edgekit.validate.gates import Check, Status, check, worst
 from edgekit.validate.metrics import OutputStats, output_stats
 
