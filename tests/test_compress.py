@@ -40,10 +40,10 @@ def test_l1_recipe_with_finetune_keeps_sparsity_and_recovers(tmp_path):
     from edgekit.api import export
 
     result = export("zoo:cnn", "onnx-cpu-fp32", tmp_path / "run",
-                    compression=CompressionRecipe.parse("l1:0.6", "finetune", epochs=1))
+                    compression=CompressionRecipe.parse("l1:0.5", "finetune", epochs=2))
     c = result.compression
-    assert c.overall_sparsity == pytest.approx(0.6, abs=0.01)  # masks held during fine-tuning
-    assert c.accuracy_recovered >= c.accuracy_pruned
+    assert c.overall_sparsity == pytest.approx(0.5, abs=0.01)  # masks held during fine-tuning
+    assert c.accuracy_recovered > c.accuracy_pruned
     assert c.accuracy_recovered >= c.accuracy_before - 0.01
     assert c.flops_after == c.flops_before  # honest: zeros do not remove work on a dense runtime
     assert result.rows[0].accuracy == pytest.approx(result.torch_accuracy)  # the run validates the pruned model

@@ -40,7 +40,10 @@ def test_static_int8_keeps_accuracy_and_shrinks_the_file(int8_runs, backend):
     manifest = read_manifest(int8_runs.folder / row.target / "manifest.json")
     q = manifest.extra["quantization"]
     assert q["calibration_samples"] == 200 and "calib" in q["calibration"]
-    assert sum(f.bytes for f in manifest.files) < 0.45 * q["fp32_bytes"]
+    weights = manifest.precision.evidence["weight_elements"]
+    assert weights["int8"] >= 0.9 * sum(weights.values())  # the weights really are stored in int8
+    # files shrink less than 4x on a 90 KB model: graph, scales and (OpenVINO) XML topology stay
+    assert sum(f.bytes for f in manifest.files) < 0.6 * q["fp32_bytes"]
 
 
 @pytest.mark.parametrize("backend", INT8)

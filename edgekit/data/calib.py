@@ -66,15 +66,16 @@ def read_image(path: Path, pre: Preprocess) -> np.ndarray:
     return (pixels - mean) / std
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Every file below ``folder`` but metadata (CSV, JSON, ...); a file that is not an image is an error later."""
+def image_files(folder: Path) -> tuple[Path, list[Path]]:
+    """The folder used (its calib/ subfolder if it has one) and every file below it but metadata (CSV, JSON,
+    ...); a file that is not an image is an error when it is read."""
     if (folder / "calib").is_dir():
         folder = folder / "calib"
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
                    and p.suffix.lower() not in METADATA_SUFFIXES)
     if not files:
         raise EdgekitError(f"calibration folder {folder} holds no images; {HOW}")
-    return files
+    return folder, files
 
 
 def augment(images: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
@@ -110,7 +111,7 @@ def load_calibration(calib: str | Path | None, input_names: tuple[str, ...], tas
         if len(input_names) != 1:
             raise EdgekitError(f"the model has {len(input_names)} inputs ({', '.join(input_names)}); an image folder "
                                "feeds one: use --calib task:calib for paired inputs")
-        files = image_files(folder)
+        folder, files = image_files(folder)
         picked = [files[i] for i in sorted(rng.permutation(len(files))[:samples])]
         inputs = {input_names[0]: np.stack([read_image(p, preprocess) for p in picked])}
         origin = f"{len(picked)} images from {folder}"
