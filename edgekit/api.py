@@ -10,7 +10,7 @@ from edgekit import __version__
 from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.compress.recipe import CompressionRecipe, CompressionReport, compress
-from edgekit.config import TargetProfile, load_profiles, parse_profile
+from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles, parse_profile
 from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.errors import EdgekitError, one_line
 from edgekit.fsutil import RUN_MARKER, staged_folder, write_json, write_text
@@ -20,7 +20,6 @@ from edgekit.source import load_source
 from edgekit.validate.gates import Status
 from edgekit.validate.validate import Stage, Validation, failure, validate
 
-QUANTIZED = ("int8", "int8-dynamic")
 REFERENCE_FILE = "reference.npz"
 COMPRESSION_FILE = "compression.json"
 PROFILE_FILE = "profile.toml"
@@ -57,7 +56,7 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, c
         manifest = backend.export(reference.spec, profile, folder, reference.source)
     except Exception as exc:  # one target's failure never stops the others
         return failure(profile, Stage.EXPORT, one_line(exc))
-    if profile.precision in QUANTIZED:
+    if profile.precision in QUANTIZED_PRECISIONS:
         try:
             progress(f"{profile.name}: quantizing ({profile.precision})")
             manifest = backend.quantize(reference.spec, profile, folder, manifest, calib)

@@ -11,6 +11,7 @@ from edgekit.data.calib import Augment, Preprocess
 from edgekit.errors import EdgekitError
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+QUANTIZED_PRECISIONS = ("int8", "int8-dynamic")  # made by a quantize step after the fp32 export
 LAYOUTS = ("NCHW", "NHWC")
 
 # Which way is better for each gated metric; a gate on any other name is a typo and is rejected.

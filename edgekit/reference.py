@@ -56,7 +56,7 @@ def torch_accuracy(module: torch.nn.Module, task: str, split: str = "val") -> fl
     data = load_task(task, split)
     names = tuple(data.inputs)
     logits = run_torch(module.eval(), data.inputs, names, ("logits",))["logits"]
-    return float((logits.argmax(1) == data.labels).mean())
+    return task_accuracy(logits, data.labels)
 
 
 def build_reference(spec: ModelSpec, source: str, split: str = "val", data_root: Path | None = None) -> Reference:

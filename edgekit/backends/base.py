@@ -63,6 +63,8 @@ def get_backend(name: str) -> Backend:
         try:
             module = importlib.import_module(_MODULES[name])
         except ImportError as exc:
+            if (exc.name or "").split(".")[0] == "edgekit":  # our own bug, not a missing runtime
+                raise
             raise EdgekitError(f"backend {name!r} needs a package that is not installed ({exc.name}): "
                                f"pip install 'edgekit[{name}]'") from None
         _LOADED[name] = module.BACKEND

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from importlib import metadata
 
 import torch
@@ -44,3 +45,8 @@ def quantization_record(profile, calib, fp32_bytes: int, **how) -> dict:
     return {"mode": profile.precision, "method": recipe.method if calib else None, "per_channel": recipe.per_channel,
             "calibration": calib.origin if calib else None, "calibration_samples": len(calib) if calib else 0,
             "keep_float": list(recipe.keep_float), "fp32_bytes": fp32_bytes, **how}
+
+
+def storage_type(weight_elements: Counter[str]) -> str:
+    """The type that holds most weight elements ("none" for a model without weights)."""
+    return weight_elements.most_common(1)[0][0] if weight_elements else "none"

@@ -16,8 +16,8 @@ import onnxruntime as ort
 import torch
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
-from edgekit.backends.common import batch_dynamic_shapes, quantization_record, versions
-from edgekit.config import TargetProfile
+from edgekit.backends.common import batch_dynamic_shapes, quantization_record, storage_type, versions
+from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
 from edgekit.spec import ModelSpec
@@ -78,7 +78,7 @@ def read_precision(path: Path, declared: str, threads: int = 1) -> Precision:
         compute = "float16"
     else:
         compute = "float32"
-    weight_type = weights.most_common(1)[0][0] if weights else "none"
+    weight_type = storage_type(weights)
     return Precision(declared, compute, weight_type,
                      {"weight_elements": dict(weights), "quantized_ops": quantized,
                       "activation_types": dict(value_types), "provider": "CPUExecutionProvider"})
@@ -116,7 +116,7 @@ class OnnxBackend:
                               dynamic_shapes=batch_dynamic_shapes(spec), opset_version=profile.runtime.opset,
                               verbose=False, report=False)
         # name scopes map nodes to torch module paths, for quantization's keep_float patterns
-        strip_metadata(path, keep=("pkg.torch.onnx.name_scopes",) if profile.precision in ("int8", "int8-dynamic")
+        strip_metadata(path, keep=("pkg.torch.onnx.name_scopes",) if profile.precision in QUANTIZED_PRECISIONS
                        else ())
         onnx.checker.check_model(str(path), full_check=True)
         model = onnx.load(str(path))

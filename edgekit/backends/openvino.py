@@ -20,16 +20,16 @@ from edgekit.backends.common import (
     PRECISION_NAMES,
     batch_dynamic_shapes,
     quantization_record,
+    storage_type,
     versions,
 )
-from edgekit.config import TargetProfile
+from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
 from edgekit.spec import ModelSpec
 
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
-_HINTS = {"fp32": "f32", "fp16": "f16"}
 _SKIP_LAYERS = {"Const", "Input", "Output", "Parameter", "Result"}
 _CORE: ov.Core | None = None
 
@@ -90,7 +90,7 @@ def _weight_elements(model_path: Path) -> Counter[str]:
 def unread_precision(model_path: Path, profile: TargetProfile, why: str) -> Precision:
     """For a device this host lacks: the weights are known, the compute precision is not."""
     weights = _weight_elements(model_path)
-    return Precision(profile.precision, "unknown", weights.most_common(1)[0][0] if weights else "none",
+    return Precision(profile.precision, "unknown", storage_type(weights),
                      {"weight_elements": dict(weights), "device": profile.runtime.device},
                      (f"{why}: compute precision not read back",))
 
@@ -113,7 +113,7 @@ def read_precision(model_path: Path, compiled: ov.CompiledModel, profile: Target
     floats = {k: v for k, v in executed.items() if k in ("float32", "float16", "bfloat16")}
     compute = "int8" if executed.get("int8", 0) > sum(floats.values()) / 2 else max(floats, key=floats.get,
                                                                                      default="unknown")
-    weight_type = weights.most_common(1)[0][0] if weights else "none"
+    weight_type = storage_type(weights)
     notes = []
     if profile.runtime.precision_hint is None:
         notes.append(f"INFERENCE_PRECISION_HINT left at the runtime default (here {hint}; CPUs with bf16 "
@@ -177,7 +177,7 @@ class OpenVinoBackend:
             port.get_tensor().set_names({name})
         for port, name in zip(model.outputs, spec.output_names):
             port.get_tensor().set_names({name})
-        quantized = profile.precision in ("int8", "int8-dynamic")
+        quantized = profile.precision in QUANTIZED_PRECISIONS
         # int8 starts from float32 weights; NNCF stores its own int8 weights
         ov.save_model(model, str(folder / MODEL_FILE),
                       compress_to_fp16=False if quantized else _compress_to_fp16(profile))

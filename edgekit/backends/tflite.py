@@ -18,9 +18,9 @@ import torch  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry  # noqa: E402
-from edgekit.backends.common import DECLARED_COMPUTE, quantization_record, thread_count, versions  # noqa: E402
+from edgekit.backends.common import DECLARED_COMPUTE, quantization_record, storage_type, thread_count, versions  # noqa: E402
 from edgekit.backends.quiet import native_stderr_captured  # noqa: E402
-from edgekit.config import TargetProfile  # noqa: E402
+from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile  # noqa: E402
 from edgekit.data.calib import CalibrationData  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.spec import ModelSpec  # noqa: E402
@@ -46,14 +46,14 @@ def convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> None:
     with native_stderr_captured():  # torchao's "Failed to load ..._C_cutlass" lines on CPU-only machines
         import litert_torch
 
-    module, nhwc = spec.module, profile.runtime.layout == "NHWC"
+    module, nhwc, images = spec.module, profile.runtime.layout == "NHWC", _image_inputs(spec)
     if nhwc:
-        module = litert_torch.to_channel_last_io(module, args=_image_inputs(spec)).eval()
+        module = litert_torch.to_channel_last_io(module, args=images).eval()
     converter = None
     for size in sorted(set(profile.runtime.batch_sizes)):
         args = tuple(_batch(t, size) for t in spec.example_inputs)
         if nhwc:
-            args = tuple(a.permute(0, 2, 3, 1).contiguous() if i in _image_inputs(spec) else a
+            args = tuple(a.permute(0, 2, 3, 1).contiguous() if i in images else a
                          for i, a in enumerate(args))
         converter = (litert_torch.signature if converter is None else converter.signature)(
             signature_name(size), module, args)
@@ -62,7 +62,7 @@ def convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> None:
         from litert_torch.generative.quantize import quant_recipes
 
         quant_config = quant_recipes.full_fp16_recipe()
-    elif profile.precision not in ("fp32", "int8", "int8-dynamic"):  # int8 quantizes the fp32 file afterwards
+    elif profile.precision not in ("fp32", *QUANTIZED_PRECISIONS):  # int8 quantizes the fp32 file afterwards
         raise EdgekitError(f"{profile.name}: the tflite backend cannot make {profile.precision}")
     with warnings.catch_warnings(), native_stderr_captured():
         warnings.simplefilter("ignore")
@@ -115,7 +115,7 @@ def read_precision(path: Path, declared: str) -> Precision:
     if compute != DECLARED_COMPUTE[declared]:
         notes.append(f"asked for {declared}, the interpreter computes in {compute}"
                      + (" (fp16 weights are dequantized to float32 on the CPU)" if declared == "fp16" else ""))
-    weight_type = weights.most_common(1)[0][0] if weights else "none"
+    weight_type = storage_type(weights)
     return Precision(declared, compute, weight_type,
                      {"weight_elements": dict(weights), "activation_tensors": dict(activations),
                       "weight_op_kinds": dict(heavy),
