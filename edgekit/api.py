@@ -15,7 +15,6 @@ from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.errors import EdgekitError, one_line
 from edgekit.fsutil import RUN_MARKER, staged_folder, write_json, write_text
 from edgekit.reference import Reference, build_reference, load_reference, save_reference
-from edgekit.report import write_reports
 from edgekit.source import load_source
 from edgekit.validate.gates import Status
 from edgekit.validate.validate import Stage, Validation, failure, validate
@@ -105,11 +104,22 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
             "inputs": list(spec.input_names), "outputs": list(spec.output_names),
             "attention_outputs": list(spec.attention_outputs), "labels": list(spec.labels),
             "torch_accuracy": result.torch_accuracy, "targets": [p.name for p in profiles]})
-        write_reports(stage, result)
+        write_reports(stage, result, reference)
     return result
 
 
-def _read_run(folder: Path) -> dict:
+def write_reports(folder: Path, result: RunResult, reference: Reference) -> None:
+    """The four report files, with the validation rows (``edgekit bench`` adds speed, memory and explanations)."""
+    from edgekit.bench.run import BenchResult, BenchRow
+    from edgekit.report.render import write_bench_reports
+
+    run = json.loads((folder / RUN_MARKER).read_text(encoding="utf-8"))
+    write_bench_reports(BenchResult(result.source, folder, run.get("task"), result.torch_accuracy, None,
+                                    tuple(BenchRow(v) for v in result.rows), tuple(run.get("attention_outputs", ())),
+                                    reference=reference), plots=False)
+
+
+def read_run(folder: Path) -> dict:
     marker = folder / RUN_MARKER
     if not marker.is_file():
         raise EdgekitError(f"{folder} is not a run folder (no {RUN_MARKER}); make one with `edgekit export`")
@@ -141,7 +151,7 @@ def _revalidate(reference: Reference, folder: Path) -> Validation:
 def validate_run(run_dir: str | Path, progress: Progress = _quiet) -> RunResult:
     """Validate every artifact of a run folder again, on its runtime, with the gates it was exported under."""
     folder = Path(run_dir)
-    run = _read_run(folder)
+    run = read_run(folder)
     reference = load_reference(folder / REFERENCE_FILE, run["source"], tuple(run["inputs"]), tuple(run["outputs"]),
                                run.get("task"))
     rows = []
@@ -149,5 +159,5 @@ def validate_run(run_dir: str | Path, progress: Progress = _quiet) -> RunResult:
         progress(f"{name}: validating")
         rows.append(_revalidate(reference, folder / name))
     result = RunResult(run["source"], folder, reference.accuracy(), tuple(rows))
-    write_reports(folder, result)
+    write_reports(folder, result, reference)
     return result

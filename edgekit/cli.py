@@ -11,6 +11,7 @@ from pathlib import Path
 from edgekit.errors import EdgekitError
 
 DEMO_MODELS = ("cnn", "attention", "fusion", "transformer")
+DEMO_TARGETS = ",".join(f"{b}-cpu-{p}" for p in ("fp32", "int8") for b in ("onnx", "openvino", "tflite"))
 
 
 def _progress(message: str) -> None:
@@ -30,7 +31,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgekit.api import export
     from edgekit.compress.recipe import CompressionRecipe
 
-    recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs)
+    recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs, args.recover_lr)
     result = export(args.source, args.target, args.out, calib=args.calib, compression=recipe,
                     allow_pickle=args.allow_pickle, progress=_progress)
     _print_result(result)
@@ -42,6 +43,59 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     result = validate_run(args.run_dir, progress=_progress)
     _print_result(result)
+    return 1 if result.failed else 0
+
+
+def _bench_timing(args: argparse.Namespace):
+    from edgekit.bench.run import Timing
+
+    timing = Timing.quick() if args.quick else Timing()
+    return timing if args.timeout is None else Timing(timing.min_runs, timing.min_seconds,
+                                                       timing.throughput_seconds, args.timeout)
+
+
+def _bench(run_dir: str | Path, args: argparse.Namespace):
+    """Bench one run folder with a progress bar on stderr, then print its table."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgekit.bench.run import bench
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("  bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def on_row(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+            if not console.is_terminal:
+                _progress(f"bench [{done}/{total}] {what}")
+        result = bench(run_dir, timing=_bench_timing(args), explain=not args.no_explain,
+                       allow_pickle=args.allow_pickle, on_row=on_row)
+    _print_bench(result)
+    return result
+
+
+def _print_bench(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgekit.report.render import main_table
+
+    rows = main_table(result)
+    table = Table(title=f"{result.source} -> {result.folder}", title_justify="left")
+    for i, header in enumerate(rows[0]):
+        table.add_column(header, overflow="fold", no_wrap=i == 0)
+    colors = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
+    for row in rows[1:]:
+        table.add_row(*row[:1], f"[{colors.get(row[1], 'white')}]{row[1]}[/]", *row[2:])
+    console = Console()
+    (console if console.is_terminal else Console(width=240)).print(table)  # logs and pipes: no folding
+    print(f"reports: {result.folder}/report.html, report.md, report.json, junit.xml")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    result = _bench(args.run_dir, args)
     return 1 if result.failed else 0
 
 
@@ -61,14 +115,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edgekit.api import export
     from edgekit.report import summary_table, text_table
 
-    results = []
+    results, failed = [], False
     for name in args.models:
-        results.append(export(f"zoo:{name}", args.target, Path(args.out) / name, progress=_progress))
-        _print_result(results[-1])
+        results.append(export(f"zoo:{name}", args.target, Path(args.out) / name, calib="task:calib",
+                              progress=_progress))
+        failed |= results[-1].failed
+        if not args.no_bench:
+            failed |= _bench(Path(args.out) / name, args).failed
     print("\nsummary: val accuracy (1000 real MNIST digits) and max abs error against torch, per output")
     print(text_table(summary_table(results)))
-    print(f"\nrun folders (artifacts, manifests, report.md, report.json) are in {args.out}/")
-    return 1 if any(r.failed for r in results) else 0
+    print(f"\nrun folders (artifacts, manifests, report.html/.md/.json, junit.xml) are in {args.out}/")
+    return 1 if failed else 0
+
+
+def _bench_options(p: argparse.ArgumentParser, quick_default: bool = False) -> None:
+    p.add_argument("--quick", action=argparse.BooleanOptionalAction, default=quick_default,
+                   help="short timing (50 runs / 0.2 s per mode) for demos; the default times >= 200 runs and 1 s")
+    p.add_argument("--timeout", type=float, help="seconds before a worker is killed and its row is TIMEOUT")
+    p.add_argument("--no-explain", action="store_true", help="skip the occlusion maps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", help="l1:AMOUNT (per layer), l1-global:AMOUNT, or channels:AMOUNT (structured)")
     p.add_argument("--recover", choices=("finetune", "distill"), help="recover accuracy after pruning")
     p.add_argument("--recover-epochs", type=int, default=3)
+    p.add_argument("--recover-lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_export)
 
@@ -92,14 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("bench", help="run every artifact of a run folder on its runtime, each in a worker "
+                       "process: speed, memory, size, accuracy, attention and occlusion against torch")
+    p.add_argument("run_dir")
+    _bench_options(p)
+    p.add_argument("--allow-pickle", action="store_true", help="the run's source is a .pt2 archive (uses pickle)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("profiles", help="list the target profiles, one line each")
     p.set_defaults(func=cmd_profiles)
 
     p = sub.add_parser("demo", help="the whole chain on the built-in models and sample data")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--target", default="onnx-cpu-fp32,openvino-cpu-fp32,tflite-cpu-fp32")
+    p.add_argument("--target", default=DEMO_TARGETS)
     p.add_argument("--models", nargs="+", choices=DEMO_MODELS, default=list(DEMO_MODELS))
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--no-bench", action="store_true", help="export and validate only")
+    _bench_options(p, quick_default=True)
+    p.set_defaults(func=cmd_demo, allow_pickle=False)
     return parser
 
 

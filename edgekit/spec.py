@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the runtime side (bench workers, device runners) never imports torch
+    import torch
 
 
 @dataclass(frozen=True)

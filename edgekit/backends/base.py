@@ -3,16 +3,19 @@ only one runtime (``pip install edgekit[onnx]``) never imports the others."""
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from edgekit.artifact import Manifest
 from edgekit.config import TargetProfile
-from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
-from edgekit.spec import ModelSpec
+
+if TYPE_CHECKING:  # export-side types; opening an artifact needs neither torch nor pillow
+    from edgekit.data.calib import CalibrationData
+    from edgekit.spec import ModelSpec
 
 
 class Session(Protocol):
@@ -50,6 +53,19 @@ def register(module_path: str, name: str) -> None:
     """Add a backend module (one that defines ``BACKEND``) under ``name``; user plugins call this."""
     _MODULES[name] = module_path
     _LOADED.pop(name, None)
+
+
+PLUGINS_ENV = "EDGEKIT_PLUGINS"
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``$EDGEKIT_PLUGINS`` (comma-separated); each calls :func:`register`. The
+    variable is inherited by bench workers, so a user's backend runs there too."""
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise EdgekitError(f"${PLUGINS_ENV}: cannot import plugin module {name!r} ({exc})") from None
 
 
 def registered() -> list[str]:

@@ -2,23 +2,30 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections import Counter
 from importlib import metadata
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from edgekit.spec import ModelSpec
+    from edgekit.spec import ModelSpec
 
 MAX_BATCH = 4096
 
 
 def batch_dynamic_shapes(spec: ModelSpec) -> tuple[dict[int, torch.export.Dim], ...]:
     """Dim 0 of every input is one shared dynamic batch (the example inputs should have batch >= 2)."""
+    import torch
+
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     return tuple({0: batch} for _ in spec.example_inputs)
 
 
 def versions(*packages: str) -> dict[str, str]:
+    import torch
+
     found = {"torch": torch.__version__}
     for name in packages:
         try:
@@ -50,3 +57,23 @@ def quantization_record(profile, calib, fp32_bytes: int, **how) -> dict:
 def storage_type(weight_elements: Counter[str]) -> str:
     """The type that holds most weight elements ("none" for a model without weights)."""
     return weight_elements.most_common(1)[0][0] if weight_elements else "none"
+
+
+class ConversionCache:
+    """Recent conversions of a module, so a run's int8 target reuses the float conversion its fp32 target of the
+    same backend already made (converting is the slow part of an export). Entries die with their module."""
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        self._items: dict[tuple, tuple[weakref.ref, Any]] = {}
+
+    def get(self, module: object, key: tuple, make: Callable[[], Any]) -> Any:
+        slot = (id(module), key)
+        hit = self._items.get(slot)
+        if hit is not None and hit[0]() is module:
+            return hit[1]
+        value = make()
+        self._items[slot] = (weakref.ref(module), value)
+        while len(self._items) > self._size:
+            self._items.pop(next(iter(self._items)))
+        return value

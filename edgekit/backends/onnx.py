@@ -9,18 +9,20 @@ import warnings
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
 from edgekit.backends.common import batch_dynamic_shapes, quantization_record, storage_type, versions
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
-from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
-from edgekit.spec import ModelSpec
+
+if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
+    from edgekit.data.calib import CalibrationData
+    from edgekit.spec import ModelSpec
 
 ort.set_default_logger_severity(3)
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
@@ -111,6 +113,8 @@ class OnnxBackend:
         path = folder / MODEL_FILE
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            import torch
+
             torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=True, external_data=False,
                               input_names=list(spec.input_names), output_names=list(spec.output_names),
                               dynamic_shapes=batch_dynamic_shapes(spec), opset_version=profile.runtime.opset,

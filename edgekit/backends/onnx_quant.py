@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 import re
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def module_path(node: onnx.NodeProto) -> str:
             scopes = ast.literal_eval(prop.value)
             return scopes[-2] if len(scopes) > 1 else ""
     return ""
+
+
+
+class _Rank1PerChannelNote(logging.Filter):
+    """onnxruntime logs (on the root logger) that per-channel does not apply to 1-D weights such as LayerNorm's
+    and falls back to per-tensor for them: expected, and one line per weight."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_Rank1PerChannelNote())
 
 
 def nodes_to_keep_float(model_path: Path, patterns: tuple[str, ...]) -> list[str]:

@@ -6,27 +6,32 @@ default in force gets a warning, and the manifest says what the compiled model r
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import openvino as ov
-import torch
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
 from edgekit.backends.common import (
     DECLARED_COMPUTE,
     PRECISION_NAMES,
+    ConversionCache,
     batch_dynamic_shapes,
     quantization_record,
     storage_type,
     versions,
 )
+from edgekit.bench.measurement import Throughput
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
-from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
-from edgekit.spec import ModelSpec
+
+if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
+    from edgekit.data.calib import CalibrationData
+    from edgekit.spec import ModelSpec
 
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
@@ -156,6 +161,18 @@ class OpenVinoSession:
         return {name: np.array(result[port]) for port, name in self._outputs}  # copies: the buffers are reused
 
 
+_CONVERTED = ConversionCache()
+
+
+def _convert(spec: ModelSpec) -> ov.Model:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torch
+
+        program = torch.export.export(spec.module, spec.example_inputs, dynamic_shapes=batch_dynamic_shapes(spec))
+        return ov.convert_model(program)
+
+
 class OpenVinoBackend:
     name = "openvino"
     extra = "openvino"
@@ -166,10 +183,7 @@ class OpenVinoBackend:
             raise EdgekitError(f"{profile.name}: the openvino backend cannot make {profile.precision}")
         if profile.runtime.layout != "NCHW":
             raise EdgekitError(f"{profile.name}: the openvino backend keeps the model's NCHW layout")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.export.export(spec.module, spec.example_inputs, dynamic_shapes=batch_dynamic_shapes(spec))
-            model = ov.convert_model(program)
+        model = _CONVERTED.get(spec.module, (), lambda: _convert(spec)).clone()
         # convert_model leaves every input dimension dynamic; pin all but the batch, so a wrong shape is refused
         model.reshape({port: ov.PartialShape([-1, *t.shape[1:]]) for port, t in zip(model.inputs,
                                                                                       spec.example_inputs)})
@@ -218,6 +232,31 @@ class OpenVinoBackend:
 
     def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> OpenVinoSession:
         return OpenVinoSession(compile_model(folder / manifest.model_file, profile))
+
+    def throughput(self, folder: Path, manifest: Manifest, profile: TargetProfile, one: dict[str, np.ndarray],
+                   seconds: float) -> Throughput:
+        """As benchmark_app does it: the THROUGHPUT hint (CPU streams) and an async queue of the plugin's optimal
+        number of requests, all kept busy for ``seconds``."""
+        missing = device_missing(profile.runtime.device)
+        if missing:
+            raise EdgekitError(missing)
+        config = {**compile_config(profile), "PERFORMANCE_HINT": "THROUGHPUT"}
+        compiled = core().compile_model(str(folder / manifest.model_file), profile.runtime.device, config)
+        requests = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        queue = ov.AsyncInferQueue(compiled, requests)
+        for _ in range(2 * requests):  # warm-up
+            queue.start_async(one)
+        queue.wait_all()
+        done = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            queue.start_async(one)  # blocks while every request is busy
+            done += 1
+        queue.wait_all()
+        elapsed = time.perf_counter() - start
+        streams = compiled.get_property("NUM_STREAMS")
+        return Throughput(f"OpenVINO async queue, {requests} requests, THROUGHPUT hint ({streams} streams)",
+                          int(requests), done, elapsed)
 
 
 BACKEND = OpenVinoBackend()

@@ -3,6 +3,7 @@ the CPU plugin's dynamic activation quantization (int8-dynamic)."""
 from __future__ import annotations
 
 import logging
+import warnings
 
 import openvino as ov
 
@@ -11,6 +12,8 @@ from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
 
 logging.getLogger("nncf").setLevel(logging.ERROR)
+# NNCF forks workers; litert-torch has imported jax in this process, which then warns about fork on every call
+warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
 
 _CONSTANT_SOURCES = {"Constant", "Convert", "FakeQuantize", "Multiply", "Subtract", "Reshape"}
 

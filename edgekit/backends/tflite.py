@@ -10,20 +10,31 @@ import warnings
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry  # noqa: E402
-from edgekit.backends.common import DECLARED_COMPUTE, quantization_record, storage_type, thread_count, versions  # noqa: E402
+from edgekit.backends.common import (  # noqa: E402
+    DECLARED_COMPUTE,
+    ConversionCache,
+    quantization_record,
+    storage_type,
+    thread_count,
+    versions,
+)
 from edgekit.backends.quiet import native_stderr_captured  # noqa: E402
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile  # noqa: E402
-from edgekit.data.calib import CalibrationData  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
-from edgekit.spec import ModelSpec  # noqa: E402
+
+if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
+    import torch
+
+    from edgekit.data.calib import CalibrationData
+    from edgekit.spec import ModelSpec
 
 MODEL_FILE = "model.tflite"
 
@@ -42,7 +53,17 @@ def _image_inputs(spec: ModelSpec) -> list[int]:
     return [i for i, t in enumerate(spec.example_inputs) if t.dim() == 4 and t.is_floating_point()]
 
 
+_CONVERTED = ConversionCache()
+
+
 def convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> None:
+    """Write the .tflite; a float conversion with the same layout and batch sizes is converted only once."""
+    fp16 = profile.precision == "fp16"
+    key = (profile.runtime.layout, tuple(sorted(set(profile.runtime.batch_sizes))), fp16)
+    path.write_bytes(_CONVERTED.get(spec.module, key, lambda: _convert(spec, profile, path)))
+
+
+def _convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> bytes:
     with native_stderr_captured():  # torchao's "Failed to load ..._C_cutlass" lines on CPU-only machines
         import litert_torch
 
@@ -67,6 +88,7 @@ def convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> None:
     with warnings.catch_warnings(), native_stderr_captured():
         warnings.simplefilter("ignore")
         converter.convert(quant_config=quant_config).export(str(path))
+    return path.read_bytes()
 
 
 def _introspect(path: Path) -> Interpreter:

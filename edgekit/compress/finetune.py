@@ -37,7 +37,7 @@ def cross_entropy(output, _inputs, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits_of(output), target, label_smoothing=0.05)
 
 
-def finetune(model: nn.Module, task: str, epochs: int = 3, lr: float = 5e-4, seed: int = 0) -> nn.Module:
+def finetune(model: nn.Module, task: str, epochs: int = 3, lr: float = 2e-3, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return train(model, train_batches(task, seed=seed + 1), epochs, lr, cross_entropy)
 
@@ -50,7 +50,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: 
     return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, target)
 
 
-def distill(student: nn.Module, teacher: nn.Module, task: str, epochs: int = 3, lr: float = 5e-4,
+def distill(student: nn.Module, teacher: nn.Module, task: str, epochs: int = 3, lr: float = 2e-3,
             temperature: float = 4.0, alpha: float = 0.7, seed: int = 0) -> nn.Module:
     teacher = copy.deepcopy(teacher).eval()
 

@@ -20,10 +20,12 @@ class CompressionRecipe:
     amount: float = 0.0
     recover: str | None = None  # finetune | distill
     epochs: int = 3
+    lr: float = 2e-3  # peak of the one-cycle schedule
     round_to: int = 8  # channel counts rounded to SIMD-friendly multiples
 
     @staticmethod
-    def parse(prune: str | None, recover: str | None = None, epochs: int = 3) -> CompressionRecipe | None:
+    def parse(prune: str | None, recover: str | None = None, epochs: int = 3,
+              lr: float = 2e-3) -> CompressionRecipe | None:
         """``--prune l1:0.5 | l1-global:0.5 | channels:0.3`` and ``--recover finetune | distill``."""
         if prune is None and recover is None:
             return None
@@ -42,7 +44,9 @@ class CompressionRecipe:
             raise EdgekitError(f"--recover {recover!r} must be one of {', '.join(RECOVERIES)}")
         if epochs < 1:
             raise EdgekitError("--recover-epochs must be >= 1")
-        return CompressionRecipe(kind, amount, recover, epochs)
+        if not 0.0 < lr < 1.0:
+            raise EdgekitError("--recover-lr must be in (0, 1)")
+        return CompressionRecipe(kind, amount, recover, epochs, lr)
 
 
 @dataclass(frozen=True)
@@ -99,9 +103,9 @@ def compress(spec: ModelSpec, recipe: CompressionRecipe) -> tuple[ModelSpec, Com
     pruned_accuracy = accuracy(student)
     recovered = None
     if recipe.recover == "finetune":
-        student = finetune(student, spec.task, epochs=recipe.epochs)
+        student = finetune(student, spec.task, epochs=recipe.epochs, lr=recipe.lr)
     elif recipe.recover == "distill":
-        student = distill(student, teacher, spec.task, epochs=recipe.epochs)
+        student = distill(student, teacher, spec.task, epochs=recipe.epochs, lr=recipe.lr)
     if recipe.recover:
         recovered = accuracy(student)
     if recipe.prune in ("l1", "l1-global"):

@@ -66,3 +66,9 @@ def read_pairs(split: str, root: Path | None = None) -> tuple[list[str], np.ndar
         rows = list(csv.DictReader(f))
     tokens = np.stack([tokenize(captions[int(r["caption_id"])].text, root) for r in rows])
     return [r["file"] for r in rows], tokens, np.array([int(r["target"]) for r in rows], dtype=np.int64)
+
+
+def decode_tokens(ids: np.ndarray, root: Path | None = None) -> list[str]:
+    """Token ids back to words, for plot labels."""
+    words = {i: w for w, i in vocabulary(root).items()}
+    return [words.get(int(i), "<unk>") for i in ids]

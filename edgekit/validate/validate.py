@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+import numpy as np
+
 from edgekit.artifact import Manifest, Precision
 from edgekit.backends.base import Session
 from edgekit.backends.execute import run_batched
@@ -81,6 +83,12 @@ def validate(reference: Reference, session_factory, manifest: Manifest, profile:
         actual = run_batched(session, manifest, reference.inputs)
     except Exception as exc:
         return failure(profile, Stage.RUN, one_line(exc), manifest.precision)
+    return compare(reference, actual, manifest.precision, profile)
+
+
+def compare(reference: Reference, actual: dict[str, np.ndarray], precision: Precision,
+            profile: TargetProfile) -> Validation:
+    """The artifact's outputs on the reference inputs against torch's: names, shapes, values, then the gates."""
     problems = []
     missing = [n for n in reference.output_names if n not in actual]
     if missing:
@@ -89,17 +97,17 @@ def validate(reference: Reference, session_factory, manifest: Manifest, profile:
         if name in actual and actual[name].shape != reference.outputs[name].shape:
             problems.append(f"output {name} has shape {actual[name].shape}, torch {reference.outputs[name].shape}")
     if problems:
-        return failure(profile, Stage.MISMATCH, "; ".join(problems), manifest.precision)
+        return failure(profile, Stage.MISMATCH, "; ".join(problems), precision)
     stats = [output_stats(n, reference.outputs[n], actual[n]) for n in reference.output_names]
     accuracy = task_accuracy(actual[reference.logits], reference.labels)
     checks = _gate(reference, stats, accuracy, profile)
     status = worst(c.status for c in checks)
-    if manifest.precision.warnings and status is Status.PASS:
+    if precision.warnings and status is Status.PASS:
         status = Status.WARN
     reason = "; ".join(f"{c.subject} {c.metric} {c.value:.3g} beyond {c.fail:g}" for c in checks
                        if c.status is Status.FAIL)
     return Validation(profile.name, profile.backend, status, Stage.MISMATCH if reason else None, reason,
                       len(reference.labels) if reference.labels is not None else len(next(iter(actual.values()))),
-                      tuple(stats), reference.accuracy(), accuracy, tuple(checks), manifest.precision,
-                      manifest.precision.warnings)
+                      tuple(stats), reference.accuracy(), accuracy, tuple(checks), precision,
+                      precision.warnings)
 

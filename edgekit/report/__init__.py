@@ -1,17 +1,11 @@
-"""Reports of a run: report.json (schema edgekit.report/1), report.md, and the terminal table."""
+"""Tables of a run for the terminal and markdown; the report files themselves are written by render.py."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-from edgekit.fsutil import jsonable, write_json, write_text
 
 if TYPE_CHECKING:
     from edgekit.api import RunResult
     from edgekit.validate.validate import Validation
-
-REPORT_SCHEMA = "edgekit.report/1"
-
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
@@ -76,13 +70,3 @@ def compression_lines(result: RunResult) -> list[str]:
     if c.note:
         lines.append(f"  note: {c.note}")
     return lines
-
-
-def write_reports(folder: Path, result: RunResult) -> None:
-    write_json(folder / "report.json", {"schema": REPORT_SCHEMA, "source": result.source,
-                                        "torch_accuracy": result.torch_accuracy,
-                                        "compression": jsonable(result.compression),
-                                        "rows": jsonable(list(result.rows))})
-    extra = "\n".join(compression_lines(result))
-    write_text(folder / "report.md", f"# edgekit run: {result.source}\n\n{markdown_table(rows_table(result))}\n"
-               + (f"\n```\n{extra}\n```\n" if extra else ""))

@@ -1,0 +1,78 @@
+"""Run a bench worker in its own process (and process group) and turn what happened into an outcome: measured,
+a stage the worker reported, CRASH (a signal or an exit without a result) or TIMEOUT (killed after the limit)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.bench.measurement import Measurement, measurement_from
+from edgekit.bench.worker import OUTPUTS_FILE, RESULT_FILE, Job
+
+JOB_FILE = "job.json"
+STDERR_FILE = "stderr.txt"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    stage: str | None  # None when measured; else LOAD / RUN / CRASH / TIMEOUT
+    reason: str = ""
+    measurement: Measurement | None = None
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # "val:NAME" and "explain:NAME"
+    seconds: float = 0.0
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def run_worker(job: Job, timeout: float) -> Outcome:
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    job.write(out / JOB_FILE)
+    env = {**os.environ, "LITERT_TORCH_SHOW_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    with open(out / STDERR_FILE, "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "edgekit.bench.worker", str(out / JOB_FILE)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                start_new_session=True, env=env)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole group: runtimes may have started helpers
+            proc.wait()
+            return Outcome("TIMEOUT", f"no answer within {timeout:g} s; the worker was killed",
+                           seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    tail = _last_line(out / STDERR_FILE)
+    if code < 0:
+        return Outcome("CRASH", f"the worker died of {_signal_name(-code)}" + (f" ({tail})" if tail else ""),
+                       seconds=seconds)
+    result_path = out / RESULT_FILE
+    if code != 0 or not result_path.is_file():
+        return Outcome("CRASH", f"the worker exited with code {code} and no result" + (f": {tail}" if tail else ""),
+                       seconds=seconds)
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    if result["stage"] is not None:
+        return Outcome(result["stage"], result["reason"], seconds=seconds)
+    with np.load(out / OUTPUTS_FILE, allow_pickle=False) as z:
+        outputs = {k: z[k] for k in z.files}
+    return Outcome(None, "", measurement_from(result["measurement"]), outputs, seconds)

@@ -1,0 +1,49 @@
+"""What a bench worker measures, as frozen dataclasses (the parent reads them back from the worker's JSON)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekit.bench.timing import Latency
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Inferences per second with several requests in flight (batch 1 each)."""
+
+    how: str  # e.g. "4 parallel sessions, 1 thread each" or "OpenVINO async queue, 4 requests, THROUGHPUT hint"
+    streams: int
+    inferences: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.inferences / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One row's speed and memory. Latency is batch 1, one request: with one thread and with all of the profile's."""
+
+    load_ms: float
+    latency_1t: Latency
+    latency_all: Latency
+    threads_all: int
+    throughput: Throughput | None
+    peak_rss_mb: float  # the worker's peak resident set: runtime + model + inputs
+    baseline_rss_mb: float  # the worker's peak before the model was loaded (interpreter, numpy, runtime imported)
+    artifact_bytes: int
+
+    @property
+    def model_rss_mb(self) -> float:
+        return self.peak_rss_mb - self.baseline_rss_mb
+
+
+def latency_from(data: dict) -> Latency:
+    return Latency(**data)
+
+
+def measurement_from(data: dict) -> Measurement:
+    throughput = data.get("throughput")
+    return Measurement(data["load_ms"], latency_from(data["latency_1t"]), latency_from(data["latency_all"]),
+                       data["threads_all"], Throughput(**throughput) if throughput else None, data["peak_rss_mb"],
+                       data["baseline_rss_mb"], data["artifact_bytes"])

@@ -1,0 +1,161 @@
+"""One row of a bench, in a child process: ``python -m edgekit.bench.worker JOB.json``.
+
+It opens one artifact on its runtime (or the original torch model), runs the run's validation inputs and the
+explanation inputs through it, times it, and writes ``outputs.npz`` and ``result.json`` into the job's folder.
+A failure it can catch becomes ``{"stage": ..., "reason": ...}``; a native crash or a hang kills only this
+process, and the parent turns that into a CRASH or TIMEOUT row. Opening an artifact imports numpy and the one
+runtime, never torch (the torch row imports torch, of course)."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+RESULT_FILE = "result.json"
+OUTPUTS_FILE = "outputs.npz"
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "artifact" or "torch"
+    run_dir: str
+    target: str  # the target's folder name, or "torch"
+    out: str  # the folder this worker writes into
+    threads_all: int  # the "all threads" count for the torch row (artifacts use their profile's)
+    min_runs: int = 200
+    min_seconds: float = 1.0
+    throughput_seconds: float = 1.0
+    source: str = ""  # torch row: the run's model source
+    allow_pickle: bool = False
+    explain: str = ""  # an .npz of extra inputs to run (the occlusion batch), or ""
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)), encoding="utf-8")
+
+
+class StageFailure(Exception):
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+
+
+def _rss_mb() -> float:
+    """This process's peak resident set. ru_maxrss would carry the parent's peak across fork + exec (Linux keeps
+    the larger of the two), so read the high-water mark of our own address space where /proc has it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def _arrays(path: Path, prefix: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
+
+
+def _stage(stage: str, call):
+    from edgekit.errors import one_line
+
+    try:
+        return call()
+    except Exception as exc:  # a Python-level failure of the runtime: the row says which stage and why
+        raise StageFailure(stage, one_line(exc)) from None
+
+
+def _artifact(job: Job):
+    """(open(threads) -> Session, manifest, throughput(one, seconds) or None, artifact bytes)."""
+    from edgekit.artifact import read_manifest, verify_files
+    from edgekit.backends import get_backend
+    from edgekit.backends.base import load_plugins
+    from edgekit.config import parse_profile
+
+    load_plugins()
+    folder = Path(job.run_dir) / job.target
+    manifest = _stage("LOAD", lambda: read_manifest(folder / "manifest.json"))
+    profile = _stage("LOAD", lambda: parse_profile((folder / "profile.toml").read_text(encoding="utf-8")))
+    _stage("LOAD", lambda: verify_files(folder, manifest))
+    backend = _stage("LOAD", lambda: get_backend(manifest.backend))
+
+    def open_with(threads: int):
+        return backend.open(folder, manifest, replace(profile, runtime=replace(profile.runtime, threads=threads)))
+
+    native = getattr(backend, "throughput", None)
+    throughput = (lambda one, seconds: native(folder, manifest, profile, one, seconds)) if native else None
+    return open_with, manifest, profile.runtime.threads, throughput, sum(f.bytes for f in manifest.files)
+
+
+def _torch(job: Job, inputs: dict[str, np.ndarray]):
+    from edgekit.bench.torch_session import torch_row
+
+    return torch_row(job.source, job.allow_pickle, inputs)
+
+
+def _latency(session, one: dict[str, np.ndarray], job: Job):
+    from edgekit.bench.timing import measure
+
+    return _stage("RUN", lambda: measure(lambda: session.run(one), min_runs=job.min_runs,
+                                         min_seconds=job.min_seconds))
+
+
+def run(job: Job) -> dict:
+    from edgekit.backends.common import thread_count
+    from edgekit.backends.execute import run_batched, to_artifact_layout
+    from edgekit.bench.throughput import parallel_sessions
+
+    reference = Path(job.run_dir) / "reference.npz"
+    inputs = _arrays(reference, "input:")
+    explain = _arrays(Path(job.explain), "") if job.explain else {}
+    baseline = _rss_mb()
+    t0 = time.perf_counter()
+    if job.kind == "torch":
+        open_with, manifest, profile_threads, throughput, size = _torch(job, inputs)
+    else:
+        open_with, manifest, profile_threads, throughput, size = _artifact(job)
+    threads_all = thread_count(profile_threads) if job.kind != "torch" else job.threads_all
+    session = _stage("LOAD", lambda: open_with(threads_all))
+    load_ms = (time.perf_counter() - t0) * 1000
+    arrays = {f"val:{k}": v for k, v in _stage("RUN", lambda: run_batched(session, manifest, inputs)).items()}
+    if explain:
+        arrays.update({f"explain:{k}": v for k, v in
+                       _stage("RUN", lambda: run_batched(session, manifest, explain)).items()})
+    np.savez(Path(job.out) / OUTPUTS_FILE, **arrays)
+    one = to_artifact_layout({k: v[:1] for k, v in inputs.items()}, manifest)
+    latency_all = _latency(session, one, job)
+    session = None  # released before the one-thread session is opened
+    session = _stage("LOAD", lambda: open_with(1))
+    latency_1t = _latency(session, one, job)
+    session = None
+    if throughput is None:
+        def throughput(one, seconds):
+            return parallel_sessions(lambda: open_with(1), one, threads_all, seconds)
+    rate = _stage("RUN", lambda: throughput(one, job.throughput_seconds))
+    return {"load_ms": load_ms, "latency_1t": asdict(latency_1t), "latency_all": asdict(latency_all),
+            "threads_all": threads_all, "throughput": asdict(rate), "peak_rss_mb": _rss_mb(),
+            "baseline_rss_mb": baseline, "artifact_bytes": size}
+
+
+def main(argv: list[str]) -> int:
+    job = Job(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    try:
+        result = {"stage": None, "measurement": run(job)}
+    except StageFailure as exc:
+        result = {"stage": exc.stage, "reason": str(exc)}
+    path = Path(job.out) / RESULT_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    os.replace(tmp, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,197 @@
+"""The four outputs of a bench (and of an export, whose rows have no measurement yet): report.json (schema
+edgekit.report/2, documented in docs/report-schema.md), report.md, a self-contained report.html, junit.xml."""
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING
+from xml.etree import ElementTree as ET
+
+from edgekit import __version__
+from edgekit.fsutil import jsonable, write_json, write_text
+from edgekit.report import markdown_table
+from edgekit.validate.gates import Status
+
+if TYPE_CHECKING:
+    from edgekit.bench.run import BenchResult, BenchRow
+
+REPORT_SCHEMA = "edgekit.report/2"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def speedup(row: BenchRow, torch: BenchRow | None) -> float | None:
+    """torch eager median / this row's median, batch 1, one thread."""
+    if row.measurement is None or torch is None or torch.measurement is None:
+        return None
+    return torch.measurement.latency_1t.median_ms / row.measurement.latency_1t.median_ms
+
+
+def row_json(row: BenchRow, torch: BenchRow | None) -> dict:
+    v = row.validation
+    data = {k: jsonable(getattr(v, k)) for k in ("target", "backend", "status", "stage", "reason", "samples",
+                                                  "torch_accuracy", "accuracy", "outputs", "checks", "precision",
+                                                  "warnings")}
+    m = row.measurement
+    data["measurement"] = None if m is None else {**jsonable(m), "model_rss_mb": m.model_rss_mb,
+                                                  "throughput_per_second": m.throughput.per_second
+                                                  if m.throughput else None,
+                                                  "speedup_vs_torch_1t": speedup(row, torch)}
+    data["attention"] = [{**jsonable(h), "entropy_shift": h.entropy_shift} for h in row.attention]
+    data["occlusion"] = jsonable(row.occlusion)
+    data["worker_seconds"] = row.seconds
+    return data
+
+
+def report_json(result: BenchResult) -> dict:
+    e = result.explanation
+    compression = result.folder / "compression.json"
+    return {
+        "schema": REPORT_SCHEMA, "edgekit": __version__, "source": result.source, "task": result.task,
+        "torch_accuracy": result.torch_accuracy, "timing": jsonable(result.timing),
+        "compression": json.loads(compression.read_text(encoding="utf-8")) if compression.is_file() else None,
+        "attention_outputs": list(result.attention_outputs),
+        "torch": row_json(result.torch, None) if result.torch else None,
+        "rows": [row_json(r, result.torch) for r in result.rows],
+        "explanation": None if e is None else {
+            "image_input": e.plan.image_input, "samples": list(e.plan.samples), "patch": e.plan.patch,
+            "grid": list(e.plan.grid), "classes": e.classes.tolist(),
+            "saliency_vs_occlusion_rho": e.saliency_vs_occlusion},
+    }
+
+
+def _errors(row: BenchRow) -> str:
+    return ", ".join(f"{s.name} {s.max_abs_error:.2e}" for s in row.validation.outputs) or "-"
+
+
+def _agreement(row: BenchRow) -> str:
+    logits = next((s for s in row.validation.outputs if s.top1_agreement is not None), None)
+    return "-" if logits is None else f"{logits.top1_agreement:.3f}"
+
+
+def _precision(row: BenchRow) -> str:
+    p = row.validation.precision
+    return "-" if p is None else f"{p.declared} -> {p.compute} (weights {p.weights})"
+
+
+def _note(row: BenchRow) -> str:
+    v = row.validation
+    return f"{v.stage.value}: {v.reason}" if v.stage else "; ".join(v.warnings)
+
+
+def main_table(result: BenchResult) -> list[list[str]]:
+    header = ["target", "status", "val acc", "top-1 agree", "max abs error", "p50 ms 1t", "p90 ms 1t",
+              "p50 ms all", "x torch 1t", "inf/s", "peak RSS MB", "size KB", "precision (real)", "note"]
+    body = []
+    for row in ([result.torch] if result.torch else []) + list(result.rows):
+        m = row.measurement
+        x = speedup(row, result.torch)
+        body.append([row.target, row.validation.status.value, _pct(row.validation.accuracy), _agreement(row),
+                     _errors(row), _ms(m and m.latency_1t.median_ms), _ms(m and m.latency_1t.p90_ms),
+                     _ms(m and m.latency_all.median_ms) + (f" ({m.threads_all}t)" if m else ""),
+                     "-" if x is None else f"{x:.2f}x",
+                     "-" if m is None or m.throughput is None else f"{m.throughput.per_second:,.0f}",
+                     "-" if m is None else f"{m.peak_rss_mb:.0f}",
+                     "-" if m is None else f"{m.artifact_bytes / 1024:.1f}", _precision(row), _note(row)])
+    return [header, *body]
+
+
+def attention_table(result: BenchResult) -> list[list[str]]:
+    header = ["target", "output", "group", "max abs error", "JS divergence (bits)", "top-k overlap",
+              "entropy torch -> runtime (bits)"]
+    body = [[r.target, h.output, h.group, f"{h.max_abs_error:.2e}", f"{h.js_divergence:.2e}",
+             f"{h.topk_overlap:.3f} (k={h.k})", f"{h.entropy_torch:.3f} -> {h.entropy_runtime:.3f}"]
+            for r in result.rows for h in r.attention]
+    return [header, *body] if body else []
+
+
+def occlusion_table(result: BenchResult) -> list[list[str]]:
+    body = [[r.target, f"{r.occlusion.cosine:.4f}", f"{r.occlusion.max_abs_error:.3f}",
+             f"{r.occlusion.top_patch_agreement:.2f}"] for r in result.rows if r.occlusion]
+    return [["target", "map cosine vs torch", "max abs error", "same top patch"], *body] if body else []
+
+
+def report_markdown(result: BenchResult) -> str:
+    parts = [f"# edgekit report: {result.source}\n", f"torch val accuracy: {_pct(result.torch_accuracy)}; "
+             "latency is batch 1, one request (median of many runs after warm-up); x torch = torch eager "
+             "median / this median, one thread.\n", markdown_table(main_table(result))]
+    if table := attention_table(result):
+        parts += ["\n## Attention against the original (per layer and head)\n", markdown_table(table)]
+    if table := occlusion_table(result):
+        e = result.explanation
+        parts += ["\n## Occlusion maps against the original\n",
+                  f"{len(e.plan.samples)} samples, {e.plan.grid[0]}x{e.plan.grid[1]} patches of {e.plan.patch} px; "
+                  f"torch gradient saliency vs torch occlusion: Spearman rho {e.saliency_vs_occlusion:.2f}.\n",
+                  markdown_table(table)]
+    return "\n".join(parts) + "\n"
+
+
+def junit_xml(result: BenchResult) -> str:
+    rows = list(result.rows)
+    failures = sum(r.validation.status is Status.FAIL for r in rows)
+    suite = ET.Element("testsuite", name=f"edgekit {result.source}", tests=str(len(rows)), failures=str(failures),
+                       errors="0", time=f"{sum(r.seconds for r in rows):.3f}")
+    for r in rows:
+        case = ET.SubElement(suite, "testcase", classname=f"edgekit.{result.source}", name=r.target,
+                             time=f"{r.seconds:.3f}")
+        v = r.validation
+        if v.status is Status.FAIL:
+            stage = v.stage.value if v.stage else "FAIL"
+            ET.SubElement(case, "failure", message=f"{stage}: {v.reason}", type=stage).text = _note(r)
+        elif v.warnings:
+            ET.SubElement(case, "system-out").text = "WARN: " + "; ".join(v.warnings)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def _html_table(table: list[list[str]], row_ids: bool = False) -> str:
+    if not table:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
+    body = []
+    for r in table[1:]:
+        attrs = f' id="row-{html.escape(r[0])}" class="status-{html.escape(r[1])}"' if row_ids else ""
+        body.append(f"<tr{attrs}>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fff}
+table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:left}th{background:#eef}tr.status-PASS td:nth-child(2){background:#cfc}tr.status-WARN td:nth-child(2)
+{background:#ffc}tr.status-FAIL td:nth-child(2){background:#fcc}img{max-width:100%;border:1px solid #ddd;margin:6px 0}
+.meta{color:#555}"""
+
+
+def report_html(result: BenchResult, figures: list[tuple[str, str]]) -> str:
+    """``figures``: (title, base64 PNG) pairs, embedded so the file stands alone."""
+    e = result.explanation
+    parts = [f"<h1>edgekit report: {html.escape(result.source)}</h1>",
+             f"<p class='meta'>torch val accuracy {_pct(result.torch_accuracy)}; latency batch 1, one request; "
+             f"x torch = torch eager median / this median (one thread). edgekit {__version__}.</p>",
+             _html_table(main_table(result), row_ids=True)]
+    if table := attention_table(result):
+        parts += ["<h2>Attention against the original</h2>", _html_table(table)]
+    if table := occlusion_table(result):
+        parts += ["<h2>Occlusion maps against the original</h2>",
+                  f"<p class='meta'>torch gradient saliency vs torch occlusion: Spearman rho "
+                  f"{e.saliency_vs_occlusion:.2f}</p>", _html_table(table)]
+    for title, png in figures:
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+                     f"src='data:image/png;base64,{png}'>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgekit {html.escape(result.source)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_bench_reports(result: BenchResult, plots: bool = True) -> None:
+    from edgekit.report.plots import figures
+
+    folder = result.folder
+    write_json(folder / "report.json", report_json(result))
+    write_text(folder / "report.md", report_markdown(result))
+    write_text(folder / "report.html", report_html(result, figures(result) if plots else []))
+    write_text(folder / "junit.xml", junit_xml(result))

@@ -1,0 +1,20 @@
+"""The onnx backend, except that running a model never returns."""
+import time
+
+from edgekit.backends.onnx import OnnxBackend
+
+
+class _Hanging:
+    def run(self, inputs):
+        while True:
+            time.sleep(1)
+
+
+class HangingBackend(OnnxBackend):
+    name = "hanging"
+
+    def open(self, folder, manifest, profile):
+        return _Hanging()
+
+
+BACKEND = HangingBackend()

@@ -1,0 +1,138 @@
+"""The bench: every artifact in its own worker process, timed, checked, and explained; crashes and hangs become
+rows; the report files are complete and consistent."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from edgekit.bench.run import TORCH_ROW, Timing, bench
+from edgekit.cli import main
+from edgekit.validate.gates import Status
+from edgekit.validate.validate import Stage
+
+from .conftest import BACKENDS, fp32_profile
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def benched(zoo_run):
+    """zoo:attention on every backend (fp32), benched once with quick timing."""
+    run = zoo_run("attention")
+    return bench(run.folder, timing=Timing.quick())
+
+
+def test_every_backend_row_is_measured_and_passes(benched):
+    assert [r.target for r in benched.rows] == [fp32_profile(b) for b in BACKENDS]
+    for row in benched.rows:
+        assert row.validation.status is Status.PASS, (row.target, row.validation.reason)
+        m = row.measurement
+        assert m is not None
+        for latency in (m.latency_1t, m.latency_all):
+            assert latency.runs >= 50 and 0 < latency.median_ms <= latency.p90_ms <= latency.p99_ms
+        assert m.throughput.inferences > 0 and m.throughput.per_second > 0
+        assert 0 < m.baseline_rss_mb < m.peak_rss_mb
+        manifest = json.loads((benched.folder / row.target / "manifest.json").read_text())
+        assert m.artifact_bytes == sum(f["bytes"] for f in manifest["files"])
+        assert row.validation.accuracy == pytest.approx(benched.torch_accuracy, abs=0.002)
+
+
+def test_workers_for_artifacts_do_not_import_torch(benched):
+    """An artifact's worker holds numpy + one runtime; the torch row's worker holds torch. Their peak memory
+    shows it (torch alone is > 150 MB resident)."""
+    torch_rss = benched.torch.measurement.peak_rss_mb
+    assert all(r.measurement.peak_rss_mb < torch_rss for r in benched.rows)
+
+
+def test_torch_row_is_the_original_and_the_speed_baseline(benched):
+    torch_row = benched.torch
+    assert torch_row.target == TORCH_ROW and torch_row.validation.status is Status.PASS
+    assert all(s.max_abs_error <= 1e-5 for s in torch_row.validation.outputs)
+    report = json.loads((benched.folder / "report.json").read_text())
+    for row in report["rows"]:
+        m = row["measurement"]
+        expected = report["torch"]["measurement"]["latency_1t"]["median_ms"] / m["latency_1t"]["median_ms"]
+        assert m["speedup_vs_torch_1t"] == pytest.approx(expected)
+
+
+def test_attention_and_occlusion_agree_with_torch_in_fp32(benched):
+    for row in benched.rows:
+        assert row.attention, row.target
+        for head in row.attention:
+            assert head.js_divergence < 1e-6 and head.topk_overlap == 1.0 and abs(head.entropy_shift) < 1e-4
+        assert row.occlusion.cosine > 0.999 and row.occlusion.top_patch_agreement == 1.0
+    e = benched.explanation
+    assert e.torch_maps.shape == (len(e.plan.samples), *e.plan.grid)
+    assert e.saliency.shape == e.images[:, 0].shape
+    assert -1.0 <= e.saliency_vs_occlusion <= 1.0
+
+
+def test_report_files_are_complete(benched):
+    folder = benched.folder
+    report = json.loads((folder / "report.json").read_text())
+    assert report["schema"] == "edgekit.report/2"
+    assert [r["target"] for r in report["rows"]] == [r.target for r in benched.rows]
+    assert report["explanation"]["grid"] == list(benched.explanation.plan.grid)
+    suite = ET.parse(folder / "junit.xml").getroot()
+    assert suite.tag == "testsuite" and int(suite.get("tests")) == len(benched.rows)
+    assert int(suite.get("failures")) == 0
+    html = (folder / "report.html").read_text()
+    assert all(f'id="row-{r.target}"' in html for r in benched.rows)
+    assert html.count("data:image/png;base64,") == 3  # attention over the image, bars per class, occlusion
+    md = (folder / "report.md").read_text()
+    assert all(r.target in md for r in benched.rows) and "JS divergence" in md
+
+
+def test_crashing_and_hanging_workers_become_rows(zoo_run, tmp_path, monkeypatch):
+    """Two extra targets whose runtime aborts the process / never answers: CRASH and TIMEOUT rows, the others
+    complete and pass."""
+    run = tmp_path / "run"
+    shutil.copytree(zoo_run("cnn").folder, run)
+    source = run / fp32_profile("onnx")
+    for backend in ("crashing", "hanging"):
+        target = run / f"onnx-{backend}"
+        shutil.copytree(source, target)
+        manifest = json.loads((target / "manifest.json").read_text())
+        (target / "manifest.json").write_text(json.dumps({**manifest, "backend": backend, "target": target.name}))
+        profile = (target / "profile.toml").read_text().replace(f'name = "{source.name}"', f'name = "{target.name}"')
+        (target / "profile.toml").write_text(profile.replace('backend = "onnx"', f'backend = "{backend}"'))
+    meta = json.loads((run / "run.json").read_text())
+    meta["targets"] = ["onnx-crashing", "onnx-hanging", *meta["targets"]]
+    (run / "run.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("EDGEKIT_PLUGINS", "tests.plugins")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+
+    result = bench(run, timing=Timing(min_runs=20, min_seconds=0.05, throughput_seconds=0.1, timeout=20),
+                   explain=False)
+    rows = {r.target: r.validation for r in result.rows}
+    assert rows["onnx-crashing"].stage is Stage.CRASH and "SIGABRT" in rows["onnx-crashing"].reason
+    assert rows["onnx-hanging"].stage is Stage.TIMEOUT and "20 s" in rows["onnx-hanging"].reason
+    assert all(rows[fp32_profile(b)].status is Status.PASS for b in BACKENDS)
+    assert result.failed
+    suite = ET.parse(run / "junit.xml").getroot()
+    failures = {c.get("name"): c.find("failure") for c in suite.iter("testcase")}
+    assert failures["onnx-crashing"].get("type") == "CRASH" and failures["onnx-hanging"].get("type") == "TIMEOUT"
+
+
+def test_cli_bench_exits_1_when_a_gate_fails(zoo_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(zoo_run("cnn").folder, run)
+    profile = run / fp32_profile("onnx") / "profile.toml"
+    text = profile.read_text()
+    assert "max_abs_error" in text
+    lines = [ln if not ln.strip().startswith("max_abs_error") else "max_abs_error = { warn = 1e-12, fail = 1e-11 }"
+             for ln in text.splitlines()]
+    profile.write_text("\n".join(lines) + "\n")
+    assert main(["bench", str(run), "--quick", "--no-explain"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "MISMATCH" in out
+
+
+def test_cli_bench_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["bench", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a run folder" in err[0]
