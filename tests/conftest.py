@@ -42,6 +42,14 @@ def zoo_run(runs_root):
     return get
 
 
+@pytest.fixture(scope="session")
+def benched(zoo_run):
+    """zoo:attention on every backend (fp32), benched once with quick timing."""
+    from edgekit.bench.run import Timing, bench
+
+    return bench(zoo_run("attention").folder, timing=Timing.quick())
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param

@@ -19,13 +19,6 @@ from .conftest import BACKENDS, fp32_profile
 REPO = Path(__file__).parents[1]
 
 
-@pytest.fixture(scope="module")
-def benched(zoo_run):
-    """zoo:attention on every backend (fp32), benched once with quick timing."""
-    run = zoo_run("attention")
-    return bench(run.folder, timing=Timing.quick())
-
-
 def test_every_backend_row_is_measured_and_passes(benched):
     assert [r.target for r in benched.rows] == [fp32_profile(b) for b in BACKENDS]
     for row in benched.rows:

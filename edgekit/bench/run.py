@@ -112,10 +112,6 @@ def _val(outcome: Outcome) -> dict[str, np.ndarray]:
     return {k[4:]: v for k, v in outcome.outputs.items() if k.startswith("val:")}
 
 
-def _explain_logits(outcome: Outcome, logits: str) -> np.ndarray | None:
-    return outcome.outputs.get(f"explain:{logits}")
-
-
 def _row(outcome: Outcome, reference: Reference, profile: TargetProfile, precision: Precision,
          attention: tuple[str, ...]) -> BenchRow:
     if outcome.stage is not None:
@@ -163,30 +159,31 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
                        timing.min_runs, timing.min_seconds, timing.throughput_seconds, run["source"], allow_pickle,
                        explain_path)
 
+        def measured(kind: str, name: str, profile: TargetProfile, precision: Precision,
+                     attention_names: tuple[str, ...]) -> BenchRow:
+            outcome = run_worker(job(kind, name), timing.timeout)
+            outputs[name] = _val(outcome)
+            logits = outcome.outputs.get(f"explain:{reference.logits}")
+            if logits is not None:
+                explain_logits[name] = logits
+            return _row(outcome, reference, profile, precision, attention_names)
+
         done = 0
         if torch_row:
             if on_row:
                 on_row(done, total, f"{TORCH_ROW}: original model, eager")
-            outcome = run_worker(job("torch", TORCH_ROW), timing.timeout)
-            torch = _row(outcome, reference, TORCH_PROFILE, TORCH_PRECISION, ())
-            outputs[TORCH_ROW] = _val(outcome)
-            if (logits := _explain_logits(outcome, reference.logits)) is not None:
-                explain_logits[TORCH_ROW] = logits
+            torch = measured("torch", TORCH_ROW, TORCH_PROFILE, TORCH_PRECISION, ())
             done += 1
         for name in targets:
             if on_row:
                 on_row(done, total, name)
             target_dir = folder / name
             profile = _profile(target_dir)
-            if not (target_dir / "manifest.json").is_file():
-                rows.append(BenchRow(_earlier_failure(target_dir, profile)))
+            if (target_dir / "manifest.json").is_file():
+                precision = read_manifest(target_dir / "manifest.json").precision
+                rows.append(measured("artifact", name, profile, precision, attention))
             else:
-                manifest = read_manifest(target_dir / "manifest.json")
-                outcome = run_worker(job("artifact", name), timing.timeout)
-                rows.append(_row(outcome, reference, profile, manifest.precision, attention))
-                outputs[name] = _val(outcome)
-                if (logits := _explain_logits(outcome, reference.logits)) is not None:
-                    explain_logits[name] = logits
+                rows.append(BenchRow(_earlier_failure(target_dir, profile)))
             done += 1
         if on_row:
             on_row(done, total, "writing the reports")
@@ -207,11 +204,16 @@ def _explanation(plan: OcclusionPlan, reference: Reference, logits: dict[str, np
     from edgekit.source import load_source
 
     classes = predicted_classes(logits[TORCH_ROW], plan)
-    maps = {name: occlusion_maps(value, plan, classes) for name, value in logits.items()}
+    maps = {name: occlusion_maps(value, plan, classes) for name, value in logits.items()
+            if value.shape == logits[TORCH_ROW].shape}  # a MISMATCH row's outputs are not comparable
     torch_maps = maps.pop(TORCH_ROW)
-    spec = load_source(source, allow_pickle=allow_pickle)
-    saliency = gradient_saliency(spec.module, reference.inputs, reference.input_names, plan, classes)
-    rho = float(np.mean([rank_correlation(pool_to_grid(saliency, plan)[i], torch_maps[i])
-                         for i in range(len(classes))]))
+    saliency, rho = None, None
+    try:  # the saliency is context for the maps; a model that will not differentiate still gets its maps
+        spec = load_source(source, allow_pickle=allow_pickle)
+        saliency = gradient_saliency(spec.module, reference.inputs, reference.input_names, plan, classes)
+        rho = float(np.mean([rank_correlation(pool_to_grid(saliency, plan)[i], torch_maps[i])
+                             for i in range(len(classes))]))
+    except Exception:
+        pass
     images = reference.inputs[plan.image_input][list(plan.samples)]
     return Explanation(plan, classes, images, torch_maps, maps, saliency, rho)

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgekit.errors import EdgekitError
 
-GRAPH_SECONDS = 90  # torch-pruning's dependency search, seconds
+GRAPH_SECONDS = 30  # torch-pruning's dependency search, seconds (its memory grows fast when it is lost)
 
 
 @contextlib.contextmanager
@@ -25,7 +25,9 @@ def time_limit(seconds: int, message: str) -> Iterator[None]:
     def expire(*_):
         raise EdgekitError(message)
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # re-fire every 0.2 s after the limit: an exception raised while the handler happens to run inside a garbage
+    # collector callback (jax, imported by litert-torch, installs one) is swallowed by Python
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.2)
     try:
         yield
     finally:

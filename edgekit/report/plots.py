@@ -197,14 +197,16 @@ def occlusion(result: BenchResult) -> str | None:
         return None
     plt = _pyplot()
     names = list(e.maps)
-    cols = 3 + len(names)
+    cols = 2 + (e.saliency is not None) + len(names)
     shown = min(SHOWN, len(e.plan.samples))
     fig, axes = plt.subplots(shown, cols, figsize=(1.5 * cols, 1.6 * shown), squeeze=False)
     for s in range(shown):
         # scaled per sample: one confident digit would wash out the others
         vmax = max(float(np.abs(e.torch_maps[s]).max()), 1e-9)
-        panels = [("input", _gray(e.images[s]), "gray", None), ("torch saliency", e.saliency[s], "hot", None),
-                  ("torch occlusion", e.torch_maps[s], "RdBu_r", vmax)]
+        panels = [("input", _gray(e.images[s]), "gray", None)]
+        if e.saliency is not None:
+            panels.append(("torch saliency", e.saliency[s], "hot", None))
+        panels.append(("torch occlusion", e.torch_maps[s], "RdBu_r", vmax))
         panels += [(name, e.maps[name][s], "RdBu_r", vmax) for name in names]
         for j, (title, data, cmap, v) in enumerate(panels):
             ax = axes[s][j]

