@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install browser demo test efficientnet clean
+.PHONY: install test-deps demo test efficientnet clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,11 +18,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgekit demo --out runs/demo
 
-# the report test renders report.html in Debian's headless Chromium
-browser:
-	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+# Debian packages the tests use: headless Chromium renders report.html; sshd is the "device" of device-bench
+test-deps:
+	@command -v chromium >/dev/null && test -x /usr/sbin/sshd || \
+		{ apt-get update -q && apt-get install -y -q chromium openssh-server; }
 
-test: $(STAMP) browser
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
 
 # the real-size benchmark of the README (EfficientNet-Lite0 with ImageNet weights); about 8 minutes here

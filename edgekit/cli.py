@@ -99,6 +99,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from edgekit.bundle.make import bundle
+
+    folder = bundle(args.run_dir, args.target, args.out, c_array=args.c_array)
+    print(f"bundle: {folder}  (on the device: python {folder}/run.py --check | --bench | --input IMAGE)")
+    return 0
+
+
+def cmd_device_bench(args: argparse.Namespace) -> int:
+    from edgekit.bundle.device import device_bench, record
+
+    result = device_bench(args.bundle, args.device, python=args.python, seconds=args.seconds,
+                          identity=args.identity, known_hosts=args.known_hosts)
+    if args.run:
+        record(args.run, result)
+    b = result.bench
+    print(f"{result.device} {result.target}: check {result.check['status']} ({result.check['samples']} golden "
+          f"samples); p50 {b['latency_1t']['median_ms']:.3f} ms (1 thread), {b['latency_all']['median_ms']:.3f} ms "
+          f"({b['latency_all']['threads']} threads)" + (f"; rows added to {args.run}/report.*" if args.run else ""))
+    return 1 if result.check["status"] == "FAIL" else 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from edgekit.config import known_profiles, load_profile
 
@@ -168,6 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_options(p)
     p.add_argument("--allow-pickle", action="store_true", help="the run's source is a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bundle", help="write what goes onto the device for one target of a run: model, manifest, "
+                       "golden data, a runner that needs only numpy and the runtime")
+    p.add_argument("run_dir")
+    p.add_argument("--target", required=True, help="the target (profile name) of the run to bundle")
+    p.add_argument("--out", required=True, help="the bundle folder to write")
+    p.add_argument("--c-array", action="store_true", help="also the model as a C array (c/g_model.h, .c) and a "
+                   "C program that checks it against the model file")
+    p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("device-bench", help="copy a bundle to a device, run its check and bench there, bring the "
+                       "results back")
+    p.add_argument("bundle")
+    p.add_argument("--device", required=True, help="local | ssh://user@host[:port] | adb://SERIAL")
+    p.add_argument("--python", default="python3", help="the Python on the device (with numpy and the runtime)")
+    p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per latency mode on the device")
+    p.add_argument("--identity", help="ssh private key file")
+    p.add_argument("--known-hosts", help="ssh known_hosts file to use (new host keys are accepted into it)")
+    p.add_argument("--run", help="a run folder whose reports get the device's rows")
+    p.set_defaults(func=cmd_device_bench)
 
     p = sub.add_parser("profiles", help="list the target profiles, one line each")
     p.set_defaults(func=cmd_profiles)

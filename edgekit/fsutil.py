@@ -52,13 +52,14 @@ RUN_MARKER = "run.json"
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
+def staged_folder(out: Path, marker: str = RUN_MARKER) -> Iterator[Path]:
     """Build a folder beside ``out`` and move it into place only when the block succeeds.
 
-    An existing ``out`` is replaced only if it is an edgekit run folder (has run.json) or empty."""
+    An existing ``out`` is replaced only if it is empty or edgekit made it (it has ``marker``)."""
     out = out.resolve()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / RUN_MARKER).is_file())):
-        raise EdgekitError(f"{out} exists and is not an edgekit run folder; choose another --out")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
+        what = "run folder" if marker == RUN_MARKER else "bundle"
+        raise EdgekitError(f"{out} exists and is not an edgekit {what}; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     os.chmod(stage, 0o777 & ~_UMASK)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
@@ -156,6 +157,51 @@ def report_markdown(result: BenchResult) -> str:
     return "\n".join(parts) + "\n"
 
 
+DEVICES_FILE = "devices.json"
+_DEVICES_START, _DEVICES_END = "<!--devices-->", "<!--/devices-->"
+
+
+def read_devices(folder: Path) -> list[dict]:
+    path = folder / DEVICES_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def devices_table(devices: list[dict], host_rows: list[dict]) -> list[list[str]]:
+    """Rows measured on devices by `edgekit device-bench`, beside the host's numbers for the same target."""
+    host = {r["target"]: r.get("measurement") for r in host_rows}
+    body = []
+    for d in devices:
+        b, h = d["bench"], host.get(d["target"])
+        body.append([d["device"], d["target"], d["check"]["status"], str(d["check"]["samples"]),
+                     _ms(b["latency_1t"]["median_ms"]), _ms(b["latency_1t"]["p90_ms"]),
+                     f"{_ms(b['latency_all']['median_ms'])} ({b['latency_all']['threads']}t)",
+                     "-" if b.get("peak_rss_mb") is None else f"{b['peak_rss_mb']:.0f}",
+                     "-" if not h else _ms(h["latency_1t"]["median_ms"])])
+    header = ["device", "target", "check", "samples", "p50 ms 1t", "p90 ms 1t", "p50 ms all", "peak RSS MB",
+              "host p50 ms 1t"]
+    return [header, *body] if body else []
+
+
+def add_devices(folder: Path) -> None:
+    """Put the device rows of devices.json into the run's report.json, report.md and report.html."""
+    devices = read_devices(folder)
+    report_path = folder / "report.json"
+    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {"rows": []}
+    report["devices"] = devices
+    write_json(report_path, report)
+    table = devices_table(devices, report.get("rows", []))
+    md_path, html_path = folder / "report.md", folder / "report.html"
+    if md_path.is_file():
+        md = md_path.read_text(encoding="utf-8").split("\n## On devices\n")[0].rstrip("\n") + "\n"
+        write_text(md_path, md + f"\n## On devices\n\n{markdown_table(table)}\n" if table else md)
+    if html_path.is_file():
+        page = html_path.read_text(encoding="utf-8")
+        start, end = page.find(_DEVICES_START), page.find(_DEVICES_END)
+        if start >= 0 and end > start:
+            block = f"<h2>On devices</h2>{_html_table(table)}" if table else ""
+            write_text(html_path, page[:start + len(_DEVICES_START)] + block + page[end:])
+
+
 def junit_xml(result: BenchResult) -> str:
     rows = list(result.rows)
     failures = sum(r.validation.status is Status.FAIL for r in rows)
@@ -202,7 +248,7 @@ def report_html(result: BenchResult, figures: list[tuple[str, str]]) -> str:
     parts = [f"<h1>edgekit report: {html.escape(result.source)}</h1>",
              f"<p class='meta'>torch val accuracy {_pct(result.torch_accuracy)}; latency batch 1, one request; "
              f"x torch = torch eager median / this median (one thread). edgekit {__version__}.</p>",
-             _html_table(main_table(result), row_ids=True)]
+             _html_table(main_table(result), row_ids=True), _DEVICES_START + _DEVICES_END]
     if table := attention_table(result):
         parts += ["<h2>Attention against the original</h2>", _html_table(table)]
     if table := occlusion_table(result):
@@ -224,3 +270,5 @@ def write_bench_reports(result: BenchResult, plots: bool = True) -> None:
     write_text(folder / "report.md", report_markdown(result))
     write_text(folder / "report.html", report_html(result, figures(result) if plots else []))
     write_text(folder / "junit.xml", junit_xml(result))
+    if read_devices(folder):
+        add_devices(folder)

@@ -1,0 +1,1 @@
+"""Bundles: what goes onto the device (model, manifest, golden data, a runner without torch, a C array)."""

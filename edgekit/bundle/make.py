@@ -1,0 +1,118 @@
+"""``edgekit bundle RUN_DIR --target PROFILE --out DIR``: what goes onto the device. A self-contained folder with
+the model file(s), a manifest (tensors, layout, preprocessing, labels, precision, quantization, gates, hashes),
+golden inputs with the original's outputs, the runner (numpy + one runtime), integration examples, and optionally
+the model as a C array."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit.artifact import Manifest, read_manifest, verify_files
+from edgekit.config import HIGHER_IS_BETTER, TargetProfile, parse_profile
+from edgekit.errors import EdgekitError
+from edgekit.fsutil import jsonable, staged_folder
+
+BUNDLE_SCHEMA = "edgekit.bundle/1"
+BUNDLE_MARKER = "manifest.json"
+GOLDEN_SAMPLES = 16
+HERE = Path(__file__).parent
+RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert"}
+# files the runner needs beside it: numpy-only modules of edgekit, copied so that the device needs no edgekit
+HELPERS = {"edgekit_timing.py": HERE.parent / "bench" / "timing.py",
+           "edgekit_metrics.py": HERE.parent / "validate" / "metrics.py"}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _runtime(manifest: Manifest, profile: TargetProfile) -> dict:
+    versions = manifest.versions
+    package = RUNTIME_PACKAGES.get(manifest.backend, manifest.backend)
+    version = versions.get(package) or versions.get("ai-edge-litert") or ""
+    runtime = {"package": f"{package}=={version}" if version else package, "threads": profile.runtime.threads,
+               "device": profile.runtime.device}
+    for key in ("compile_config", "signatures", "signature_inputs", "signature_outputs"):
+        if key in manifest.extra:
+            runtime[key] = manifest.extra[key]
+    return runtime
+
+
+def _gates(profile: TargetProfile) -> dict:
+    return {name: {metric: {"warn": t.warn, "fail": t.fail} for metric, t in gates.items()}
+            for name, gates in profile.gates.outputs.items()}
+
+
+def _preprocess(profile: TargetProfile, layout: str) -> dict:
+    p = profile.preprocess
+    return {"size": list(p.size), "grayscale": p.grayscale, "channel_order": "L" if p.grayscale else "RGB",
+            "scale": p.scale, "mean": list(p.mean), "std": list(p.std), "layout_of_arrays": "NCHW",
+            "model_layout": layout,
+            "formula": "x = (pixel * scale - mean) / std, per channel; the runner transposes to the model layout"}
+
+
+def _write_golden(run_dir: Path, folder: Path, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> int:
+    with np.load(run_dir / "reference.npz", allow_pickle=False) as z:
+        arrays = {f"input:{k}": z[f"input:{k}"][:GOLDEN_SAMPLES] for k in inputs}
+        arrays.update({f"output:{k}": z[f"output:{k}"][:GOLDEN_SAMPLES] for k in outputs})
+    np.savez_compressed(folder / "golden.npz", **arrays)
+    return len(next(iter(arrays.values())))
+
+
+def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool = False) -> Path:
+    """Write the bundle of one target of a run; the folder appears only when complete."""
+    from edgekit.api import read_run
+
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    if target not in run["targets"]:
+        raise EdgekitError(f"{run_dir} has no target {target!r}; it has {', '.join(run['targets'])}")
+    source = run_dir / target
+    if not (source / "manifest.json").is_file():
+        raise EdgekitError(f"{target} has no artifact in {run_dir} (its export failed); see its validation.json")
+    manifest = read_manifest(source / "manifest.json")
+    verify_files(source, manifest)
+    profile = parse_profile((source / "profile.toml").read_text(encoding="utf-8"), str(source / "profile.toml"))
+    with staged_folder(Path(out), marker=BUNDLE_MARKER) as stage:
+        for entry in manifest.files:
+            shutil.copy2(source / entry.path, stage / entry.path)
+        samples = _write_golden(run_dir, stage, tuple(s.name for s in manifest.inputs),
+                                tuple(s.name for s in manifest.outputs))
+        shutil.copy2(HERE / "runner.py", stage / "run.py")
+        for name, path in HELPERS.items():
+            shutil.copy2(path, stage / name)
+        shutil.copy2(HERE / "example.py", stage / "example.py")
+        (stage / "profile.toml").write_text(profile.text, encoding="utf-8")
+        extra = []
+        if c_array:
+            from edgekit.bundle.c_array import write_c_array, write_check_program
+
+            (stage / "c").mkdir()
+            header, src = write_c_array(stage / manifest.model_file, stage / "c", "g_model")
+            extra = [header, src, write_check_program(stage / "c", header, "g_model")]
+        hashed = [stage / e.path for e in manifest.files] + [stage / "golden.npz", stage / "run.py",
+                                                             *(stage / n for n in HELPERS), stage / "example.py",
+                                                             *extra]
+        document = {
+            "schema": BUNDLE_SCHEMA, "edgekit": __version__, "source": run["source"], "target": target,
+            "backend": manifest.backend, "model_file": manifest.model_file, "layout": manifest.layout,
+            "batch_sizes": list(manifest.batch_sizes) if manifest.batch_sizes else None,
+            "inputs": jsonable(manifest.inputs), "outputs": jsonable(manifest.outputs),
+            "precision": jsonable(manifest.precision), "quantization": manifest.extra.get("quantization"),
+            "io": "float32 (or the integer token ids) in and out; quantized models quantize inside the graph",
+            "preprocess": _preprocess(profile, manifest.layout), "labels": list(run.get("labels") or []),
+            "attention_outputs": list(run.get("attention_outputs") or []),
+            "gates": _gates(profile), "higher_is_better": sorted(HIGHER_IS_BETTER),
+            "runtime": _runtime(manifest, profile), "versions": manifest.versions,
+            "golden": {"file": "golden.npz", "samples": samples, "of": "the run's reference data (val split)"},
+            "files": [{"path": str(p.relative_to(stage)), "bytes": p.stat().st_size, "sha256": _sha256(p)}
+                      for p in hashed],
+        }
+        (stage / BUNDLE_MARKER).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
+    return Path(out)

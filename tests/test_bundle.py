@@ -1,0 +1,118 @@
+"""Bundles: made for every backend, their runner works where torch and edgekit cannot be imported, tampering and
+escaping paths are refused, and the C array compiles and matches the model file."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgekit.bundle.make import bundle
+from edgekit.cli import main
+
+from .conftest import BACKENDS, fp32_profile
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def no_torch(tmp_path_factory) -> dict[str, str]:
+    """An environment where `import torch` and `import edgekit` fail, as on a device that has neither."""
+    blocker = tmp_path_factory.mktemp("blocker")
+    for name in ("torch", "edgekit"):
+        (blocker / name).mkdir()
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is not on this device')\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(blocker), "HOME": str(blocker)}
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "not on this device" in probe.stderr
+    return env
+
+
+def run_py(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(folder / "run.py"), *args], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=folder.parent)
+
+
+@pytest.fixture(scope="module")
+def fusion_bundles(zoo_run, tmp_path_factory) -> dict[str, Path]:
+    run = zoo_run("fusion")
+    out = tmp_path_factory.mktemp("bundles")
+    return {b: bundle(run.folder, fp32_profile(b), out / b) for b in BACKENDS}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bundle_check_passes_without_torch(fusion_bundles, no_torch, backend):
+    folder = fusion_bundles[backend]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["schema"] == "edgekit.bundle/1" and manifest["backend"] == backend
+    assert {i["name"] for i in manifest["inputs"]} == {"image", "tokens"}
+    assert manifest["preprocess"]["size"] == [28, 28] and manifest["golden"]["samples"] == 16
+    done = run_py(folder, no_torch, "--check")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "PASS" and report["samples"] == 16
+    assert any(c["metric"] == "max_abs_error" and c["value"] < 1e-4 for c in report["checks"])
+
+
+def test_bundle_bench_prints_timing_json(fusion_bundles, no_torch):
+    done = run_py(fusion_bundles[BACKENDS[0]], no_torch, "--bench", "--seconds", "0.05")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for mode in ("latency_1t", "latency_all"):
+        assert 0 < result[mode]["median_ms"] <= result[mode]["p99_ms"] and result[mode]["runs"] >= 200
+    assert result["peak_rss_mb"] > 0 and result["model_bytes"] > 0
+
+
+def test_bundle_predicts_a_real_digit(zoo_run, tmp_path, no_torch):
+    folder = bundle(zoo_run("cnn").folder, fp32_profile(BACKENDS[-1]), tmp_path / "cnn")
+    image = REPO / "sample_data" / "mnist" / "val" / "0003.png"  # a 0 (val.csv)
+    done = run_py(folder, no_torch, "--input", str(image))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["prediction"] == "0"
+
+
+def test_tampered_model_and_escaping_paths_are_refused(fusion_bundles, tmp_path, no_torch):
+    folder = tmp_path / "copy"
+    shutil.copytree(fusion_bundles[BACKENDS[0]], folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    model = folder / manifest["model_file"]
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    done = run_py(folder, no_torch, "--check")
+    assert done.returncode == 2 and "does not match its sha256" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    manifest["files"][0]["path"] = "../../etc/passwd"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    done = run_py(folder, no_torch, "--check")
+    assert done.returncode == 2 and "stay inside the bundle" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_c_array_compiles_and_matches_the_model(zoo_run, tmp_path):
+    folder = bundle(zoo_run("cnn").folder, fp32_profile(BACKENDS[-1]), tmp_path / "cnn", c_array=True)
+    c = folder / "c"
+    header = (c / "g_model.h").read_text()
+    assert "extern const unsigned char g_model[];" in header and "g_model_len" in header
+    binary = tmp_path / "check"
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-O1", "-o", str(binary), str(c / "check_model.c"),
+                    str(c / "g_model.c")], check=True, capture_output=True, text=True)
+    model = folder / json.loads((folder / "manifest.json").read_text())["model_file"]
+    ok = subprocess.run([str(binary), str(model)], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {model.stat().st_size} bytes")
+    other = tmp_path / "other.bin"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    other.write_bytes(bytes(data))
+    bad = subprocess.run([str(binary), str(other)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "bytes differ" in bad.stdout
+
+
+def test_cli_bundle_refuses_an_unknown_target(zoo_run, tmp_path, capsys):
+    assert main(["bundle", str(zoo_run("cnn").folder), "--target", "nope", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no target 'nope'" in err[0]
+    assert not (tmp_path / "b").exists()
