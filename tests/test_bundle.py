@@ -92,22 +92,25 @@ def test_tampered_model_and_escaping_paths_are_refused(fusion_bundles, tmp_path,
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-def test_c_array_compiles_and_matches_the_model(zoo_run, tmp_path):
-    folder = bundle(zoo_run("cnn").folder, fp32_profile(BACKENDS[-1]), tmp_path / "cnn", c_array=True)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_c_array_compiles_and_matches_the_model(zoo_run, tmp_path, backend):
+    folder = bundle(zoo_run("fusion").folder, fp32_profile(backend), tmp_path / "fusion", c_array=True)
+    files = [f["path"] for f in json.loads((folder / "manifest.json").read_text())["files"]
+             if not f["path"].startswith("c/") and f["path"].startswith("model")]
     c = folder / "c"
-    header = (c / "g_model.h").read_text()
-    assert "extern const unsigned char g_model[];" in header and "g_model_len" in header
+    for name in files:
+        header = (c / f"g_{name.replace('.', '_')}.h").read_text()
+        assert f"extern const unsigned char g_{name.replace('.', '_')}[];" in header
     binary = tmp_path / "check"
-    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-O1", "-o", str(binary), str(c / "check_model.c"),
-                    str(c / "g_model.c")], check=True, capture_output=True, text=True)
-    model = folder / json.loads((folder / "manifest.json").read_text())["model_file"]
-    ok = subprocess.run([str(binary), str(model)], capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {model.stat().st_size} bytes")
-    other = tmp_path / "other.bin"
-    data = bytearray(model.read_bytes())
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-O1", "-o", str(binary), *map(str, sorted(c.glob("*.c")))],
+                   check=True, capture_output=True, text=True)
+    paths = [str(folder / name) for name in files]
+    ok = subprocess.run([str(binary), *paths], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.count("ok: ") == len(files), ok.stdout
+    data = bytearray((folder / files[0]).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    other.write_bytes(bytes(data))
-    bad = subprocess.run([str(binary), str(other)], capture_output=True, text=True)
+    (tmp_path / "other.bin").write_bytes(bytes(data))
+    bad = subprocess.run([str(binary), str(tmp_path / "other.bin"), *paths[1:]], capture_output=True, text=True)
     assert bad.returncode == 1 and "bytes differ" in bad.stdout
 
 

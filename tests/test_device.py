@@ -19,7 +19,7 @@ from edgekit.bundle.device import device_bench, record
 from edgekit.bundle.make import bundle
 from edgekit.cli import main
 
-from .conftest import fp32_profile
+from .conftest import BACKENDS, fp32_profile
 
 SSHD = "/usr/sbin/sshd"
 
@@ -73,17 +73,27 @@ Subsystem sftp internal-sftp
 
 
 @pytest.fixture(scope="module")
-def fusion_bundle(zoo_run, tmp_path_factory) -> Path:
-    name = f"fusion-onnx-{os.getpid()}"  # unique on the "device" (this machine's home folder)
-    folder = bundle(zoo_run("fusion").folder, fp32_profile("onnx"), tmp_path_factory.mktemp("b") / name)
-    yield folder
-    shutil.rmtree(Path.home() / "edgekit-bundles" / name, ignore_errors=True)
+def fusion_bundles(zoo_run, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("b")
+    # names unique on the "device" (this machine's home folder)
+    folders = {b: bundle(zoo_run("fusion").folder, fp32_profile(b), root / f"fusion-{b}-{os.getpid()}")
+               for b in BACKENDS}
+    yield folders
+    for folder in folders.values():
+        shutil.rmtree(Path.home() / "edgekit-bundles" / folder.name, ignore_errors=True)
 
 
-def test_device_bench_over_ssh_adds_rows_to_the_report(sshd, fusion_bundle, zoo_run, tmp_path):
+@pytest.fixture
+def fusion_bundle(fusion_bundles) -> Path:
+    return fusion_bundles["onnx"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_device_bench_over_ssh_adds_rows_to_the_report(sshd, fusion_bundles, zoo_run, tmp_path, backend):
+    fusion_bundle = fusion_bundles[backend]
     result = device_bench(fusion_bundle, sshd["url"], python=sys.executable, seconds=0.05,
                           identity=sshd["identity"], known_hosts=sshd["known_hosts"])
-    assert result.device == sshd["url"] and result.target == fp32_profile("onnx")
+    assert result.device == sshd["url"] and result.target == fp32_profile(backend)
     assert result.check["status"] == "PASS" and result.check["samples"] == 16
     assert 0 < result.bench["latency_1t"]["median_ms"] <= result.bench["latency_1t"]["p99_ms"]
     remote = Path.home() / "edgekit-bundles" / fusion_bundle.name / "run.py"

@@ -41,33 +41,55 @@ def write_c_array(model: Path, folder: Path, symbol: str | None = None) -> tuple
     return header, source
 
 
-CHECK_PROGRAM = r"""/* Checks that the embedded model equals a model file.
-   cc -o check check_model.c SYMBOL.c && ./check MODEL */
+CHECK_PROGRAM = r"""/* Checks that each embedded model file equals the file on disk (bytes, length, 16-byte alignment).
+   cc -o check_model check_model.c g_*.c && ./check_model FILES (in the order of EMBEDDED below) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "HEADER"
+INCLUDES
+/* the length by address: an extern const is not a constant expression in C */
+static const struct {
+  const char *name;
+  const unsigned char *data;
+  const size_t *len;
+  const char *sha256;
+} EMBEDDED[] = {
+ENTRIES
+};
+#define COUNT (sizeof(EMBEDDED) / sizeof(EMBEDDED[0]))
+
+static int check(const char *path, size_t i) {
+  FILE *f = fopen(path, "rb");
+  if (!f) { perror(path); return 2; }
+  unsigned char *buf = malloc(*EMBEDDED[i].len + 1);
+  size_t n = fread(buf, 1, *EMBEDDED[i].len + 1, f);
+  fclose(f);
+  int bad = 0;
+  if (n != *EMBEDDED[i].len) {
+    printf("%s: length differs: file %zu, embedded %zu\n", EMBEDDED[i].name, n, *EMBEDDED[i].len);
+    bad = 1;
+  }
+  else if (memcmp(buf, EMBEDDED[i].data, n) != 0) { printf("%s: bytes differ\n", EMBEDDED[i].name); bad = 1; }
+  else if (((uintptr_t)EMBEDDED[i].data) % 16 != 0) { printf("%s: not aligned\n", EMBEDDED[i].name); bad = 1; }
+  else printf("ok: %s %zu bytes, sha256 %s\n", EMBEDDED[i].name, n, EMBEDDED[i].sha256);
+  free(buf);
+  return bad;
+}
 
 int main(int argc, char **argv) {
-  if (argc != 2) { fprintf(stderr, "usage: %s MODEL_FILE\n", argv[0]); return 2; }
-  FILE *f = fopen(argv[1], "rb");
-  if (!f) { perror(argv[1]); return 2; }
-  unsigned char *buf = malloc(SYMBOL_len + 1);
-  size_t n = fread(buf, 1, SYMBOL_len + 1, f);
-  fclose(f);
-  if (n != SYMBOL_len) { printf("length differs: file %zu, embedded %zu\n", n, SYMBOL_len); return 1; }
-  if (memcmp(buf, SYMBOL, SYMBOL_len) != 0) { printf("bytes differ\n"); return 1; }
-  if (((uintptr_t)SYMBOL) % SYMBOL_ALIGN_MACRO != 0) { printf("not aligned\n"); return 1; }
-  printf("ok: %zu bytes, sha256 %s\n", SYMBOL_len, SYMBOL_sha256);
-  free(buf);
-  return 0;
+  if ((size_t)argc != COUNT + 1) { fprintf(stderr, "usage: %s FILE x %zu\n", argv[0], (size_t)COUNT); return 2; }
+  int bad = 0;
+  for (size_t i = 0; i < COUNT; i++) bad |= check(argv[i + 1], i);
+  return bad;
 }
 """
 
 
-def write_check_program(folder: Path, header: Path, symbol: str) -> Path:
+def write_check_program(folder: Path, embedded: list[tuple[str, Path, str]]) -> Path:
+    """``embedded``: (file name, header, symbol) of each array, in the order the program takes the files."""
     path = folder / "check_model.c"
-    text = CHECK_PROGRAM.replace("HEADER", header.name).replace("SYMBOL_ALIGN_MACRO", f"{symbol.upper()}_ALIGN")
-    path.write_text(text.replace("SYMBOL", symbol), encoding="ascii")
+    includes = "\n".join(f'#include "{header.name}"' for _, header, _ in embedded)
+    entries = ",\n".join(f'  {{"{name}", {symbol}, &{symbol}_len, {symbol}_sha256}}' for name, _, symbol in embedded)
+    path.write_text(CHECK_PROGRAM.replace("INCLUDES", includes).replace("ENTRIES", entries), encoding="ascii")
     return path

@@ -88,13 +88,17 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
             shutil.copy2(path, stage / name)
         shutil.copy2(HERE / "example.py", stage / "example.py")
         (stage / "profile.toml").write_text(profile.text, encoding="utf-8")
-        extra = []
+        extra: list[Path] = []
         if c_array:
-            from edgekit.bundle.c_array import write_c_array, write_check_program
+            from edgekit.bundle.c_array import symbol_for, write_c_array, write_check_program
 
             (stage / "c").mkdir()
-            header, src = write_c_array(stage / manifest.model_file, stage / "c", "g_model")
-            extra = [header, src, write_check_program(stage / "c", header, "g_model")]
+            embedded = []
+            for entry in manifest.files:  # OpenVINO needs both its .xml and its .bin
+                header, src = write_c_array(stage / entry.path, stage / "c")
+                embedded.append((entry.path, header, symbol_for(entry.path)))
+                extra += [header, src]
+            extra.append(write_check_program(stage / "c", embedded))
         hashed = [stage / e.path for e in manifest.files] + [stage / "golden.npz", stage / "run.py",
                                                              *(stage / n for n in HELPERS), stage / "example.py",
                                                              *extra]
