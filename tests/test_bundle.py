@@ -119,3 +119,16 @@ def test_cli_bundle_refuses_an_unknown_target(zoo_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no target 'nope'" in err[0]
     assert not (tmp_path / "b").exists()
+
+
+def test_export_for_device_script(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("export_for_device", REPO / "tools" / "export_for_device.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "cnn-device"
+    assert tool.main(["--profile", fp32_profile(BACKENDS[0]), "--model", "zoo:cnn", "--out", str(out)]) == 0
+    assert (out / "run.py").is_file() and (tmp_path / "cnn-device.run" / "run.json").is_file()
+    assert tool.main(["--profile", "no-such-profile", "--model", "zoo:cnn", "--out", str(tmp_path / "x")]) == 2
+    assert "no-such-profile" in capsys.readouterr().err

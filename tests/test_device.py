@@ -122,3 +122,17 @@ def test_device_without_the_runtime_is_one_clear_line(fusion_bundle, sshd, tmp_p
                  "--identity", sshd["identity"], "--known-hosts", sshd["known_hosts"]])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "lacks the bundle's runtime" in err[0] and "numpy" in err[0]
+
+
+def test_bench_on_device_script(sshd, fusion_bundle, zoo_run, tmp_path):
+    """tools/bench_on_device.sh, the script users run against their own device, over the same sshd."""
+    run = tmp_path / "run"
+    shutil.copytree(zoo_run("fusion").folder, run)
+    script = Path(__file__).parents[1] / "tools" / "bench_on_device.sh"
+    env = {**os.environ, "EDGEKIT_SSH_KEY": sshd["identity"], "EDGEKIT_KNOWN_HOSTS": sshd["known_hosts"],
+           "EDGEKIT_SECONDS": "0.05", "EDGEKIT": str(Path(sys.executable).parent / "edgekit")}
+    done = subprocess.run([str(script), str(fusion_bundle), sshd["url"].removeprefix("ssh://"), str(run),
+                           sys.executable], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "check PASS" in done.stdout
+    assert json.loads((run / "report.json").read_text())["devices"][0]["target"] == fp32_profile("onnx")
