@@ -102,7 +102,8 @@ def test_c_array_compiles_and_matches_the_model(zoo_run, tmp_path, backend):
         header = (c / f"g_{name.replace('.', '_')}.h").read_text()
         assert f"extern const unsigned char g_{name.replace('.', '_')}[];" in header
     binary = tmp_path / "check"
-    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-O1", "-o", str(binary), *map(str, sorted(c.glob("*.c")))],
+    sources = [c / "check_model.c", *sorted(c.glob("g_*.c"))]
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-O1", "-o", str(binary), *map(str, sources)],
                    check=True, capture_output=True, text=True)
     paths = [str(folder / name) for name in files]
     ok = subprocess.run([str(binary), *paths], capture_output=True, text=True)
@@ -132,3 +133,29 @@ def test_export_for_device_script(tmp_path, capsys):
     assert (out / "run.py").is_file() and (tmp_path / "cnn-device.run" / "run.json").is_file()
     assert tool.main(["--profile", "no-such-profile", "--model", "zoo:cnn", "--out", str(tmp_path / "x")]) == 2
     assert "no-such-profile" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_openvino_c_example_compiles_and_matches_the_golden_output(fusion_bundles, tmp_path):
+    """The bundle's C integration example, built against the C API that the openvino wheel ships."""
+    import numpy as np
+    import openvino
+
+    if "openvino" not in fusion_bundles:
+        pytest.skip("openvino backend not registered")
+    folder = fusion_bundles["openvino"]
+    root = Path(openvino.__file__).parent
+    library = next((root / "libs").glob("libopenvino_c.so.*"))
+    binary = tmp_path / "example"
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", "-O1", "-o", str(binary),
+                    str(folder / "c" / "example_openvino.c"), f"-I{root / 'include'}", f"-L{root / 'libs'}",
+                    f"-l:{library.name}"], check=True, capture_output=True, text=True)
+    inputs = sorted((folder / "c").glob("input_*.bin"))
+    done = subprocess.run([str(binary), str(folder / "model.xml"), *map(str, inputs)], capture_output=True,
+                          text=True, env={"LD_LIBRARY_PATH": str(root / "libs")}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split()
+    values = np.array([float(v) for v in lines[:-2]])
+    golden = np.load(folder / "golden.npz")["output:logits"][0]
+    assert len(inputs) == 2 and values.shape == golden.shape
+    assert np.abs(values - golden).max() < 1e-4 and int(lines[-1]) == int(golden.argmax())

@@ -64,6 +64,20 @@ def _write_golden(run_dir: Path, folder: Path, inputs: tuple[str, ...], outputs:
     return len(next(iter(arrays.values())))
 
 
+def _c_example(stage: Path, manifest: Manifest) -> list[Path]:
+    """c/example_openvino.c and the first golden sample as raw batch-1 input files for it."""
+    folder = stage / "c"
+    folder.mkdir(exist_ok=True)
+    shutil.copy2(HERE / "example_openvino.c", folder / "example_openvino.c")
+    written = [folder / "example_openvino.c"]
+    with np.load(stage / "golden.npz", allow_pickle=False) as z:
+        for i, spec in enumerate(manifest.inputs):
+            path = folder / f"input_{i}.bin"
+            np.ascontiguousarray(z[f"input:{spec.name}"][:1], dtype=spec.dtype).tofile(path)
+            written.append(path)
+    return written
+
+
 def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool = False) -> Path:
     """Write the bundle of one target of a run; the folder appears only when complete."""
     from edgekit.api import read_run
@@ -89,10 +103,12 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
         shutil.copy2(HERE / "example.py", stage / "example.py")
         (stage / "profile.toml").write_text(profile.text, encoding="utf-8")
         extra: list[Path] = []
+        if manifest.backend == "openvino":  # its C API ships with the wheel, so this example is compiled in the tests
+            extra += _c_example(stage, manifest)
         if c_array:
             from edgekit.bundle.c_array import symbol_for, write_c_array, write_check_program
 
-            (stage / "c").mkdir()
+            (stage / "c").mkdir(exist_ok=True)
             embedded = []
             for entry in manifest.files:  # OpenVINO needs both its .xml and its .bin
                 header, src = write_c_array(stage / entry.path, stage / "c")
