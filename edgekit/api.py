@@ -9,6 +9,7 @@ from typing import Callable
 from edgekit import __version__
 from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
+from edgekit.bench.run import validate_in_worker
 from edgekit.compress.recipe import CompressionRecipe, CompressionReport, compress
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles, parse_profile
 from edgekit.data.calib import CalibrationData, load_calibration
@@ -17,7 +18,7 @@ from edgekit.fsutil import RUN_MARKER, staged_folder, write_json, write_text
 from edgekit.reference import Reference, build_reference, load_reference, save_reference
 from edgekit.source import load_source
 from edgekit.validate.gates import Status
-from edgekit.validate.validate import Stage, Validation, failure, validate
+from edgekit.validate.validate import Stage, Validation, failure
 
 REFERENCE_FILE = "reference.npz"
 COMPRESSION_FILE = "compression.json"
@@ -63,7 +64,7 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, c
             return failure(profile, Stage.QUANTIZE, one_line(exc))
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
-    return validate(reference, lambda: backend.open(folder, manifest, profile), manifest, profile)
+    return validate_in_worker(reference, folder.parent, folder.name, manifest.precision, profile)
 
 
 def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) -> dict[str, CalibrationData]:
@@ -142,8 +143,8 @@ def _revalidate(reference: Reference, folder: Path) -> Validation:
         return failure(profile, Stage.EXPORT, reason)
     manifest: Manifest = read_manifest(folder / MANIFEST_FILE)
     verify_files(folder, manifest)
-    backend = get_backend(manifest.backend)
-    result = validate(reference, lambda: backend.open(folder, manifest, profile), manifest, profile)
+    get_backend(manifest.backend)  # an unknown backend or a missing runtime is bad input (exit 2), not a row
+    result = validate_in_worker(reference, folder.parent, folder.name, manifest.precision, profile)
     write_json(folder / VALIDATION_FILE, result)
     return result
 

@@ -129,3 +129,20 @@ def test_cli_bench_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["bench", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a run folder" in err[0]
+
+
+def test_export_survives_a_runtime_that_aborts(tmp_path, monkeypatch):
+    """export validates every artifact in a worker too: a backend that aborts the process when it loads a model
+    becomes a CRASH row of the run; the other target is exported and passes."""
+    from edgekit.api import export
+    from edgekit.config import load_profile, parse_profile
+
+    monkeypatch.setenv("EDGEKIT_PLUGINS", "tests.plugins")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    onnx = load_profile(fp32_profile("onnx"))
+    crashing = parse_profile(onnx.text.replace('name = "onnx-cpu-fp32"', 'name = "crashing-fp32"')
+                             .replace('backend = "onnx"', 'backend = "crashing"'))
+    run = export("zoo:cnn", [crashing, onnx], tmp_path / "run")
+    rows = {r.target: r for r in run.rows}
+    assert rows["crashing-fp32"].stage is Stage.CRASH and "SIGABRT" in rows["crashing-fp32"].reason
+    assert rows["onnx-cpu-fp32"].status is Status.PASS and run.failed

@@ -74,6 +74,8 @@ def registered() -> list[str]:
 
 def get_backend(name: str) -> Backend:
     if name not in _MODULES:
+        load_plugins()
+    if name not in _MODULES:
         raise EdgekitError(f"unknown backend {name!r}; registered: {', '.join(_MODULES)}")
     if name not in _LOADED:
         try:

@@ -75,4 +75,5 @@ def run_worker(job: Job, timeout: float) -> Outcome:
         return Outcome(result["stage"], result["reason"], seconds=seconds)
     with np.load(out / OUTPUTS_FILE, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
-    return Outcome(None, "", measurement_from(result["measurement"]), outputs, seconds)
+    measured = result["measurement"]
+    return Outcome(None, "", measurement_from(measured) if measured else None, outputs, seconds)

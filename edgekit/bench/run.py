@@ -123,6 +123,18 @@ def _row(outcome: Outcome, reference: Reference, profile: TargetProfile, precisi
     return BenchRow(validation, outcome.measurement, heads, seconds=outcome.seconds)
 
 
+def validate_in_worker(reference: Reference, run_dir: Path, target: str, precision: Precision,
+                       profile: TargetProfile, timeout: float = 600.0) -> Validation:
+    """Validate one artifact of a run folder in a worker process: a runtime that aborts or hangs while loading or
+    running becomes a CRASH / TIMEOUT row instead of taking the caller down."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as scratch:
+        job = Job("artifact", str(run_dir.resolve()), target, scratch, os.cpu_count() or 1, measure=False)
+        outcome = run_worker(job, timeout)
+    if outcome.stage is not None:
+        return failure(profile, Stage(outcome.stage), outcome.reason, precision)
+    return compare(reference, _val(outcome), precision, profile)
+
+
 # the torch row runs the very model the reference came from: anything but float noise is a bug
 TORCH_PROFILE = TargetProfile(TORCH_ROW, "torch", "fp32", "the original torch eager model",
                               gates=Gates({"*": {"max_abs_error": Threshold(1e-5, 1e-4)}}))

@@ -34,6 +34,7 @@ class Job:
     source: str = ""  # torch row: the run's model source
     allow_pickle: bool = False
     explain: str = ""  # an .npz of extra inputs to run (the occlusion batch), or ""
+    measure: bool = True  # False: outputs only (validation), no timing
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -107,7 +108,7 @@ def _latency(session, one: dict[str, np.ndarray], job: Job):
                                          min_seconds=job.min_seconds))
 
 
-def run(job: Job) -> dict:
+def run(job: Job) -> dict | None:
     from edgekit.backends.common import thread_count
     from edgekit.backends.execute import run_batched, to_artifact_layout
     from edgekit.bench.throughput import parallel_sessions
@@ -129,6 +130,8 @@ def run(job: Job) -> dict:
         arrays.update({f"explain:{k}": v for k, v in
                        _stage("RUN", lambda: run_batched(session, manifest, explain)).items()})
     np.savez(Path(job.out) / OUTPUTS_FILE, **arrays)
+    if not job.measure:
+        return None
     one = to_artifact_layout({k: v[:1] for k, v in inputs.items()}, manifest)
     latency_all = _latency(session, one, job)
     session = None  # released before the one-thread session is opened
