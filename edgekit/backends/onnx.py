@@ -16,7 +16,13 @@ import onnx
 import onnxruntime as ort
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
-from edgekit.backends.common import batch_dynamic_shapes, quantization_record, storage_type, versions
+from edgekit.backends.common import (
+    ConversionCache,
+    batch_dynamic_shapes,
+    quantization_record,
+    storage_type,
+    versions,
+)
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.errors import EdgekitError
 
@@ -98,6 +104,22 @@ class OnnxSession:
         return dict(zip(self._outputs, self._session.run(self._outputs, inputs)))
 
 
+_EXPORTED = ConversionCache()
+
+
+def _export(spec: ModelSpec, profile: TargetProfile, path: Path) -> bytes:
+    """The dynamo export with all metadata (each target strips what it does not need)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torch
+
+        torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=True, external_data=False,
+                          input_names=list(spec.input_names), output_names=list(spec.output_names),
+                          dynamic_shapes=batch_dynamic_shapes(spec), opset_version=profile.runtime.opset,
+                          verbose=False, report=False)
+    return path.read_bytes()
+
+
 class OnnxBackend:
     name = "onnx"
     extra = "onnx"
@@ -111,14 +133,7 @@ class OnnxBackend:
             raise EdgekitError(f"{profile.name}: the onnx backend keeps the model's NCHW layout; "
                                "set layout = \"NCHW\"")
         path = folder / MODEL_FILE
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import torch
-
-            torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=True, external_data=False,
-                              input_names=list(spec.input_names), output_names=list(spec.output_names),
-                              dynamic_shapes=batch_dynamic_shapes(spec), opset_version=profile.runtime.opset,
-                              verbose=False, report=False)
+        path.write_bytes(_EXPORTED.get(spec.module, (profile.runtime.opset,), lambda: _export(spec, profile, path)))
         # name scopes map nodes to torch module paths, for quantization's keep_float patterns
         strip_metadata(path, keep=("pkg.torch.onnx.name_scopes",) if profile.precision in QUANTIZED_PRECISIONS
                        else ())
