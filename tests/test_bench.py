@@ -146,3 +146,20 @@ def test_export_survives_a_runtime_that_aborts(tmp_path, monkeypatch):
     rows = {r.target: r for r in run.rows}
     assert rows["crashing-fp32"].stage is Stage.CRASH and "SIGABRT" in rows["crashing-fp32"].reason
     assert rows["onnx-cpu-fp32"].status is Status.PASS and run.failed
+
+
+def test_torch_row_of_a_compressed_run_is_the_original(tmp_path):
+    """After pruning, the reference is the pruned model; the torch row is still the original (the baseline the
+    issue asks for), so it is not gated on matching the pruned outputs."""
+    from edgekit.api import export
+    from edgekit.compress.recipe import CompressionRecipe
+    from edgekit.config import load_profile
+
+    run = export("zoo:cnn", [load_profile(fp32_profile("onnx"))], tmp_path / "run",
+                 compression=CompressionRecipe.parse("channels:0.5", "finetune", 1))
+    result = bench(run.folder, timing=Timing(min_runs=20, min_seconds=0.05, throughput_seconds=0.1), explain=False)
+    torch_row = result.torch.validation
+    assert torch_row.status is Status.PASS and "before compression" in torch_row.warnings[0]
+    assert torch_row.accuracy == pytest.approx(0.985, abs=0.002)  # the original's, not the pruned one's
+    assert result.rows[0].validation.status is Status.PASS
+    assert result.torch.measurement.artifact_bytes > result.rows[0].measurement.artifact_bytes
