@@ -1,7 +1,6 @@
 """The Python API; the CLI is a thin layer over these functions."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -11,20 +10,25 @@ from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.bench.run import validate_in_worker
 from edgekit.compress.recipe import CompressionRecipe, CompressionReport, compress
-from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles, parse_profile
+from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles
 from edgekit.data.calib import CalibrationData, load_calibration
-from edgekit.errors import EdgekitError, one_line
+from edgekit.errors import one_line
 from edgekit.fsutil import RUN_MARKER, staged_folder, write_json, write_text
 from edgekit.reference import Reference, build_reference, load_reference, save_reference
+from edgekit.runfolder import (
+    MANIFEST_FILE,
+    PROFILE_FILE,
+    REFERENCE_FILE,
+    VALIDATION_FILE,
+    earlier_failure,
+    read_run,
+    target_profile,
+)
 from edgekit.source import load_source
 from edgekit.validate.gates import Status
 from edgekit.validate.validate import Stage, Validation, failure
 
-REFERENCE_FILE = "reference.npz"
 COMPRESSION_FILE = "compression.json"
-PROFILE_FILE = "profile.toml"
-MANIFEST_FILE = "manifest.json"
-VALIDATION_FILE = "validation.json"
 
 Progress = Callable[[str], None]
 
@@ -100,47 +104,30 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
         result = RunResult(source, Path(out), reference.accuracy(), rows, compressed)
         if compressed is not None:
             write_json(stage / COMPRESSION_FILE, compressed)
-        write_json(stage / RUN_MARKER, {
+        run = {
             "schema": "edgekit.run/1", "edgekit": __version__, "source": source, "task": spec.task,
             "inputs": list(spec.input_names), "outputs": list(spec.output_names),
             "attention_outputs": list(spec.attention_outputs), "labels": list(spec.labels),
-            "torch_accuracy": result.torch_accuracy, "targets": [p.name for p in profiles]})
-        write_reports(stage, result, reference)
+            "torch_accuracy": result.torch_accuracy, "targets": [p.name for p in profiles]}
+        write_json(stage / RUN_MARKER, run)
+        write_reports(stage, result, reference, run)
     return result
 
 
-def write_reports(folder: Path, result: RunResult, reference: Reference) -> None:
+def write_reports(folder: Path, result: RunResult, reference: Reference, run: dict) -> None:
     """The four report files, with the validation rows (``edgekit bench`` adds speed, memory and explanations)."""
     from edgekit.bench.run import BenchResult, BenchRow
     from edgekit.report.render import write_bench_reports
 
-    run = json.loads((folder / RUN_MARKER).read_text(encoding="utf-8"))
     write_bench_reports(BenchResult(result.source, folder, run.get("task"), result.torch_accuracy, None,
                                     tuple(BenchRow(v) for v in result.rows), tuple(run.get("attention_outputs", ())),
                                     reference=reference), plots=False)
 
 
-def read_run(folder: Path) -> dict:
-    marker = folder / RUN_MARKER
-    if not marker.is_file():
-        raise EdgekitError(f"{folder} is not a run folder (no {RUN_MARKER}); make one with `edgekit export`")
-    try:
-        return json.loads(marker.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise EdgekitError(f"{marker}: not valid JSON ({exc})") from None
-
-
 def _revalidate(reference: Reference, folder: Path) -> Validation:
-    if not folder.is_dir():
-        raise EdgekitError(f"{folder} is missing from the run folder")
-    profile_path = folder / PROFILE_FILE
-    if not profile_path.is_file():
-        raise EdgekitError(f"{folder}: {PROFILE_FILE} is missing")
-    profile = parse_profile(profile_path.read_text(encoding="utf-8"), str(profile_path))
+    profile = target_profile(folder)
     if not (folder / MANIFEST_FILE).is_file():
-        previous = folder / VALIDATION_FILE
-        reason = json.loads(previous.read_text())["reason"] if previous.is_file() else "no manifest"
-        return failure(profile, Stage.EXPORT, reason)
+        return earlier_failure(folder, profile)
     manifest: Manifest = read_manifest(folder / MANIFEST_FILE)
     verify_files(folder, manifest)
     get_backend(manifest.backend)  # an unknown backend or a missing runtime is bad input (exit 2), not a row
@@ -160,5 +147,5 @@ def validate_run(run_dir: str | Path, progress: Progress = _quiet) -> RunResult:
         progress(f"{name}: validating")
         rows.append(_revalidate(reference, folder / name))
     result = RunResult(run["source"], folder, reference.accuracy(), tuple(rows))
-    write_reports(folder, result, reference)
+    write_reports(folder, result, reference, run)
     return result

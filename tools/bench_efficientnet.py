@@ -146,7 +146,7 @@ def against_benchmark_app(target: Path, seconds: float, rounds: int = ROUNDS) ->
     native: dict[int, list[float]] = {1: [], everything: []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(rounds):
-            job = Job("artifact", str(target.parent), target.name, f"{tmp}/{i}", everything, 200, seconds, 0.2)
+            job = Job("artifact", str(target.parent), target.name, f"{tmp}/{i}", 200, seconds, 0.2)
             measured = run_worker(job, 600).measurement
             ours[1].append(measured.latency_1t.median_ms)
             ours[everything].append(measured.latency_all.median_ms)

@@ -2,7 +2,6 @@
 original torch model (a row too): speed, size, memory, accuracy on real data, attention and occlusion agreement."""
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -15,8 +14,7 @@ from edgekit.artifact import Precision, read_manifest
 from edgekit.bench.isolate import Outcome, run_worker
 from edgekit.bench.measurement import Measurement
 from edgekit.bench.worker import Job
-from edgekit.config import Gates, TargetProfile, Threshold, parse_profile
-from edgekit.errors import EdgekitError
+from edgekit.config import Gates, TargetProfile, Threshold
 from edgekit.reference import Reference, load_reference
 from edgekit.report.attention import HeadStats, attention_stats
 from edgekit.report.explain import (
@@ -27,6 +25,7 @@ from edgekit.report.explain import (
     occlusion_maps,
     predicted_classes,
 )
+from edgekit.runfolder import earlier_failure, read_run, target_profile
 from edgekit.validate.gates import Status
 from edgekit.validate.validate import Stage, Validation, compare, failure
 
@@ -93,21 +92,6 @@ class BenchResult:
         return any(r.validation.status is Status.FAIL for r in self.rows)
 
 
-def _profile(folder: Path) -> TargetProfile:
-    path = folder / "profile.toml"
-    if not path.is_file():
-        raise EdgekitError(f"{folder}: profile.toml is missing; is this a run folder made by `edgekit export`?")
-    return parse_profile(path.read_text(encoding="utf-8"), str(path))
-
-
-def _earlier_failure(folder: Path, profile: TargetProfile) -> Validation:
-    """A target without a manifest failed at export or quantization; its validation.json says which and why."""
-    previous = folder / "validation.json"
-    data = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {}
-    stage = Stage(data.get("stage") or "EXPORT")
-    return failure(profile, stage, data.get("reason") or "no manifest.json: the export did not finish")
-
-
 def _val(outcome: Outcome) -> dict[str, np.ndarray]:
     return {k[4:]: v for k, v in outcome.outputs.items() if k.startswith("val:")}
 
@@ -128,7 +112,7 @@ def validate_in_worker(reference: Reference, run_dir: Path, target: str, precisi
     """Validate one artifact of a run folder in a worker process: a runtime that aborts or hangs while loading or
     running becomes a CRASH / TIMEOUT row instead of taking the caller down."""
     with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as scratch:
-        job = Job("artifact", str(run_dir.resolve()), target, scratch, os.cpu_count() or 1, measure=False)
+        job = Job("artifact", str(run_dir.resolve()), target, scratch, measure=False)
         outcome = run_worker(job, timeout)
     if outcome.stage is not None:
         return failure(profile, Stage(outcome.stage), outcome.reason, precision)
@@ -147,7 +131,6 @@ TORCH_ORIGINAL_PROFILE = TargetProfile(TORCH_ROW, "torch", "fp32", "the original
 def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = True, torch_row: bool = True,
           allow_pickle: bool = False, on_row: RowProgress | None = None) -> BenchResult:
     """Bench every artifact of a run folder; writes report.json, report.md, report.html and junit.xml into it."""
-    from edgekit.api import read_run
     from edgekit.report.render import write_bench_reports
 
     folder = Path(run_dir)
@@ -170,9 +153,8 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
             np.savez(explain_path, **occlusion[0])
 
         def job(kind: str, target: str) -> Job:
-            return Job(kind, str(folder.resolve()), target, os.path.join(scratch, target), os.cpu_count() or 1,
-                       timing.min_runs, timing.min_seconds, timing.throughput_seconds, run["source"], allow_pickle,
-                       explain_path)
+            return Job(kind, str(folder.resolve()), target, os.path.join(scratch, target), timing.min_runs,
+                       timing.min_seconds, timing.throughput_seconds, run["source"], allow_pickle, explain_path)
 
         def measured(kind: str, name: str, profile: TargetProfile, precision: Precision,
                      attention_names: tuple[str, ...]) -> BenchRow:
@@ -198,12 +180,12 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
             if on_row:
                 on_row(done, total, name)
             target_dir = folder / name
-            profile = _profile(target_dir)
+            profile = target_profile(target_dir)
             if (target_dir / "manifest.json").is_file():
                 precision = read_manifest(target_dir / "manifest.json").precision
                 rows.append(measured("artifact", name, profile, precision, attention))
             else:
-                rows.append(BenchRow(_earlier_failure(target_dir, profile)))
+                rows.append(BenchRow(earlier_failure(target_dir, profile)))
             done += 1
         if on_row:
             on_row(done, total, "writing the reports")

@@ -1,6 +1,7 @@
 """Latency as the native tools measure it: warm-up until timings settle, then many timed runs, percentiles."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -49,3 +50,18 @@ def measure(call: Callable[[], object], min_runs: int = 200, min_seconds: float 
     ms = np.array(samples) * 1000
     return Latency(len(samples), warmup, first * 1000, float(np.median(ms)), float(np.percentile(ms, 90)),
                    float(np.percentile(ms, 99)), float(ms.mean()), float(ms.std()))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set. ru_maxrss would carry the parent's peak across fork + exec (Linux keeps
+    the larger of the two), so read the high-water mark of our own address space where /proc has it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource  # POSIX only; the bundle's runner carries this module to the device
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)

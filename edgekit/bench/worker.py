@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from edgekit.bench.timing import peak_rss_mb
 
 RESULT_FILE = "result.json"
 OUTPUTS_FILE = "outputs.npz"
@@ -27,7 +28,6 @@ class Job:
     run_dir: str
     target: str  # the target's folder name, or "torch"
     out: str  # the folder this worker writes into
-    threads_all: int  # the "all threads" count for the torch row (artifacts use their profile's)
     min_runs: int = 200
     min_seconds: float = 1.0
     throughput_seconds: float = 1.0
@@ -44,19 +44,6 @@ class StageFailure(Exception):
     def __init__(self, stage: str, reason: str) -> None:
         super().__init__(reason)
         self.stage = stage
-
-
-def _rss_mb() -> float:
-    """This process's peak resident set. ru_maxrss would carry the parent's peak across fork + exec (Linux keeps
-    the larger of the two), so read the high-water mark of our own address space where /proc has it."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 def _arrays(path: Path, prefix: str) -> dict[str, np.ndarray]:
@@ -116,13 +103,13 @@ def run(job: Job) -> dict | None:
     reference = Path(job.run_dir) / "reference.npz"
     inputs = _arrays(reference, "input:")
     explain = _arrays(Path(job.explain), "") if job.explain else {}
-    baseline = _rss_mb()
+    baseline = peak_rss_mb()
     t0 = time.perf_counter()
     if job.kind == "torch":
         open_with, manifest, profile_threads, throughput, size = _torch(job, inputs)
     else:
         open_with, manifest, profile_threads, throughput, size = _artifact(job)
-    threads_all = thread_count(profile_threads) if job.kind != "torch" else job.threads_all
+    threads_all = thread_count(profile_threads)  # the torch row says 0: all cores
     session = _stage("LOAD", lambda: open_with(threads_all))
     load_ms = (time.perf_counter() - t0) * 1000
     arrays = {f"val:{k}": v for k, v in _stage("RUN", lambda: run_batched(session, manifest, inputs)).items()}
@@ -143,7 +130,7 @@ def run(job: Job) -> dict | None:
             return parallel_sessions(lambda: open_with(1), one, threads_all, seconds)
     rate = _stage("RUN", lambda: throughput(one, job.throughput_seconds))
     return {"load_ms": load_ms, "latency_1t": asdict(latency_1t), "latency_all": asdict(latency_all),
-            "threads_all": threads_all, "throughput": asdict(rate), "peak_rss_mb": _rss_mb(),
+            "threads_all": threads_all, "throughput": asdict(rate), "peak_rss_mb": peak_rss_mb(),
             "baseline_rss_mb": baseline, "artifact_bytes": size}
 
 

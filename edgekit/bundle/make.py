@@ -4,7 +4,6 @@ golden inputs with the original's outputs, the runner (numpy + one runtime), int
 the model as a C array."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -12,10 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import __version__
-from edgekit.artifact import Manifest, read_manifest, verify_files
-from edgekit.config import HIGHER_IS_BETTER, TargetProfile, parse_profile
+from edgekit.artifact import Manifest, file_entry, read_manifest, verify_files
+from edgekit.config import HIGHER_IS_BETTER, TargetProfile
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import jsonable, staged_folder
+from edgekit.runfolder import read_run, target_profile
 
 BUNDLE_SCHEMA = "edgekit.bundle/1"
 BUNDLE_MARKER = "manifest.json"
@@ -25,10 +25,6 @@ RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai
 # files the runner needs beside it: numpy-only modules of edgekit, copied so that the device needs no edgekit
 HELPERS = {"edgekit_timing.py": HERE.parent / "bench" / "timing.py",
            "edgekit_metrics.py": HERE.parent / "validate" / "metrics.py"}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _runtime(manifest: Manifest, profile: TargetProfile) -> dict:
@@ -80,8 +76,6 @@ def _c_example(stage: Path, manifest: Manifest) -> list[Path]:
 
 def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool = False) -> Path:
     """Write the bundle of one target of a run; the folder appears only when complete."""
-    from edgekit.api import read_run
-
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     if target not in run["targets"]:
@@ -91,7 +85,7 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
         raise EdgekitError(f"{target} has no artifact in {run_dir} (its export failed); see its validation.json")
     manifest = read_manifest(source / "manifest.json")
     verify_files(source, manifest)
-    profile = parse_profile((source / "profile.toml").read_text(encoding="utf-8"), str(source / "profile.toml"))
+    profile = target_profile(source)
     with staged_folder(Path(out), marker=BUNDLE_MARKER) as stage:
         for entry in manifest.files:
             shutil.copy2(source / entry.path, stage / entry.path)
@@ -130,8 +124,7 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
             "gates": _gates(profile), "higher_is_better": sorted(HIGHER_IS_BETTER),
             "runtime": _runtime(manifest, profile), "versions": manifest.versions,
             "golden": {"file": "golden.npz", "samples": samples, "of": "the run's reference data (val split)"},
-            "files": [{"path": str(p.relative_to(stage)), "bytes": p.stat().st_size, "sha256": _sha256(p)}
-                      for p in hashed],
+            "files": [jsonable(file_entry(stage, str(p.relative_to(stage)))) for p in hashed],
         }
         (stage / BUNDLE_MARKER).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
                                            encoding="utf-8")

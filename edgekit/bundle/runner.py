@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from edgekit_metrics import output_stats  # noqa: E402
-from edgekit_timing import measure  # noqa: E402
+from edgekit_timing import measure, peak_rss_mb  # noqa: E402
 
 
 class BundleError(Exception):
@@ -169,14 +169,6 @@ def check(manifest: dict) -> dict:
             status = max(status, result, key=["PASS", "WARN", "FAIL"].index)
             rows.append({"output": name, "metric": metric, "value": value, **threshold, "status": result})
     return {"status": status, "samples": len(next(iter(inputs.values()))), "checks": rows}
-
-
-def peak_rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
 
 
 def bench(manifest: dict, seconds: float) -> dict:

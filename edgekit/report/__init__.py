@@ -7,15 +7,16 @@ if TYPE_CHECKING:
     from edgekit.api import RunResult
     from edgekit.validate.validate import Validation
 
-def _pct(value: float | None) -> str:
+
+def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _errors(row: Validation) -> str:
+def errors_cell(row: Validation) -> str:
     return ", ".join(f"{s.name} {s.max_abs_error:.2e}" for s in row.outputs) or "-"
 
 
-def _precision(row: Validation) -> str:
+def precision_cell(row: Validation) -> str:
     p = row.precision
     return "-" if p is None else f"{p.declared} -> {p.compute} (weights {p.weights})"
 
@@ -25,14 +26,14 @@ def rows_table(result: RunResult) -> list[list[str]]:
     body = []
     for row in result.rows:
         note = f"{row.stage.value}: {row.reason}" if row.stage else "; ".join(row.warnings)
-        body.append([row.target, row.status.value, _pct(result.torch_accuracy), _pct(row.accuracy), _errors(row),
-                     _precision(row), note])
+        body.append([row.target, row.status.value, pct(result.torch_accuracy), pct(row.accuracy), errors_cell(row),
+                     precision_cell(row), note])
     return [header, *body]
 
 
 def summary_table(results: list[RunResult]) -> list[list[str]]:
     """One line per model and target, for runs of several models."""
-    body = [[r.source, row.target, row.status.value, _pct(r.torch_accuracy), _pct(row.accuracy), _errors(row)]
+    body = [[r.source, row.target, row.status.value, pct(r.torch_accuracy), pct(row.accuracy), errors_cell(row)]
             for r in results for row in r.rows]
     return [["model", "target", "status", "torch acc", "runtime acc", "max abs error per output"], *body]
 
@@ -60,8 +61,8 @@ def compression_lines(result: RunResult) -> list[str]:
              f"{f', recovered by {r.recover} ({r.epochs} epochs)' if r.recover else ''} in {c.seconds:.0f} s",
              f"  params {c.params_before:,} -> {c.params_after:,}; FLOPs {c.flops_before:,} -> {c.flops_after:,} "
              f"({c.flops_before / max(c.flops_after, 1):.2f}x fewer)",
-             f"  torch val accuracy: original {_pct(c.accuracy_before)}, pruned {_pct(c.accuracy_pruned)}, "
-             f"recovered {_pct(c.accuracy_recovered)}"]
+             f"  torch val accuracy: original {pct(c.accuracy_before)}, pruned {pct(c.accuracy_pruned)}, "
+             f"recovered {pct(c.accuracy_recovered)}"]
     if c.sparsity:
         lines.append(f"  sparsity overall {100 * c.overall_sparsity:.1f}%: " + ", ".join(
             f"{name} {100 * value:.0f}%" for name, value in c.sparsity.items()))

@@ -10,17 +10,13 @@ from xml.etree import ElementTree as ET
 
 from edgekit import __version__
 from edgekit.fsutil import jsonable, write_json, write_text
-from edgekit.report import markdown_table
+from edgekit.report import errors_cell, markdown_table, pct, precision_cell
 from edgekit.validate.gates import Status
 
 if TYPE_CHECKING:
     from edgekit.bench.run import BenchResult, BenchRow
 
 REPORT_SCHEMA = "edgekit.report/2"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _ms(value: float | None) -> str:
@@ -67,18 +63,9 @@ def report_json(result: BenchResult) -> dict:
     }
 
 
-def _errors(row: BenchRow) -> str:
-    return ", ".join(f"{s.name} {s.max_abs_error:.2e}" for s in row.validation.outputs) or "-"
-
-
 def _agreement(row: BenchRow) -> str:
     logits = next((s for s in row.validation.outputs if s.top1_agreement is not None), None)
     return "-" if logits is None else f"{logits.top1_agreement:.3f}"
-
-
-def _precision(row: BenchRow) -> str:
-    p = row.validation.precision
-    return "-" if p is None else f"{p.declared} -> {p.compute} (weights {p.weights})"
 
 
 def _note(row: BenchRow) -> str:
@@ -97,13 +84,14 @@ def main_table(result: BenchResult) -> list[list[str]]:
     for row in ([result.torch] if result.torch else []) + list(result.rows):
         m = row.measurement
         x = speedup(row, result.torch)
-        body.append([row.target, row.validation.status.value, _pct(row.validation.accuracy), _agreement(row),
-                     _errors(row), _ms(m and m.latency_1t.median_ms), _ms(m and m.latency_1t.p90_ms),
+        body.append([row.target, row.validation.status.value, pct(row.validation.accuracy), _agreement(row),
+                     errors_cell(row.validation), _ms(m and m.latency_1t.median_ms), _ms(m and m.latency_1t.p90_ms),
                      _ms(m and m.latency_all.median_ms) + (f" ({m.threads_all}t)" if m else ""),
                      "-" if x is None else f"{x:.2f}x",
                      "-" if m is None or m.throughput is None else f"{m.throughput.per_second:,.0f}",
                      "-" if m is None else f"{m.peak_rss_mb:.0f}",
-                     "-" if m is None else f"{m.artifact_bytes / 1024:.1f}", _precision(row), _note(row)])
+                     "-" if m is None else f"{m.artifact_bytes / 1024:.1f}", precision_cell(row.validation),
+                     _note(row)])
     return [header, *body]
 
 
@@ -116,7 +104,7 @@ def bench_summary_table(results: list[BenchResult]) -> list[list[str]]:
         for row in ([result.torch] if result.torch else []) + list(result.rows):
             m, x = row.measurement, speedup(row, result.torch)
             worst = max(row.validation.outputs, key=lambda s: s.max_abs_error, default=None)
-            body.append([result.source, row.target, row.validation.status.value, _pct(row.validation.accuracy),
+            body.append([result.source, row.target, row.validation.status.value, pct(row.validation.accuracy),
                          _agreement(row), "-" if worst is None else f"{worst.name} {worst.max_abs_error:.1e}",
                          _ms(m and m.latency_1t.median_ms), "-" if x is None else f"{x:.2f}x",
                          "-" if m is None else f"{m.artifact_bytes / 1024:.1f}"])
@@ -143,7 +131,7 @@ def occlusion_table(result: BenchResult) -> list[list[str]]:
 
 
 def report_markdown(result: BenchResult) -> str:
-    parts = [f"# edgekit report: {result.source}\n", f"torch val accuracy: {_pct(result.torch_accuracy)}; "
+    parts = [f"# edgekit report: {result.source}\n", f"torch val accuracy: {pct(result.torch_accuracy)}; "
              "latency is batch 1, one request (median of many runs after warm-up); x torch = torch eager "
              "median / this median, one thread.\n", markdown_table(main_table(result))]
     if table := attention_table(result):
@@ -246,7 +234,7 @@ def report_html(result: BenchResult, figures: list[tuple[str, str]]) -> str:
     """``figures``: (title, base64 PNG) pairs, embedded so the file stands alone."""
     e = result.explanation
     parts = [f"<h1>edgekit report: {html.escape(result.source)}</h1>",
-             f"<p class='meta'>torch val accuracy {_pct(result.torch_accuracy)}; latency batch 1, one request; "
+             f"<p class='meta'>torch val accuracy {pct(result.torch_accuracy)}; latency batch 1, one request; "
              f"x torch = torch eager median / this median (one thread). edgekit {__version__}.</p>",
              _html_table(main_table(result), row_ids=True), _DEVICES_START + _DEVICES_END]
     if table := attention_table(result):
