@@ -8,6 +8,7 @@ from typing import Callable
 from edgekit import __version__
 from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
+from edgekit.backends.base import check_options
 from edgekit.bench.run import validate_in_worker
 from edgekit.compress.recipe import CompressionRecipe, CompressionReport, compress
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles
@@ -85,6 +86,8 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
 
     The folder appears only when complete; a failing target becomes a row with its stage and reason."""
     profiles = load_profiles(targets) if isinstance(targets, str) else list(targets)
+    for profile in profiles:
+        check_options(profile)
     progress(f"loading {source}")
     spec = load_source(source, allow_pickle=allow_pickle)
     calibration = _calibration(spec, profiles, calib)

@@ -10,7 +10,7 @@ from typing import Any
 from edgekit.data.calib import Augment, Preprocess
 from edgekit.errors import EdgekitError
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
 QUANTIZED_PRECISIONS = ("int8", "int8-dynamic")  # made by a quantize step after the fp32 export
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -44,8 +44,6 @@ class RuntimeOptions:
     device: str = "CPU"
     layout: str = "NCHW"
     batch_sizes: tuple[int, ...] = (1, 8)  # for runtimes without a dynamic batch (TFLite)
-    precision_hint: str | None = None  # OpenVINO INFERENCE_PRECISION_HINT; None leaves the runtime's default
-    compress_weights_to_fp16: bool | None = None  # OpenVINO save_model; None leaves the default (True)
     opset: int = 18
 
 
@@ -78,6 +76,7 @@ class TargetProfile:
     preprocess: Preprocess = field(default_factory=Preprocess)
     path: str = ""
     text: str = ""  # the TOML it came from, copied into each run so re-validation uses the same gates
+    explicit: frozenset[str] = frozenset()  # "runtime.threads", "quantization.method", ...: the keys it sets
 
 
 _TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "runtime", "gates", "quantization",
@@ -116,7 +115,15 @@ def _gates(where: str, raw: dict) -> Gates:
     return Gates(outputs, _gate_table(f"{where}.task", raw.get("task", {}), TASK_METRICS))
 
 
+# The compute precision and OpenVINO's weight storage follow `precision` now; a hint could only ask for less.
+_RETIRED = {"precision_hint": "the compute precision follows `precision` (fp32, fp16, bf16, ...)",
+            "compress_weights_to_fp16": "weight storage follows `precision` (fp16 weights for fp16 only)"}
+
+
 def _runtime(where: str, raw: dict) -> RuntimeOptions:
+    for key, why in _RETIRED.items():
+        if key in raw:
+            raise EdgekitError(f"{where}: {key} is no longer a profile key: {why}; remove it")
     _reject_unknown(where, raw, _RUNTIME_KEYS)
     if "batch_sizes" in raw:
         raw = {**raw, "batch_sizes": tuple(int(b) for b in raw["batch_sizes"])}
@@ -164,10 +171,12 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
         runtime = _runtime(f"{path} [runtime]", raw.get("runtime", {}))
     except TypeError as exc:
         raise EdgekitError(f"{path} [runtime]: {exc}") from None
+    explicit = frozenset(f"{section}.{key}" for section in ("runtime", "quantization")
+                         for key in raw.get(section, {}))
     return TargetProfile(raw["name"], raw["backend"], raw["precision"], raw.get("description", ""),
                          raw.get("device_label", ""), runtime, _gates(f"{path} [gates]", raw.get("gates", {})),
                          _quantization(f"{path} [quantization]", raw.get("quantization", {})),
-                         _preprocess(f"{path} [preprocess]", raw.get("preprocess", {})), path, text)
+                         _preprocess(f"{path} [preprocess]", raw.get("preprocess", {})), path, text, explicit)
 
 
 def profile_dirs() -> list[Path]:

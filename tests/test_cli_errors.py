@@ -46,6 +46,22 @@ def test_bad_source(capsys, tmp_path, source, message):
      "beyond fail"),
     ('name = "x"\nbackend = "onnx"\n', "missing the string key 'precision'"),
     ('name = "x\n', "not valid TOML"),
+    # options a backend would not apply are refused, not recorded as applied
+    ('name = "x"\nbackend = "openvino"\nprecision = "int8"\n[quantization]\nreduce_range = true\n',
+     "[quantization] reduce_range is not applied by the openvino backend"),
+    ('name = "x"\nbackend = "openvino"\nprecision = "int8-dynamic"\n[quantization]\nper_channel = false\n',
+     "[quantization] per_channel applies to int8 on the openvino backend, not to int8-dynamic"),
+    ('name = "x"\nbackend = "tflite"\nprecision = "int8"\n[quantization]\nmethod = "entropy"\n',
+     "[quantization] method = 'entropy': the tflite backend supports 'minmax'"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[quantization]\nsamples = 10\n',
+     "[quantization] samples applies to int8 on the onnx backend, not to fp32"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[runtime]\nlayout = "NHWC"\n',
+     "[runtime] layout = 'NHWC': the onnx backend supports 'NCHW'"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[runtime]\nbatch_sizes = [1]\n',
+     "[runtime] batch_sizes is not applied by the onnx backend"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp16"\n', "the onnx backend cannot make fp16"),
+    ('name = "x"\nbackend = "openvino"\nprecision = "fp32"\n[runtime]\nprecision_hint = "f16"\n',
+     "precision_hint is no longer a profile key"),
 ])
 def test_bad_profile(capsys, tmp_path, toml, message):
     profile = tmp_path / "mine.toml"

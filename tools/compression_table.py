@@ -63,8 +63,7 @@ def single_thread(backend: str) -> object:
 def latency_ms(run_folder: Path, target: str) -> float:
     folder = run_folder / target
     manifest = read_manifest(folder / "manifest.json")
-    profile = parse_profile((folder / "profile.toml").read_text())
-    session = get_backend(manifest.backend).open(folder, manifest, profile)
+    session = get_backend(manifest.backend).open(folder, manifest)  # the profile's threads: 1
     reference = load_reference(run_folder / "reference.npz", "", tuple(i.name for i in manifest.inputs),
                                tuple(o.name for o in manifest.outputs), None)
     one = to_artifact_layout({k: v[:1] for k, v in reference.inputs.items()}, manifest)

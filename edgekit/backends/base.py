@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from edgekit.artifact import Manifest
-from edgekit.config import TargetProfile
+from edgekit.config import QUANTIZED_PRECISIONS, QuantRecipe, RuntimeOptions, TargetProfile
 from edgekit.errors import EdgekitError
 
 if TYPE_CHECKING:  # export-side types; opening an artifact needs neither torch nor pillow
@@ -23,11 +24,68 @@ class Session(Protocol):
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
+    def effective(self) -> dict[str, Any]:
+        """What the runtime reports it runs with: at least ``precision`` and ``threads``."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A profile key that a backend applies: for which precisions (None: all), with which values (None: any)."""
+
+    precisions: tuple[str, ...] | None = None
+    values: tuple[Any, ...] | None = None
+
+
+# Keys that edgekit itself applies, whatever the backend: threads, and the calibration data it draws.
+COMMON_OPTIONS = {
+    "runtime.threads": Option(),
+    "quantization.samples": Option(("int8",)),
+    "quantization.seed": Option(("int8",)),
+    "quantization.augment": Option(("int8",)),
+    "quantization.keep_float": Option(QUANTIZED_PRECISIONS),
+}
+
+
+def _set_keys(profile: TargetProfile) -> list[tuple[str, Any]]:
+    """The runtime and quantization keys the profile sets: written in its TOML, or different from the default."""
+    found = []
+    for section, value, default in (("runtime", profile.runtime, RuntimeOptions()),
+                                    ("quantization", profile.quantization, QuantRecipe())):
+        for f in fields(value):
+            key = f"{section}.{f.name}"
+            if key in profile.explicit or getattr(value, f.name) != getattr(default, f.name):
+                found.append((key, getattr(value, f.name)))
+    return found
+
+
+def unsupported_option(profile: TargetProfile, backend: Backend) -> str | None:
+    """Why the profile asks for something the backend would not apply, or None. A key the backend cannot honour
+    is refused up front rather than recorded in a manifest as if it had been applied."""
+    options = {**COMMON_OPTIONS, **getattr(backend, "options", {})}
+    where = f"{profile.path or profile.name}: [{{}}] {{}}"
+    for key, value in _set_keys(profile):
+        section, name = key.split(".")
+        option = options.get(key)
+        if option is None:
+            return where.format(section, f"{name} is not applied by the {backend.name} backend; remove it")
+        if option.precisions is not None and profile.precision not in option.precisions:
+            return where.format(section, f"{name} applies to {' / '.join(option.precisions)} on the "
+                                         f"{backend.name} backend, not to {profile.precision}; remove it")
+        if option.values is not None and value not in option.values:
+            return where.format(section, f"{name} = {value!r}: the {backend.name} backend supports "
+                                         f"{', '.join(map(repr, option.values))}")
+    return None
+
 
 class Backend(Protocol):
     name: str
     extra: str  # the pip extra that installs its runtime
+    runtime_package: str  # the one package a device needs to run an artifact (versions[...] holds its version)
     precisions: tuple[str, ...]  # precisions this backend can produce
+    options: dict[str, Option]  # the profile keys it applies, beyond COMMON_OPTIONS
+    # a standalone file (numpy + the runtime, no edgekit) with open_session(model_path, runtime, threads): the
+    # backend's open() uses it and bundles carry it, so host and device open an artifact the same way
+    session_module: Path
 
     def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
         """Write the artifact's files into ``folder`` and describe them, with the precision read back."""
@@ -37,8 +95,10 @@ class Backend(Protocol):
         """Turn the fp32 artifact in ``folder`` into the profile's int8 / int8-dynamic one (calibrated with
         ``calib`` for static int8) and describe it again."""
 
-    def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> Session:
-        """Load the artifact on its runtime with the profile's options."""
+    def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> Session:
+        """Load the artifact on its runtime with the options its manifest records (``manifest.extra["runtime"]``,
+        read by the backend's session module, the same file a bundle runs with); ``threads`` overrides the
+        recorded thread count (e.g. 1 for single-thread latency)."""
 
 
 _MODULES = {
@@ -66,6 +126,21 @@ def load_plugins() -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise EdgekitError(f"${PLUGINS_ENV}: cannot import plugin module {name!r} ({exc})") from None
+
+
+def check_options(profile: TargetProfile) -> None:
+    """Refuse (exit 2) a profile that asks its backend for something it cannot do. A backend that cannot be
+    imported here is left to fail at export, as a row."""
+    try:
+        backend = get_backend(profile.backend)
+    except EdgekitError:
+        return
+    if profile.precision not in backend.precisions:
+        raise EdgekitError(f"{profile.path or profile.name}: the {backend.name} backend cannot make "
+                           f"{profile.precision}; it makes {', '.join(backend.precisions)}")
+    problem = unsupported_option(profile, backend)
+    if problem:
+        raise EdgekitError(problem)
 
 
 def registered() -> list[str]:

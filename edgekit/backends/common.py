@@ -43,15 +43,15 @@ def thread_count(threads: int) -> int:
 # Normalized names for the precision a runtime computes in, whatever each runtime calls it.
 PRECISION_NAMES = {"f32": "float32", "float32": "float32", "f16": "float16", "float16": "float16",
                    "bf16": "bfloat16", "bfloat16": "bfloat16", "i8": "int8", "u8": "int8", "int8": "int8"}
-DECLARED_COMPUTE = {"fp32": "float32", "fp16": "float16", "int8": "int8", "int8-dynamic": "int8"}
+DECLARED_COMPUTE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8", "int8-dynamic": "int8"}
 
 
-def quantization_record(profile, calib, fp32_bytes: int, **how) -> dict:
-    """What a quantize step did, for the manifest: mode, recipe, calibration data, and the fp32 size before."""
-    recipe = profile.quantization
-    return {"mode": profile.precision, "method": recipe.method if calib else None, "per_channel": recipe.per_channel,
-            "calibration": calib.origin if calib else None, "calibration_samples": len(calib) if calib else 0,
-            "keep_float": list(recipe.keep_float), "fp32_bytes": fp32_bytes, **how}
+def quantization_record(profile, calib, fp32_bytes: int, **applied) -> dict:
+    """What a quantize step did, for the manifest: mode, calibration data, the fp32 size before, and what the
+    backend reports it applied (``applied``: only options that reached the quantizer are recorded)."""
+    return {"mode": profile.precision, "calibration": calib.origin if calib else None,
+            "calibration_samples": len(calib) if calib else 0, "keep_float": list(profile.quantization.keep_float),
+            "fp32_bytes": fp32_bytes, **applied}
 
 
 def storage_type(weight_elements: Counter[str]) -> str:

@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
+from edgekit.backends.base import Option
 from edgekit.backends.common import (
     ConversionCache,
     batch_dynamic_shapes,
@@ -23,7 +24,8 @@ from edgekit.backends.common import (
     storage_type,
     versions,
 )
-from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
+from edgekit.backends.onnx_session import PROVIDER, OnnxSession
+from edgekit.config import CALIBRATION_METHODS, QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.errors import EdgekitError
 
 if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
@@ -92,18 +94,6 @@ def read_precision(path: Path, declared: str, threads: int = 1) -> Precision:
                       "activation_types": dict(value_types), "provider": "CPUExecutionProvider"})
 
 
-class OnnxSession:
-    def __init__(self, path: Path, threads: int) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: onnxruntime uses all cores
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._outputs = [o.name for o in self._session.get_outputs()]
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._outputs, self._session.run(self._outputs, inputs)))
-
-
 _EXPORTED = ConversionCache()
 
 
@@ -120,18 +110,28 @@ def _export(spec: ModelSpec, profile: TargetProfile, path: Path) -> bytes:
     return path.read_bytes()
 
 
+OPTIONS = {
+    "runtime.layout": Option(values=("NCHW",)),  # the exported graph keeps the model's own layout
+    "runtime.device": Option(values=("CPU",)),
+    "runtime.opset": Option(),
+    "quantization.method": Option(("int8",), CALIBRATION_METHODS),
+    "quantization.per_channel": Option(QUANTIZED_PRECISIONS),
+    "quantization.reduce_range": Option(QUANTIZED_PRECISIONS),
+}
+
+
 class OnnxBackend:
     name = "onnx"
     extra = "onnx"
+    runtime_package = "onnxruntime"  # what a device installs to run the artifact
     precisions = ("fp32", "int8", "int8-dynamic")
+    options = OPTIONS
+    session_module = Path(__file__).with_name("onnx_session.py")
 
     def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
         if profile.precision not in self.precisions:
             raise EdgekitError(f"{profile.name}: the onnx backend cannot make {profile.precision}; "
                                f"it makes {', '.join(self.precisions)}")
-        if profile.runtime.layout != "NCHW":
-            raise EdgekitError(f"{profile.name}: the onnx backend keeps the model's NCHW layout; "
-                               "set layout = \"NCHW\"")
         path = folder / MODEL_FILE
         path.write_bytes(_EXPORTED.get(spec.module, (profile.runtime.opset,), lambda: _export(spec, profile, path)))
         # name scopes map nodes to torch module paths, for quantization's keep_float patterns
@@ -143,7 +143,8 @@ class OnnxBackend:
         return Manifest(source, profile.name, self.name, "NCHW", _specs(model.graph.input),
                         _specs(model.graph.output), precision, (file_entry(folder, MODEL_FILE),),
                         versions("onnx", "onnxscript", "onnxruntime"), None,
-                        {"opset": profile.runtime.opset, "threads": profile.runtime.threads})
+                        {"opset": profile.runtime.opset,
+                         "runtime": {"threads": profile.runtime.threads, "provider": PROVIDER}})
 
     def quantize(self, spec: ModelSpec, profile: TargetProfile, folder: Path, manifest: Manifest,
                  calib: CalibrationData | None) -> Manifest:
@@ -153,17 +154,17 @@ class OnnxBackend:
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             os.replace(path, fp32)
-            kept = onnx_quant.quantize(fp32, path, profile.precision, profile.quantization, calib, Path(tmp))
+            applied = onnx_quant.quantize(fp32, path, profile.precision, profile.quantization, calib, Path(tmp))
             strip_metadata(fp32)
             fp32_bytes = fp32.stat().st_size
         strip_metadata(path)
         precision = read_precision(path, profile.precision)
-        quant = quantization_record(profile, calib, fp32_bytes, kept_float_nodes=kept)
+        quant = quantization_record(profile, calib, fp32_bytes, **applied)
         return replace(manifest, precision=precision, files=(file_entry(folder, MODEL_FILE),),
                        extra={**manifest.extra, "quantization": quant})
 
-    def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> OnnxSession:
-        return OnnxSession(folder / manifest.model_file, profile.runtime.threads)
+    def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> OnnxSession:
+        return OnnxSession(folder / manifest.model_file, manifest.extra["runtime"], threads)
 
 
 BACKEND = OnnxBackend()

@@ -63,18 +63,20 @@ def nodes_to_keep_float(model_path: Path, patterns: tuple[str, ...]) -> list[str
 
 
 def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: CalibrationData | None,
-             work: Path) -> list[str]:
-    """Write the quantized model to ``out``; returns the nodes kept in float."""
+             work: Path) -> dict:
+    """Write the quantized model to ``out``; returns what reached the quantizer, for the manifest."""
     keep = nodes_to_keep_float(fp32, recipe.keep_float)
+    applied = {"per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range, "weights": "int8",
+               "kept_float_nodes": keep}
     if precision == "int8-dynamic":
         quantize_dynamic(str(fp32), str(out), per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
                          weight_type=QuantType.QInt8,
                          nodes_to_exclude=keep)
-        return keep
+        return {**applied, "activations": "dynamic (quantized per call)"}
     prepared = work / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     quantize_static(str(prepared), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
                     per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method=METHODS[recipe.method], nodes_to_exclude=keep)
-    return keep
+    return {**applied, "method": recipe.method, "activations": "int8 (QDQ)"}

@@ -6,6 +6,7 @@ default in force gets a warning, and the manifest says what the compiled model r
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import warnings
 from collections import Counter
@@ -16,8 +17,8 @@ import numpy as np
 import openvino as ov
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
+from edgekit.backends.base import Option
 from edgekit.backends.common import (
-    DECLARED_COMPUTE,
     PRECISION_NAMES,
     ConversionCache,
     batch_dynamic_shapes,
@@ -25,6 +26,7 @@ from edgekit.backends.common import (
     storage_type,
     versions,
 )
+from edgekit.backends.openvino_session import HINTS, TYPE_NAMES, OpenVinoSession, compile_model, core
 from edgekit.bench.measurement import Throughput
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.errors import EdgekitError
@@ -36,30 +38,18 @@ if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) neve
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
 _SKIP_LAYERS = {"Const", "Input", "Output", "Parameter", "Result"}
-_CORE: ov.Core | None = None
+# save_model's weight storage per precision: fp16 halves the file; every other precision keeps float32 weights
+# (bf16 converts them when compiling; int8 starts from float32 and NNCF stores its own)
+_FP16_WEIGHTS = {"fp16"}
 
 
-def core() -> ov.Core:
-    global _CORE
-    if _CORE is None:
-        _CORE = ov.Core()
-    return _CORE
-
-
-def _compress_to_fp16(profile: TargetProfile) -> bool:
-    option = profile.runtime.compress_weights_to_fp16
-    return True if option is None else option  # None: OpenVINO's own default
-
-
-def compile_config(profile: TargetProfile) -> dict[str, str]:
+def runtime_options(profile: TargetProfile) -> dict:
+    """How to open the artifact, for every consumer (validation, bench, bundle): openvino_session.py reads it."""
     config = {"PERFORMANCE_HINT": "LATENCY"}
     if profile.precision == "int8-dynamic":  # int8 weights; the CPU plugin quantizes activations per group
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "32"
-    if profile.runtime.precision_hint is not None:
-        config["INFERENCE_PRECISION_HINT"] = profile.runtime.precision_hint
-    if profile.runtime.threads > 0:
-        config["INFERENCE_NUM_THREADS"] = str(profile.runtime.threads)
-    return config
+    return {"device": profile.runtime.device, "precision": profile.precision, "threads": profile.runtime.threads,
+            "config": config}
 
 
 def device_missing(device: str) -> str | None:
@@ -68,13 +58,6 @@ def device_missing(device: str) -> str | None:
     if device.split(":")[0] in ("AUTO", "MULTI", "HETERO") or device.split(".")[0] in available:
         return None
     return f"OpenVINO device {device!r} is not available here (available: {', '.join(available)})"
-
-
-def compile_model(path: Path, profile: TargetProfile) -> ov.CompiledModel:
-    missing = device_missing(profile.runtime.device)
-    if missing:
-        raise EdgekitError(missing)
-    return core().compile_model(str(path), profile.runtime.device, compile_config(profile))
 
 
 def _type_name(t: ov.Type) -> str:
@@ -100,38 +83,31 @@ def unread_precision(model_path: Path, profile: TargetProfile, why: str) -> Prec
                      (f"{why}: compute precision not read back",))
 
 
-def read_precision(model_path: Path, compiled: ov.CompiledModel, profile: TargetProfile) -> Precision:
+def read_precision(model_path: Path, session: OpenVinoSession, profile: TargetProfile) -> Precision:
     """Read back the compute precision from the compiled model's execution graph and the weight storage type
     from the saved IR's constants."""
     weights = _weight_elements(model_path)
     executed: Counter[str] = Counter()
-    for op in compiled.get_runtime_model().get_ordered_ops():
+    for op in session.compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         if info["layerType"].astype(str) not in _SKIP_LAYERS:
             # outputPrecisions, not runtimePrecision: the latter names the weight type on fp16-weight layers
             for name in info["outputPrecisions"].astype(str).split(","):
                 executed[PRECISION_NAMES.get(name.strip().lower(), name.strip().lower())] += 1
-    try:
-        hint = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    except RuntimeError:  # AUTO / MULTI do not report it; the executed graph still does
-        hint = "not reported"
+    applied = session.effective()
     floats = {k: v for k, v in executed.items() if k in ("float32", "float16", "bfloat16")}
     compute = "int8" if executed.get("int8", 0) > sum(floats.values()) / 2 else max(floats, key=floats.get,
                                                                                      default="unknown")
-    weight_type = storage_type(weights)
+    chosen = TYPE_NAMES[session.config["INFERENCE_PRECISION_HINT"]]
     notes = []
-    if profile.runtime.precision_hint is None:
-        notes.append(f"INFERENCE_PRECISION_HINT left at the runtime default (here {hint}; CPUs with bf16 "
-                     "compute in bf16): set precision_hint")
-    if profile.runtime.compress_weights_to_fp16 is None and profile.precision == "fp32":
-        notes.append("compress_weights_to_fp16 left at OpenVINO's default (fp16 weights): set it to false")
-    if compute != DECLARED_COMPUTE[profile.precision] and profile.precision in ("fp32", "fp16"):
-        notes.append(f"asked for {profile.precision}, the runtime computes in {compute}")
-    return Precision(profile.precision, compute, weight_type,
-                     {"inference_precision_hint": hint, "executed_layer_precisions": dict(executed),
+    if profile.precision not in QUANTIZED_PRECISIONS and compute != chosen:
+        notes.append(f"compiled for {chosen}, the runtime computes in {compute}")
+    return Precision(profile.precision, compute, storage_type(weights),
+                     {"inference_precision_hint": applied["precision"], "executed_layer_precisions": dict(executed),
                       "weight_elements": dict(weights), "device": profile.runtime.device,
-                      "execution_devices": _execution_devices(compiled),
-                      "compile_config": compile_config(profile)}, tuple(notes))
+                      "execution_devices": _execution_devices(session.compiled),
+                      "compile_config": session.config, "threads": applied["threads"],
+                      **({"choice": session.note} if session.note else {})}, tuple(notes))
 
 
 def _execution_devices(compiled: ov.CompiledModel) -> list[str]:
@@ -150,17 +126,12 @@ def _specs(ports) -> tuple[TensorSpec, ...]:
     return tuple(out)
 
 
-class OpenVinoSession:
-    def __init__(self, compiled: ov.CompiledModel) -> None:
-        self._compiled = compiled
-        self._request = compiled.create_infer_request()
-        self._outputs = [(o, o.get_any_name()) for o in compiled.outputs]
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = self._request.infer(inputs, share_inputs=True)  # no copy of the input; outputs are copied below
-        return {name: np.array(result[port]) for port, name in self._outputs}  # copies: the buffers are reused
-
-
+OPTIONS = {
+    "runtime.device": Option(),
+    "runtime.layout": Option(values=("NCHW",)),  # the IR keeps the model's own layout
+    "quantization.method": Option(("int8",), ("minmax", "percentile")),  # NNCF's range estimators
+    "quantization.per_channel": Option(("int8",)),  # compress_weights (int8-dynamic) is always per channel
+}
 _CONVERTED = ConversionCache()
 
 
@@ -176,13 +147,14 @@ def _convert(spec: ModelSpec) -> ov.Model:
 class OpenVinoBackend:
     name = "openvino"
     extra = "openvino"
-    precisions = ("fp32", "fp16", "int8", "int8-dynamic")
+    runtime_package = "openvino"  # what a device installs to run the artifact
+    precisions = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
+    session_module = Path(__file__).with_name("openvino_session.py")
+    options = OPTIONS
 
     def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
         if profile.precision not in self.precisions:
             raise EdgekitError(f"{profile.name}: the openvino backend cannot make {profile.precision}")
-        if profile.runtime.layout != "NCHW":
-            raise EdgekitError(f"{profile.name}: the openvino backend keeps the model's NCHW layout")
         model = _CONVERTED.get(spec.module, (), lambda: _convert(spec)).clone()
         # convert_model leaves every input dimension dynamic; pin all but the batch, so a wrong shape is refused
         model.reshape({port: ov.PartialShape([-1, *t.shape[1:]]) for port, t in zip(model.inputs,
@@ -191,10 +163,7 @@ class OpenVinoBackend:
             port.get_tensor().set_names({name})
         for port, name in zip(model.outputs, spec.output_names):
             port.get_tensor().set_names({name})
-        quantized = profile.precision in QUANTIZED_PRECISIONS
-        # int8 starts from float32 weights; NNCF stores its own int8 weights
-        ov.save_model(model, str(folder / MODEL_FILE),
-                      compress_to_fp16=False if quantized else _compress_to_fp16(profile))
+        ov.save_model(model, str(folder / MODEL_FILE), compress_to_fp16=profile.precision in _FP16_WEIGHTS)
         return self._describe(folder, profile, source, {})
 
     def quantize(self, spec: ModelSpec, profile: TargetProfile, folder: Path, manifest: Manifest,
@@ -205,7 +174,7 @@ class OpenVinoBackend:
         fp32_bytes = sum(f.bytes for f in manifest.files)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model, how = openvino_quant.quantize(core().read_model(str(path)), profile.precision,
+            model, applied = openvino_quant.quantize(core().read_model(str(path)), profile.precision,
                                                  profile.quantization, calib)
         # read_model memory-maps model.bin: writing over it in place would crash (SIGBUS) the process
         staged = folder / "quantized.xml"
@@ -213,7 +182,7 @@ class OpenVinoBackend:
         del model
         os.replace(staged, path)
         os.replace(staged.with_suffix(".bin"), folder / WEIGHTS_FILE)
-        quant = quantization_record(profile, calib, fp32_bytes, **how)
+        quant = quantization_record(profile, calib, fp32_bytes, **applied)
         return self._describe(folder, profile, source=manifest.source, extra={"quantization": quant})
 
     def _describe(self, folder: Path, profile: TargetProfile, source: str, extra: dict) -> Manifest:
@@ -222,26 +191,31 @@ class OpenVinoBackend:
             precision = unread_precision(folder / MODEL_FILE, profile, missing)
             ports = core().read_model(str(folder / MODEL_FILE))
         else:
-            ports = compile_model(folder / MODEL_FILE, profile)
-            precision = read_precision(folder / MODEL_FILE, ports, profile)
+            session = OpenVinoSession(folder / MODEL_FILE, runtime_options(profile))
+            precision = read_precision(folder / MODEL_FILE, session, profile)
+            ports = session.compiled
         return Manifest(source, profile.name, self.name, "NCHW", _specs(ports.inputs), _specs(ports.outputs),
                         precision, (file_entry(folder, MODEL_FILE), file_entry(folder, WEIGHTS_FILE)),
                         {**versions("openvino"), "openvino_build": ov.get_version()}, None,
-                        {"device": profile.runtime.device, "compile_config": compile_config(profile),
-                         "compress_to_fp16": _compress_to_fp16(profile), **extra})
+                        {"runtime": runtime_options(profile), "compress_to_fp16": profile.precision in _FP16_WEIGHTS,
+                         **extra})
 
-    def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> OpenVinoSession:
-        return OpenVinoSession(compile_model(folder / manifest.model_file, profile))
+    def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> OpenVinoSession:
+        runtime = manifest.extra["runtime"]
+        missing = device_missing(runtime["device"])
+        if missing:
+            raise EdgekitError(missing)
+        return OpenVinoSession(folder / manifest.model_file, runtime, threads)
 
-    def throughput(self, folder: Path, manifest: Manifest, profile: TargetProfile, one: dict[str, np.ndarray],
+    def throughput(self, folder: Path, manifest: Manifest, one: dict[str, np.ndarray],
                    seconds: float) -> Throughput:
         """As benchmark_app does it: the THROUGHPUT hint (CPU streams) and an async queue of the plugin's optimal
         number of requests, all kept busy for ``seconds``."""
-        missing = device_missing(profile.runtime.device)
+        runtime = manifest.extra["runtime"]
+        missing = device_missing(runtime["device"])
         if missing:
             raise EdgekitError(missing)
-        config = {**compile_config(profile), "PERFORMANCE_HINT": "THROUGHPUT"}
-        compiled = core().compile_model(str(folder / manifest.model_file), profile.runtime.device, config)
+        compiled, _, _ = compile_model(folder / manifest.model_file, runtime, PERFORMANCE_HINT="THROUGHPUT")
         requests = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
         queue = ov.AsyncInferQueue(compiled, requests)
         for _ in range(2 * requests):  # warm-up
@@ -257,6 +231,28 @@ class OpenVinoBackend:
         streams = compiled.get_property("NUM_STREAMS")
         return Throughput(f"OpenVINO async queue, {requests} requests, THROUGHPUT hint ({streams} streams)",
                           int(requests), done, elapsed)
+
+
+    def bundle_files(self, stage: Path, manifest: Manifest) -> list[Path]:
+        """c/example_openvino.c (OpenVINO's C API ships with the wheel), the compile properties it applies, and
+        the first golden sample as raw batch-1 input files for it."""
+        folder = stage / "c"
+        folder.mkdir(exist_ok=True)
+        shutil.copy2(Path(__file__).with_name("openvino_example.c"), folder / "example_openvino.c")
+        runtime = manifest.extra["runtime"]
+        # the hint asked for; the example, like openvino_session.compute_hint, drops it to f32 where the device
+        # has no native f16 / bf16, and INFERENCE_NUM_THREADS 0 means every online core
+        properties = {"DEVICE": runtime["device"], **runtime["config"],
+                      "INFERENCE_PRECISION_HINT": HINTS[runtime["precision"]],
+                      "INFERENCE_NUM_THREADS": str(runtime["threads"])}
+        (folder / "properties.txt").write_text("".join(f"{k} {v}\n" for k, v in properties.items()))
+        written = [folder / "example_openvino.c", folder / "properties.txt"]
+        with np.load(stage / "golden.npz", allow_pickle=False) as z:
+            for i, spec in enumerate(manifest.inputs):
+                path = folder / f"input_{i}.bin"
+                np.ascontiguousarray(z[f"input:{spec.name}"][:1], dtype=spec.dtype).tofile(path)
+                written.append(path)
+        return written
 
 
 BACKEND = OpenVinoBackend()

@@ -53,18 +53,23 @@ def _range_estimator(method: str):
 
 def quantize(model: ov.Model, precision: str, recipe: QuantRecipe, calib: CalibrationData | None) -> tuple[ov.Model,
                                                                                                            dict]:
+    """The quantized model and what reached NNCF, for the manifest."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
     ignored = nncf.IgnoredScope(patterns=[f".*{p}.*" for p in recipe.keep_float], validate=False) \
         if recipe.keep_float else None
     if precision == "int8-dynamic":
         compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=ignored)
-        return compressed, {"weights": "int8_asym", "activations": "dynamic (CPU plugin)"}
+        return compressed, {"weights": "int8_asym per channel (compress_weights)", "per_channel": True,
+                            "activations": "dynamic (CPU plugin, group size 32)"}
     transformer = has_activation_matmul(model)
     estimator = _range_estimator(recipe.method)
-    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
+    advanced = AdvancedQuantizationParameters(
+        activations_range_estimator_params=estimator,
+        weights_quantization_params=QuantizationParameters(per_channel=recipe.per_channel))
     quantized = nncf.quantize(model, nncf.Dataset(list(calib.batches(1))), subset_size=len(calib),
                               model_type=nncf.ModelType.TRANSFORMER if transformer else None,
                               ignored_scope=ignored, advanced_parameters=advanced)
-    return quantized, {"model_type": "transformer" if transformer else "default", "range_estimator": recipe.method}
+    return quantized, {"model_type": "transformer" if transformer else "default", "method": recipe.method,
+                       "per_channel": recipe.per_channel, "weights": "int8", "activations": "int8 (calibrated)"}

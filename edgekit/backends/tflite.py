@@ -18,15 +18,16 @@ import numpy as np  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
 from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry  # noqa: E402
+from edgekit.backends.base import Option  # noqa: E402
 from edgekit.backends.common import (  # noqa: E402
     DECLARED_COMPUTE,
     ConversionCache,
     quantization_record,
     storage_type,
-    thread_count,
     versions,
 )
 from edgekit.backends.quiet import native_stderr_captured  # noqa: E402
+from edgekit.backends.tflite_session import TfliteSession  # noqa: E402
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
 
@@ -154,29 +155,21 @@ def _specs(path: Path, spec: ModelSpec, batch: int) -> tuple[tuple[TensorSpec, .
     return inputs, outputs
 
 
-class TfliteSession:
-    def __init__(self, path: Path, manifest: Manifest, threads: int) -> None:
-        with native_stderr_captured():  # "Created TensorFlow Lite XNNPACK delegate" on every load
-            self._interpreter = Interpreter(model_path=str(path), num_threads=thread_count(threads))
-            self._runners = {b: self._interpreter.get_signature_runner(signature_name(b))
-                             for b in manifest.batch_sizes}
-            for runner in self._runners.values():  # the delegate is made (and says so) on the first invoke
-                runner(**{k: np.zeros(d["shape"], d["dtype"]) for k, d in runner.get_input_details().items()})
-        self._inputs = [(spec.name, f"args_{i}") for i, spec in enumerate(manifest.inputs)]
-        self._outputs = [(f"output_{i}", spec.name) for i, spec in enumerate(manifest.outputs)]
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = len(next(iter(inputs.values())))
-        if batch not in self._runners:
-            raise EdgekitError(f"this TFLite model has signatures for batch {sorted(self._runners)}, not {batch}")
-        result = self._runners[batch](**{arg: inputs[name] for name, arg in self._inputs})
-        return {name: np.array(result[key]) for key, name in self._outputs}
+OPTIONS = {
+    "runtime.layout": Option(),
+    "runtime.batch_sizes": Option(),
+    "quantization.method": Option(("int8",), ("minmax",)),  # ai-edge-quantizer calibrates with min/max only
+    "quantization.per_channel": Option(("int8",)),  # dynamic_wi8_afp32 is channel-wise by recipe
+}
 
 
 class TfliteBackend:
     name = "tflite"
     extra = "tflite"
+    runtime_package = "ai-edge-litert"  # what a device installs to run the artifact
     precisions = ("fp32", "fp16", "int8", "int8-dynamic")
+    options = OPTIONS
+    session_module = Path(__file__).with_name("tflite_session.py")
 
     def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:
         path = folder / MODEL_FILE
@@ -189,10 +182,10 @@ class TfliteBackend:
         return Manifest(source, profile.name, self.name, profile.runtime.layout, inputs, outputs,
                         read_precision(path, profile.precision), (file_entry(folder, MODEL_FILE),),
                         versions("litert-torch", "ai-edge-litert"), batch_sizes,
-                        {"signatures": {signature_name(b): b for b in batch_sizes},
-                         "signature_inputs": {s.name: f"args_{i}" for i, s in enumerate(inputs)},
-                         "signature_outputs": {s.name: f"output_{i}" for i, s in enumerate(outputs)},
-                         "threads": profile.runtime.threads})
+                        {"runtime": {"threads": profile.runtime.threads,
+                                     "signatures": {signature_name(b): b for b in batch_sizes},
+                                     "signature_inputs": {s.name: f"args_{i}" for i, s in enumerate(inputs)},
+                                     "signature_outputs": {s.name: f"output_{i}" for i, s in enumerate(outputs)}}})
 
     def quantize(self, spec: ModelSpec, profile: TargetProfile, folder: Path, manifest: Manifest,
                  calib: CalibrationData | None) -> Manifest:
@@ -203,17 +196,18 @@ class TfliteBackend:
         os.replace(path, fp32)
         try:
             with native_stderr_captured():
-                how = tflite_quant.quantize(fp32, path, profile.precision, profile.quantization, calib,
+                applied = tflite_quant.quantize(fp32, path, profile.precision, profile.quantization, calib,
                                             spec.input_names, profile.runtime.layout)
             fp32_bytes = fp32.stat().st_size
         finally:
             fp32.unlink()
-        quant = quantization_record(profile, calib, fp32_bytes, **how)
+        quant = quantization_record(profile, calib, fp32_bytes, **applied)
         return replace(manifest, precision=read_precision(path, profile.precision),
                        files=(file_entry(folder, MODEL_FILE),), extra={**manifest.extra, "quantization": quant})
 
-    def open(self, folder: Path, manifest: Manifest, profile: TargetProfile) -> TfliteSession:
-        return TfliteSession(folder / manifest.model_file, manifest, profile.runtime.threads)
+    def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> TfliteSession:
+        with native_stderr_captured():  # "Created TensorFlow Lite XNNPACK delegate" on every load
+            return TfliteSession(folder / manifest.model_file, manifest.extra["runtime"], threads)
 
 
 BACKEND = TfliteBackend()

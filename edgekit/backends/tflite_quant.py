@@ -74,9 +74,8 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
         q = quantizer.Quantizer(str(fp32), recipes.dynamic_wi8_afp32() + keep)
         q.quantize(None).export_model(str(out), overwrite=True)
         os.chmod(out, 0o644)
-        return {"recipe": "dynamic_wi8_afp32"}
-    if recipe.method != "minmax":
-        raise EdgekitError(f"ai-edge-quantizer calibrates with min/max only, not {recipe.method!r}")
+        return {"recipe": "dynamic_wi8_afp32", "weights": "int8 per channel", "per_channel": True,
+                "activations": "dynamic (quantized per call)"}
     weight_ops_only = "BATCH_MATMUL" in op_names(fp32)
     q = quantizer.Quantizer(str(fp32), _static_recipe(recipe, weight_ops_only) + FLOAT_IO + keep)
     # global min/max over all batches: the default moving average gives b1 and b8 different ranges
@@ -85,4 +84,5 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
     q.quantize(cal.get_model_qsvs()).export_model(str(out), overwrite=True)
     os.chmod(out, 0o644)  # export_model marks the file executable
     return {"recipe": "static_wi8_ai8 on weight ops only (attention model)" if weight_ops_only
-            else "static_wi8_ai8", "io": "float32"}
+            else "static_wi8_ai8", "io": "float32", "method": "minmax", "per_channel": recipe.per_channel,
+            "weights": "int8", "activations": "int8 (calibrated)"}

@@ -1,7 +1,7 @@
 """What a bench worker measures, as frozen dataclasses (the parent reads them back from the worker's JSON)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgekit.bench.timing import Latency
 
@@ -32,6 +32,7 @@ class Measurement:
     peak_rss_mb: float  # the worker's peak resident set: runtime + model + inputs
     baseline_rss_mb: float  # the worker's peak before the model was loaded (interpreter, numpy, runtime imported)
     artifact_bytes: int
+    applied: dict = field(default_factory=dict)  # what the runtime reported it ran with: precision, threads
 
     @property
     def model_rss_mb(self) -> float:
@@ -46,4 +47,4 @@ def measurement_from(data: dict) -> Measurement:
     throughput = data.get("throughput")
     return Measurement(data["load_ms"], latency_from(data["latency_1t"]), latency_from(data["latency_all"]),
                        data["threads_all"], Throughput(**throughput) if throughput else None, data["peak_rss_mb"],
-                       data["baseline_rss_mb"], data["artifact_bytes"])
+                       data["baseline_rss_mb"], data["artifact_bytes"], data.get("applied", {}))

@@ -1,6 +1,7 @@
 """The original torch eager model as a bench row: every runtime's speed is also a ratio against it."""
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import numpy as np
@@ -12,8 +13,9 @@ from edgekit.source import load_source
 
 class TorchSession:
     def __init__(self, module: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...],
-                 threads: int) -> None:
-        self._module, self._inputs, self._outputs, self._threads = module.eval(), input_names, output_names, threads
+                 threads: int | None) -> None:
+        self._module, self._inputs, self._outputs = module.eval(), input_names, output_names
+        self._threads = threads or os.cpu_count() or 1  # None or 0: all cores
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if torch.get_num_threads() != self._threads:  # process-wide in torch; changing it rebuilds the pool
@@ -23,13 +25,16 @@ class TorchSession:
         result = result if isinstance(result, (tuple, list)) else (result,)
         return {n: t.numpy() for n, t in zip(self._outputs, result)}
 
+    def effective(self) -> dict:
+        return {"precision": "float32", "threads": self._threads, "note": None}
+
 
 def torch_row(source: str, allow_pickle: bool, inputs: dict[str, np.ndarray]
-              ) -> tuple[Callable[[int], TorchSession], Manifest, int, None, int]:
+              ) -> tuple[Callable[..., TorchSession], Manifest, None, int]:
     spec = load_source(source, allow_pickle=allow_pickle)
     specs = tuple(TensorSpec(n, ("batch", *inputs[n].shape[1:]), inputs[n].dtype.name) for n in spec.input_names)
     manifest = Manifest(source, "torch", "torch", "NCHW", specs, (), Precision("fp32", "float32", "float32"), (),
                         {"torch": torch.__version__})
     size = sum(t.numel() * t.element_size() for t in spec.module.state_dict().values())
-    return (lambda threads: TorchSession(spec.module, spec.input_names, spec.output_names, threads),
-            manifest, 0, None, size)
+    return (lambda threads=None: TorchSession(spec.module, spec.input_names, spec.output_names, threads),
+            manifest, None, size)

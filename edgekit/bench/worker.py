@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,31 +61,27 @@ def _stage(stage: str, call):
 
 
 def _artifact(job: Job):
-    """(open(threads) -> Session, manifest, throughput(one, seconds) or None, artifact bytes)."""
+    """(open(threads) -> Session, manifest, throughput(one, seconds) or None, artifact bytes). ``threads`` None
+    opens with the thread count the manifest records (the profile's)."""
     from edgekit.artifact import read_manifest, verify_files
     from edgekit.backends import get_backend
     from edgekit.backends.base import load_plugins
-    from edgekit.config import parse_profile
 
     load_plugins()
     folder = Path(job.run_dir) / job.target
     manifest = _stage("LOAD", lambda: read_manifest(folder / "manifest.json"))
-    profile = _stage("LOAD", lambda: parse_profile((folder / "profile.toml").read_text(encoding="utf-8")))
     _stage("LOAD", lambda: verify_files(folder, manifest))
     backend = _stage("LOAD", lambda: get_backend(manifest.backend))
-
-    def open_with(threads: int):
-        return backend.open(folder, manifest, replace(profile, runtime=replace(profile.runtime, threads=threads)))
-
     native = getattr(backend, "throughput", None)
-    throughput = (lambda one, seconds: native(folder, manifest, profile, one, seconds)) if native else None
-    return open_with, manifest, profile.runtime.threads, throughput, sum(f.bytes for f in manifest.files)
+    throughput = (lambda one, seconds: native(folder, manifest, one, seconds)) if native else None
+    return (lambda threads=None: backend.open(folder, manifest, threads)), manifest, throughput, \
+        sum(f.bytes for f in manifest.files)
 
 
-def _torch(job: Job, inputs: dict[str, np.ndarray]):
+def _torch(job: Job):
     from edgekit.bench.torch_session import torch_row
 
-    return torch_row(job.source, job.allow_pickle, inputs)
+    return torch_row(job.source, job.allow_pickle, _arrays(Path(job.run_dir) / "reference.npz", "input:"))
 
 
 def _latency(session, one: dict[str, np.ndarray], job: Job):
@@ -96,7 +92,6 @@ def _latency(session, one: dict[str, np.ndarray], job: Job):
 
 
 def run(job: Job) -> dict | None:
-    from edgekit.backends.common import thread_count
     from edgekit.backends.execute import run_batched, to_artifact_layout
     from edgekit.bench.throughput import parallel_sessions
 
@@ -105,12 +100,11 @@ def run(job: Job) -> dict | None:
     explain = _arrays(Path(job.explain), "") if job.explain else {}
     baseline = peak_rss_mb()
     t0 = time.perf_counter()
-    if job.kind == "torch":
-        open_with, manifest, profile_threads, throughput, size = _torch(job, inputs)
-    else:
-        open_with, manifest, profile_threads, throughput, size = _artifact(job)
-    threads_all = thread_count(profile_threads)  # the torch row says 0: all cores
-    session = _stage("LOAD", lambda: open_with(threads_all))
+    open_with, manifest, throughput, size = (_torch if job.kind == "torch" else _artifact)(job)
+    session = _stage("LOAD", lambda: open_with())
+    # what the runtime says it runs with, for the report (a plugin's session may not say)
+    applied = _stage("LOAD", getattr(session, "effective", lambda: {"precision": "not reported",
+                                                                    "threads": "not reported"}))
     load_ms = (time.perf_counter() - t0) * 1000
     arrays = {f"val:{k}": v for k, v in _stage("RUN", lambda: run_batched(session, manifest, inputs)).items()}
     if explain:
@@ -125,12 +119,13 @@ def run(job: Job) -> dict | None:
     session = _stage("LOAD", lambda: open_with(1))
     latency_1t = _latency(session, one, job)
     session = None
+    threads_all = applied["threads"] if isinstance(applied["threads"], int) else (os.cpu_count() or 1)
     if throughput is None:
         def throughput(one, seconds):
             return parallel_sessions(lambda: open_with(1), one, threads_all, seconds)
     rate = _stage("RUN", lambda: throughput(one, job.throughput_seconds))
     return {"load_ms": load_ms, "latency_1t": asdict(latency_1t), "latency_all": asdict(latency_all),
-            "threads_all": threads_all, "throughput": asdict(rate), "peak_rss_mb": peak_rss_mb(),
+            "threads_all": threads_all, "applied": applied, "throughput": asdict(rate), "peak_rss_mb": peak_rss_mb(),
             "baseline_rss_mb": baseline, "artifact_bytes": size}
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgekit import __version__
 from edgekit.artifact import Manifest, file_entry, read_manifest, verify_files
+from edgekit.backends import get_backend
 from edgekit.config import HIGHER_IS_BETTER, TargetProfile
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import jsonable, staged_folder
@@ -21,22 +22,20 @@ BUNDLE_SCHEMA = "edgekit.bundle/1"
 BUNDLE_MARKER = "manifest.json"
 GOLDEN_SAMPLES = 16
 HERE = Path(__file__).parent
-RUNTIME_PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert"}
-# files the runner needs beside it: numpy-only modules of edgekit, copied so that the device needs no edgekit
+# files the runner needs beside it: standalone modules of edgekit (numpy, pillow, the one runtime), copied so that
+# the device runs exactly the code that validation ran, without edgekit
 HELPERS = {"edgekit_timing.py": HERE.parent / "bench" / "timing.py",
-           "edgekit_metrics.py": HERE.parent / "validate" / "metrics.py"}
+           "edgekit_metrics.py": HERE.parent / "validate" / "metrics.py",
+           "edgekit_execute.py": HERE.parent / "backends" / "execute.py",
+           "edgekit_pixels.py": HERE.parent / "data" / "pixels.py"}
+SESSION_FILE = "edgekit_session.py"  # the backend's session module
 
 
-def _runtime(manifest: Manifest, profile: TargetProfile) -> dict:
-    versions = manifest.versions
-    package = RUNTIME_PACKAGES.get(manifest.backend, manifest.backend)
-    version = versions.get(package) or versions.get("ai-edge-litert") or ""
-    runtime = {"package": f"{package}=={version}" if version else package, "threads": profile.runtime.threads,
-               "device": profile.runtime.device}
-    for key in ("compile_config", "signatures", "signature_inputs", "signature_outputs"):
-        if key in manifest.extra:
-            runtime[key] = manifest.extra[key]
-    return runtime
+def _runtime(manifest: Manifest, backend) -> dict:
+    """How to open the model (the manifest's runtime options, read by edgekit_session.py) and what to install."""
+    package = getattr(backend, "runtime_package", backend.name)
+    version = manifest.versions.get(package)
+    return {**manifest.extra["runtime"], "package": f"{package}=={version}" if version else package}
 
 
 def _gates(profile: TargetProfile) -> dict:
@@ -60,20 +59,6 @@ def _write_golden(run_dir: Path, folder: Path, inputs: tuple[str, ...], outputs:
     return len(next(iter(arrays.values())))
 
 
-def _c_example(stage: Path, manifest: Manifest) -> list[Path]:
-    """c/example_openvino.c and the first golden sample as raw batch-1 input files for it."""
-    folder = stage / "c"
-    folder.mkdir(exist_ok=True)
-    shutil.copy2(HERE / "example_openvino.c", folder / "example_openvino.c")
-    written = [folder / "example_openvino.c"]
-    with np.load(stage / "golden.npz", allow_pickle=False) as z:
-        for i, spec in enumerate(manifest.inputs):
-            path = folder / f"input_{i}.bin"
-            np.ascontiguousarray(z[f"input:{spec.name}"][:1], dtype=spec.dtype).tofile(path)
-            written.append(path)
-    return written
-
-
 def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool = False) -> Path:
     """Write the bundle of one target of a run; the folder appears only when complete."""
     run_dir = Path(run_dir)
@@ -86,19 +71,19 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
     manifest = read_manifest(source / "manifest.json")
     verify_files(source, manifest)
     profile = target_profile(source)
+    backend = get_backend(manifest.backend)
     with staged_folder(Path(out), marker=BUNDLE_MARKER) as stage:
         for entry in manifest.files:
             shutil.copy2(source / entry.path, stage / entry.path)
         samples = _write_golden(run_dir, stage, tuple(s.name for s in manifest.inputs),
                                 tuple(s.name for s in manifest.outputs))
         shutil.copy2(HERE / "runner.py", stage / "run.py")
-        for name, path in HELPERS.items():
+        for name, path in {**HELPERS, SESSION_FILE: backend.session_module}.items():
             shutil.copy2(path, stage / name)
         shutil.copy2(HERE / "example.py", stage / "example.py")
         (stage / "profile.toml").write_text(profile.text, encoding="utf-8")
-        extra: list[Path] = []
-        if manifest.backend == "openvino":  # its C API ships with the wheel, so this example is compiled in the tests
-            extra += _c_example(stage, manifest)
+        # a backend may add its own integration files (OpenVINO: a C example that applies the same options)
+        extra: list[Path] = list(getattr(backend, "bundle_files", lambda *_: [])(stage, manifest))
         if c_array:
             from edgekit.bundle.c_array import symbol_for, write_c_array, write_check_program
 
@@ -110,7 +95,8 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
                 extra += [header, src]
             extra.append(write_check_program(stage / "c", embedded))
         hashed = [stage / e.path for e in manifest.files] + [stage / "golden.npz", stage / "run.py",
-                                                             *(stage / n for n in HELPERS), stage / "example.py",
+                                                             *(stage / n for n in HELPERS), stage / SESSION_FILE,
+                                                             stage / "example.py",
                                                              *extra]
         document = {
             "schema": BUNDLE_SCHEMA, "edgekit": __version__, "source": run["source"], "target": target,
@@ -122,7 +108,7 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
             "preprocess": _preprocess(profile, manifest.layout), "labels": list(run.get("labels") or []),
             "attention_outputs": list(run.get("attention_outputs") or []),
             "gates": _gates(profile), "higher_is_better": sorted(HIGHER_IS_BETTER),
-            "runtime": _runtime(manifest, profile), "versions": manifest.versions,
+            "runtime": _runtime(manifest, backend), "versions": manifest.versions,
             "golden": {"file": "golden.npz", "samples": samples, "of": "the run's reference data (val split)"},
             "files": [jsonable(file_entry(stage, str(p.relative_to(stage)))) for p in hashed],
         }

@@ -3,12 +3,13 @@
 Sampling is deterministic (seeded). There is no default data: int8 without calibration data is an error."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from edgekit.data.pixels import image_to_input
 from edgekit.data.tasks import load_task
 from edgekit.errors import EdgekitError
 
@@ -55,15 +56,10 @@ class CalibrationData:
 def read_image(path: Path, pre: Preprocess) -> np.ndarray:
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if pre.grayscale else "RGB").resize(pre.size[::-1], Image.BILINEAR)
-            pixels = np.asarray(img, dtype=np.float32) * pre.scale
+            return image_to_input(img, **asdict(pre))
     except (UnidentifiedImageError, OSError) as exc:
         raise EdgekitError(f"calibration file {path} is not an image pillow can read ({exc.__class__.__name__})") \
             from None
-    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    mean = np.array(pre.mean, np.float32).reshape(-1, 1, 1)
-    std = np.array(pre.std, np.float32).reshape(-1, 1, 1)
-    return (pixels - mean) / std
 
 
 def image_files(folder: Path) -> tuple[Path, list[Path]]:

@@ -25,7 +25,8 @@ def rows_table(result: RunResult) -> list[list[str]]:
     header = ["target", "status", "torch acc", "runtime acc", "max abs error per output", "precision (real)", "note"]
     body = []
     for row in result.rows:
-        note = f"{row.stage.value}: {row.reason}" if row.stage else "; ".join(row.warnings)
+        choice = row.precision.evidence.get("choice") if row.precision else None  # e.g. fp16 -> f32 compute
+        note = f"{row.stage.value}: {row.reason}" if row.stage else "; ".join([*row.warnings, *filter(None, [choice])])
         body.append([row.target, row.status.value, pct(result.torch_accuracy), pct(row.accuracy), errors_cell(row),
                      precision_cell(row), note])
     return [header, *body]

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from edgekit.config import HIGHER_IS_BETTER, Threshold
+from edgekit.validate.metrics import gate_status
 
 
 class Status(str, Enum):
@@ -24,10 +25,7 @@ class Check:
 
 
 def check(subject: str, metric: str, value: float, gate: Threshold) -> Check:
-    if metric in HIGHER_IS_BETTER:
-        status = Status.FAIL if value < gate.fail else Status.WARN if value < gate.warn else Status.PASS
-    else:
-        status = Status.FAIL if value > gate.fail else Status.WARN if value > gate.warn else Status.PASS
+    status = Status(gate_status(value, gate.warn, gate.fail, metric in HIGHER_IS_BETTER))
     return Check(subject, metric, value, gate.warn, gate.fail, status)
 
 

@@ -8,6 +8,14 @@ import numpy as np
 SQNR_CAP_DB = 300.0  # identical outputs have infinite SQNR; JSON has no infinity
 
 
+def gate_status(value: float, warn: float, fail: float, higher_is_better: bool) -> str:
+    """"PASS", "WARN" (worse than ``warn``) or "FAIL" (worse than ``fail``). Bundles carry this module, so the
+    device gates its check exactly as validation does."""
+    if higher_is_better:
+        return "FAIL" if value < fail else "WARN" if value < warn else "PASS"
+    return "FAIL" if value > fail else "WARN" if value > warn else "PASS"
+
+
 @dataclass(frozen=True)
 class OutputStats:
     name: str

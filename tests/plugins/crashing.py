@@ -7,7 +7,7 @@ from edgekit.backends.onnx import OnnxBackend
 class CrashingBackend(OnnxBackend):
     name = "crashing"
 
-    def open(self, folder, manifest, profile):
+    def open(self, folder, manifest, threads=None):
         os.abort()
 
 

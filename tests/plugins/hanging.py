@@ -13,7 +13,7 @@ class _Hanging:
 class HangingBackend(OnnxBackend):
     name = "hanging"
 
-    def open(self, folder, manifest, profile):
+    def open(self, folder, manifest, threads=None):
         return _Hanging()
 
 

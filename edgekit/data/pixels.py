@@ -1,0 +1,22 @@
+"""An image becomes a model input: resized, converted, scaled, normalized per channel, channels first.
+
+Numpy and pillow only, no edgekit imports: bundles carry this file as ``edgekit_pixels.py``, so the device and
+the host preprocess a photo the same way."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def image_to_input(image, size: Sequence[int], grayscale: bool, scale: float, mean: Sequence[float],
+                   std: Sequence[float]) -> np.ndarray:
+    """A pillow image as a float32 [C, H, W] array: ``(pixel * scale - mean) / std``; ``size`` is (height, width)."""
+    from PIL import Image
+
+    image = image.convert("L" if grayscale else "RGB").resize((int(size[1]), int(size[0])), Image.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32) * np.float32(scale)
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    mean_ = np.array(mean, np.float32).reshape(-1, 1, 1)
+    std_ = np.array(std, np.float32).reshape(-1, 1, 1)
+    return np.ascontiguousarray((pixels - mean_) / std_, dtype=np.float32)
