@@ -3,6 +3,7 @@ rows; the report files are complete and consistent."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -32,6 +33,10 @@ def test_every_backend_row_is_measured_and_passes(benched):
         manifest = json.loads((benched.folder / row.target / "manifest.json").read_text())
         assert m.artifact_bytes == sum(f["bytes"] for f in manifest["files"])
         assert row.validation.accuracy == pytest.approx(benched.torch_accuracy, abs=0.002)
+        # the bench session ran with what the manifest records, as the runtime reports it
+        assert m.applied["threads"] == m.threads_all == (manifest["extra"]["runtime"]["threads"] or os.cpu_count())
+        hint = manifest["precision"]["evidence"].get("inference_precision_hint")
+        assert hint is None or m.applied["precision"] == hint == "float32"
 
 
 def test_workers_for_artifacts_do_not_import_torch(benched):

@@ -40,6 +40,10 @@ def test_static_int8_keeps_accuracy_and_shrinks_the_file(int8_runs, backend):
     manifest = read_manifest(int8_runs.folder / row.target / "manifest.json")
     q = manifest.extra["quantization"]
     assert q["calibration_samples"] == 200 and "calib" in q["calibration"]
+    # the record holds what reached the quantizer: each option the profile sets, and nothing it does not apply
+    profile = load_profile(row.target)
+    assert q["per_channel"] is profile.quantization.per_channel and q["method"] == profile.quantization.method
+    assert ("reduce_range" in q) == ("quantization.reduce_range" in profile.explicit)
     weights = manifest.precision.evidence["weight_elements"]
     assert weights["int8"] >= 0.9 * sum(weights.values())  # the weights really are stored in int8
     # files shrink less than 4x on a 90 KB model: graph, scales and (OpenVINO) XML topology stay
