@@ -1,7 +1,7 @@
 """The Python API; the CLI is a thin layer over these functions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -13,8 +13,9 @@ from edgekit.bench.run import validate_in_worker
 from edgekit.compress.recipe import CompressionRecipe, CompressionReport, compress
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles
 from edgekit.data.calib import CalibrationData, load_calibration
+from edgekit.data.sources import InputInfo, load_data
 from edgekit.errors import one_line
-from edgekit.fsutil import RUN_MARKER, staged_folder, write_json, write_text
+from edgekit.fsutil import RUN_MARKER, jsonable, staged_folder, write_json, write_text
 from edgekit.reference import Reference, build_reference, load_reference, save_reference
 from edgekit.runfolder import (
     MANIFEST_FILE,
@@ -41,6 +42,7 @@ class RunResult:
     torch_accuracy: float | None
     rows: tuple[Validation, ...]
     compression: CompressionReport | None = None
+    validated_on: str = ""  # e.g. "validated on 500 samples: 500 images from photos/"
 
     @property
     def failed(self) -> bool:
@@ -67,6 +69,9 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, c
             manifest = backend.quantize(reference.spec, profile, folder, manifest, calib)
         except Exception as exc:
             return failure(profile, Stage.QUANTIZE, one_line(exc))
+    preprocess = reference.spec.preprocess
+    manifest = replace(manifest, extra={**manifest.extra,
+                                        "preprocess": None if preprocess is None else jsonable(preprocess)})
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
     return validate_in_worker(reference, folder.parent, folder.name, manifest.precision, profile)
@@ -74,28 +79,35 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, c
 
 def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) -> dict[str, CalibrationData]:
     """Calibration data per static-int8 profile, loaded before anything is written (bad input: exit 2)."""
-    return {p.name: load_calibration(calib, spec.input_names, spec.task, p.quantization.samples,
-                                     p.quantization.seed, p.preprocess, p.quantization.augment)
+    info = InputInfo.of(spec)
+    return {p.name: load_calibration(calib, info, p.quantization.samples, p.quantization.seed,
+                                     p.quantization.augment)
             for p in profiles if p.precision == "int8"}
 
 
 def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, calib: str | Path | None = None,
+           data: str | Path | None = None, preprocess: str | None = None,
            compression: CompressionRecipe | None = None, allow_pickle: bool = False,
            progress: Progress = _quiet) -> RunResult:
     """Load ``source``, export it for every target, validate each against torch on real data, write a run folder.
 
-    The folder appears only when complete; a failing target becomes a row with its stage and reason."""
+    ``calib`` and ``data`` are DATA (see :mod:`edgekit.data.sources`) for calibration and for validation;
+    ``preprocess`` (a preset or a TOML file) overrides the model's own. The folder appears only when complete;
+    a failing target becomes a row with its stage and reason."""
     profiles = load_profiles(targets) if isinstance(targets, str) else list(targets)
     for profile in profiles:
         check_options(profile)
     progress(f"loading {source}")
-    spec = load_source(source, allow_pickle=allow_pickle)
+    spec = load_source(source, allow_pickle=allow_pickle, preprocess=preprocess)
     calibration = _calibration(spec, profiles, calib)
+    validation = None
+    if data is not None:
+        validation = load_data(data, InputInfo.of(spec), "--data", max(p.validation_samples for p in profiles))
     compressed = None
     if compression is not None:
         progress(f"compressing: {compression}")
         spec, compressed = compress(spec, compression)
-    reference = build_reference(spec, source)
+    reference = build_reference(spec, source, validation)
     with staged_folder(Path(out)) as stage:
         save_reference(reference, stage / REFERENCE_FILE)
         rows = []
@@ -104,13 +116,16 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
                                        progress))
             write_json(stage / profile.name / VALIDATION_FILE, rows[-1])
         rows = tuple(rows)
-        result = RunResult(source, Path(out), reference.accuracy(), rows, compressed)
+        result = RunResult(source, Path(out), reference.accuracy(), rows, compressed, reference.describe())
         if compressed is not None:
             write_json(stage / COMPRESSION_FILE, compressed)
         run = {
             "schema": "edgekit.run/1", "edgekit": __version__, "source": source, "task": spec.task,
             "inputs": list(spec.input_names), "outputs": list(spec.output_names),
             "attention_outputs": list(spec.attention_outputs), "labels": list(spec.labels),
+            "data": {"origin": reference.origin, "samples": reference.samples, "real": reference.real,
+                     "labels": reference.labels is not None},
+            "preprocess": jsonable(spec.preprocess) if spec.preprocess is not None else None,
             "torch_accuracy": result.torch_accuracy, "targets": [p.name for p in profiles]}
         write_json(stage / RUN_MARKER, run)
         write_reports(stage, result, reference, run)
@@ -144,11 +159,11 @@ def validate_run(run_dir: str | Path, progress: Progress = _quiet) -> RunResult:
     folder = Path(run_dir)
     run = read_run(folder)
     reference = load_reference(folder / REFERENCE_FILE, run["source"], tuple(run["inputs"]), tuple(run["outputs"]),
-                               run.get("task"))
+                               run.get("task"), run.get("data"))
     rows = []
     for name in run["targets"]:
         progress(f"{name}: validating")
         rows.append(_revalidate(reference, folder / name))
-    result = RunResult(run["source"], folder, reference.accuracy(), tuple(rows))
+    result = RunResult(run["source"], folder, reference.accuracy(), tuple(rows), None, reference.describe())
     write_reports(folder, result, reference, run)
     return result

@@ -21,7 +21,7 @@ def _progress(message: str) -> None:
 def _print_result(result) -> None:
     from edgekit.report import compression_lines, rows_table, text_table
 
-    print(f"\n{result.source} -> {result.folder}")
+    print(f"\n{result.source} -> {result.folder} ({result.validated_on})")
     for line in compression_lines(result):
         print(line)
     print(text_table(rows_table(result)))
@@ -32,8 +32,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgekit.compress.recipe import CompressionRecipe
 
     recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs, args.recover_lr)
-    result = export(args.source, args.target, args.out, calib=args.calib, compression=recipe,
-                    allow_pickle=args.allow_pickle, progress=_progress)
+    result = export(args.source, args.target, args.out, calib=args.calib, data=args.data,
+                    preprocess=args.preprocess, compression=recipe, allow_pickle=args.allow_pickle,
+                    progress=_progress)
     _print_result(result)
     return 1 if result.failed else 0
 
@@ -171,8 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="zoo:NAME | path/file.py:factory | package.module:factory | file.pt2")
     p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
     p.add_argument("--out", required=True, help="the run folder to write (replaced if it is an earlier run)")
-    p.add_argument("--calib", help="calibration data for int8: an image folder, or task:calib (the model's own "
-                   "calibration split, e.g. the fusion model's image+caption pairs)")
+    data_kinds = ("an image folder (class sub-folders give labels), a .npz of arrays named by the inputs "
+                  "(optional labels), FILE.py:FACTORY yielding input dicts, or task:SPLIT")
+    p.add_argument("--calib", metavar="DATA", help=f"calibration data for int8: {data_kinds}")
+    p.add_argument("--data", metavar="DATA", help=f"validation data (accuracy, agreement, errors): {data_kinds}; "
+                   "default: the zoo model's val split, else only the example inputs")
+    p.add_argument("--preprocess", metavar="PRESET|FILE.toml",
+                   help="how an image becomes the image input: mnist, imagenet, inception, or a TOML file; "
+                   "overrides the model's own")
     p.add_argument("--prune", help="l1:AMOUNT (per layer), l1-global:AMOUNT, or channels:AMOUNT (structured)")
     p.add_argument("--recover", choices=("finetune", "distill"), help="recover accuracy after pruning")
     p.add_argument("--recover-epochs", type=int, default=3)

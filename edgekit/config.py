@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.data.calib import Augment, Preprocess
+from edgekit.data.calib import Augment
 from edgekit.errors import EdgekitError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
@@ -73,14 +73,14 @@ class TargetProfile:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     gates: Gates = field(default_factory=Gates)
     quantization: QuantRecipe = field(default_factory=QuantRecipe)
-    preprocess: Preprocess = field(default_factory=Preprocess)
+    validation_samples: int = 500  # [validation] samples: at most this many of --data are run and compared
     path: str = ""
     text: str = ""  # the TOML it came from, copied into each run so re-validation uses the same gates
     explicit: frozenset[str] = frozenset()  # "runtime.threads", "quantization.method", ...: the keys it sets
 
 
 _TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "runtime", "gates", "quantization",
-             "preprocess"}
+             "validation"}
 _RUNTIME_KEYS = {f for f in RuntimeOptions.__dataclass_fields__}
 
 
@@ -150,10 +150,12 @@ def _quantization(where: str, raw: dict) -> QuantRecipe:
     return recipe
 
 
-def _preprocess(where: str, raw: dict) -> Preprocess:
-    _reject_unknown(where, raw, set(Preprocess.__dataclass_fields__))
-    tuples = {k: tuple(raw[k]) for k in ("size", "mean", "std") if k in raw}
-    return Preprocess(**{**raw, **tuples})
+def _validation(where: str, raw: dict) -> int:
+    _reject_unknown(where, raw, {"samples"})
+    samples = raw.get("samples", TargetProfile.validation_samples)
+    if not isinstance(samples, int) or samples < 1:
+        raise EdgekitError(f"{where}: samples must be a positive integer")
+    return samples
 
 
 def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
@@ -161,6 +163,9 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise EdgekitError(f"{path}: not valid TOML: {exc}") from None
+    if "preprocess" in raw:  # preprocessing belongs to the model, not to a device
+        raise EdgekitError(f"{path}: [preprocess] is no longer a profile section: declare it on the ModelSpec "
+                           "or pass --preprocess PRESET|FILE.toml")
     _reject_unknown(path, raw, _TOP_KEYS)
     for key in ("name", "backend", "precision"):
         if not isinstance(raw.get(key), str):
@@ -176,7 +181,7 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
     return TargetProfile(raw["name"], raw["backend"], raw["precision"], raw.get("description", ""),
                          raw.get("device_label", ""), runtime, _gates(f"{path} [gates]", raw.get("gates", {})),
                          _quantization(f"{path} [quantization]", raw.get("quantization", {})),
-                         _preprocess(f"{path} [preprocess]", raw.get("preprocess", {})), path, text, explicit)
+                         _validation(f"{path} [validation]", raw.get("validation", {})), path, text, explicit)
 
 
 def profile_dirs() -> list[Path]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekit.data.sources import Dataset
 from edgekit.data.tasks import TaskData, load_task
 from edgekit.errors import EdgekitError
 from edgekit.spec import ModelSpec
@@ -24,6 +25,18 @@ class Reference:
     outputs: dict[str, np.ndarray]  # torch's outputs on them
     labels: np.ndarray | None  # task labels, when the model has a task
     task: str | None
+    origin: str = ""  # where the validation inputs came from, e.g. "mnist val split", "40 images from photos/"
+    real: bool = True  # False: only the factory's example inputs (no real data): task gates are skipped
+
+    @property
+    def samples(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def describe(self) -> str:
+        """For every report: how many samples of what the artifacts were validated on."""
+        if not self.real:
+            return f"validated on the {self.samples} example inputs only (no real data: pass --data)"
+        return f"validated on {self.samples} samples: {self.origin}"
 
     @property
     def logits(self) -> str:
@@ -59,19 +72,25 @@ def torch_accuracy(module: torch.nn.Module, task: str, split: str = "val") -> fl
     return task_accuracy(logits, data.labels)
 
 
-def build_reference(spec: ModelSpec, source: str, split: str = "val", data_root: Path | None = None) -> Reference:
-    """Torch outputs on the task's real ``split``, or on the example inputs for a model without a task."""
-    if spec.task:
-        data: TaskData = load_task(spec.task, split, data_root)
-        missing = set(spec.input_names) - set(data.inputs)
+def build_reference(spec: ModelSpec, source: str, data: Dataset | None = None, split: str = "val",
+                    data_root: Path | None = None) -> Reference:
+    """Torch outputs on the user's ``data``, else on the task's real ``split``, else (no real data at all) on the
+    example inputs, which the reports then say."""
+    real, origin = True, ""
+    if data is not None:
+        inputs, labels, origin = data.inputs, data.labels, data.origin
+    elif spec.task:
+        task: TaskData = load_task(spec.task, split, data_root)
+        missing = set(spec.input_names) - set(task.inputs)
         if missing:
             raise EdgekitError(f"{source}: task {spec.task!r} has no data for input(s) {', '.join(sorted(missing))}")
-        inputs, labels = {k: data.inputs[k] for k in spec.input_names}, data.labels
+        inputs, labels, origin = {k: task.inputs[k] for k in spec.input_names}, task.labels, f"{spec.task} {split} split"
     else:
         inputs = {k: t.detach().numpy() for k, t in zip(spec.input_names, spec.example_inputs)}
-        labels = None
+        labels, real, origin = None, False, "the factory's example inputs"
     outputs = run_torch(spec.module, inputs, spec.input_names, spec.output_names)
-    return Reference(source, spec, spec.input_names, spec.output_names, inputs, outputs, labels, spec.task)
+    return Reference(source, spec, spec.input_names, spec.output_names, inputs, outputs, labels, spec.task, origin,
+                     real)
 
 
 def save_reference(reference: Reference, path: Path) -> None:
@@ -83,11 +102,14 @@ def save_reference(reference: Reference, path: Path) -> None:
 
 
 def load_reference(path: Path, source: str, input_names: tuple[str, ...], output_names: tuple[str, ...],
-                   task: str | None) -> Reference:
+                   task: str | None, data: dict | None = None) -> Reference:
+    """Read a run's reference back; ``data`` is run.json's record of where it came from."""
     if not path.is_file():
         raise EdgekitError(f"{path} is missing: is this a run folder made by `edgekit export`?")
     with np.load(path, allow_pickle=False) as z:
         inputs = {k: z[f"input:{k}"] for k in input_names}
         outputs = {k: z[f"output:{k}"] for k in output_names}
         labels = z["labels"] if "labels" in z.files else None
-    return Reference(source, None, input_names, output_names, inputs, outputs, labels, task)
+    data = data or {}
+    return Reference(source, None, input_names, output_names, inputs, outputs, labels, task,
+                     data.get("origin", ""), data.get("real", True))

@@ -37,6 +37,15 @@ def _load_factory(source: str):
     if not target or not factory_name:
         raise EdgekitError(f"model source {source!r} must be zoo:NAME, FILE.py:FACTORY, "
                            "package.module:FACTORY or FILE.pt2")
+    return call_factory(source)
+
+
+def call_factory(source: str, what: str = "factory"):
+    """Import the module a ``FILE.py:FACTORY`` / ``package.module:FACTORY`` names (only that one) and call the
+    factory with no arguments; every failure is a one-line EdgekitError."""
+    target, _, factory_name = source.rpartition(":")
+    if not target or not factory_name:
+        raise EdgekitError(f"{what} {source!r} must be FILE.py:FACTORY or package.module:FACTORY")
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
@@ -55,7 +64,7 @@ def _load_factory(source: str):
     except EdgekitError:
         raise
     except Exception as exc:
-        raise EdgekitError(f"factory {source} failed: {one_line(exc)}") from None
+        raise EdgekitError(f"{what} {source} failed: {one_line(exc)}") from None
 
 
 def _load_pt2(path: Path, allow_pickle: bool) -> ModelSpec:
@@ -83,6 +92,31 @@ def _as_spec(result, source: str) -> ModelSpec:
     raise EdgekitError(f"factory {source} must return a ModelSpec or (module, example_inputs)")
 
 
+def flatten_outputs(out, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
+    """A model's outputs as (name, tensor): a dict gives its keys (None values dropped), a tuple its positions
+    ("output_0", ... at the top, "key_0", ... under a key)."""
+    if isinstance(out, torch.Tensor):
+        return [(prefix or "output_0", out)]
+    if isinstance(out, dict):
+        return [item for key, value in out.items() if value is not None
+                for item in flatten_outputs(value, f"{prefix}_{key}" if prefix else str(key))]
+    if isinstance(out, (tuple, list)):
+        return [item for i, value in enumerate(out)
+                for item in flatten_outputs(value, f"{prefix}_{i}" if prefix else f"output_{i}")]
+    return []
+
+
+class FlatOutputs(torch.nn.Module):
+    """Wraps a model whose outputs are a dict or nested: exporters and runtimes see a flat tuple of tensors."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t for _, t in flatten_outputs(self.module(*inputs)))
+
+
 def describe_inputs(inputs: tuple[torch.Tensor, ...], names: tuple[str, ...]) -> str:
     return ", ".join(f"{n} {'x'.join(map(str, t.shape))} {str(t.dtype).removeprefix('torch.')}"
                      for n, t in zip(names, inputs))
@@ -101,6 +135,10 @@ def _complete(spec: ModelSpec, source: str) -> ModelSpec:
             input_names = tuple(f"input_{i}" for i in range(len(spec.example_inputs)))
     if len(input_names) != len(spec.example_inputs):
         raise EdgekitError(f"{source}: {len(input_names)} input names for {len(spec.example_inputs)} inputs")
+    if all(t.dim() > 0 and t.shape[0] == 1 for t in spec.example_inputs):
+        # torch.export specializes a batch of 1 ("Constraints violated (batch)!"): a batch of 2 made of the same
+        # sample keeps the batch dynamic on every exporter
+        spec = replace(spec, example_inputs=tuple(t.repeat(2, *([1] * (t.dim() - 1))) for t in spec.example_inputs))
     module = spec.module
     try:
         module = module.eval()
@@ -112,17 +150,37 @@ def _complete(spec: ModelSpec, source: str) -> ModelSpec:
     except Exception as exc:
         raise EdgekitError(f"{source}: the model does not run on its example inputs "
                            f"({describe_inputs(spec.example_inputs, input_names)}): {one_line(exc)}") from None
+    flat = flatten_outputs(out)
+    if not flat:
+        raise EdgekitError(f"{source}: the model must return tensors (a tensor, a tuple or a dict of them)")
     outputs = out if isinstance(out, (tuple, list)) else (out,)
-    if not all(isinstance(o, torch.Tensor) for o in outputs):
-        raise EdgekitError(f"{source}: the model must return a tensor or a tuple of tensors")
-    output_names = spec.output_names or tuple(f"output_{i}" for i in range(len(outputs)))
+    if len(flat) != len(outputs) or not all(isinstance(o, torch.Tensor) for o in outputs):
+        module = FlatOutputs(module)  # dicts (e.g. a Hugging Face ModelOutput) and nests: one named tensor each
+        outputs = tuple(t for _, t in flat)
+    output_names = spec.output_names or tuple(name for name, _ in flat)
     if len(output_names) != len(outputs):
         raise EdgekitError(f"{source}: {len(output_names)} output names for {len(outputs)} outputs")
     return replace(spec, module=module, input_names=input_names, output_names=output_names)
 
 
-def load_source(source: str, allow_pickle: bool = False) -> ModelSpec:
-    """Resolve a model source string into a checked :class:`ModelSpec` in eval mode."""
+def _with_preprocess(spec: ModelSpec, override: str | None) -> ModelSpec:
+    """The declared (or ``--preprocess``) preprocessing, resolved against the model's image input."""
+    from edgekit.data import preprocess
+
+    where = "--preprocess" if override else "the ModelSpec's preprocess"
+    declared = preprocess.parse(override or spec.preprocess, where)
+    if declared is None:
+        return spec
+    images = [(n, tuple(t.shape)) for n, t in zip(spec.input_names, spec.example_inputs)
+              if t.dim() == 4 and t.is_floating_point()]
+    if not images:
+        raise EdgekitError(f"{where}: the model has no image input (4-D float) to preprocess for")
+    return replace(spec, preprocess=preprocess.resolve(declared, *images[0]))
+
+
+def load_source(source: str, allow_pickle: bool = False, preprocess: str | None = None) -> ModelSpec:
+    """Resolve a model source string into a checked :class:`ModelSpec` in eval mode; ``preprocess`` (a preset
+    name or a TOML file) overrides the spec's own."""
     if source.startswith("zoo:"):
         from edgekit import zoo
 
@@ -131,4 +189,4 @@ def load_source(source: str, allow_pickle: bool = False) -> ModelSpec:
         spec = _load_pt2(Path(source), allow_pickle)
     else:
         spec = _as_spec(_load_factory(source), source)
-    return _complete(spec, source)
+    return _with_preprocess(_complete(spec, source), preprocess)

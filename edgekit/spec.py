@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the runtime side (bench workers, device runners) never imports torch
     import torch
 
+    from edgekit.data.preprocess import Preprocess
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -19,3 +21,6 @@ class ModelSpec:
     task: str | None = None  # a name in edgekit.data.tasks, for task accuracy on real data
     attention_outputs: tuple[str, ...] = ()  # outputs that are attention weights (rows sum to 1)
     labels: tuple[str, ...] = field(default=())
+    # how an image file becomes the image input: a preset name ("mnist", "imagenet", "inception") or a Preprocess;
+    # resolved against the input's shape when the source is loaded
+    preprocess: Preprocess | str | None = None

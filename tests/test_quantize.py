@@ -10,6 +10,13 @@ from edgekit.artifact import read_manifest
 from edgekit.cli import main
 from edgekit.config import load_profile
 from edgekit.data.calib import load_calibration
+from edgekit.data.preprocess import PRESETS, resolve
+from edgekit.data.sources import InputInfo
+
+MNIST = resolve(PRESETS["mnist"], "image", (2, 1, 28, 28))
+IMAGE = InputInfo(("image",), ((2, 1, 28, 28),), ("float32",), "mnist", preprocess=MNIST)
+FUSION = InputInfo(("image", "tokens"), ((2, 1, 28, 28), (2, 8)), ("float32", "int64"), "mnist-fusion",
+                   preprocess=MNIST)
 from edgekit.errors import EdgekitError
 from tests.conftest import BACKENDS
 
@@ -64,7 +71,7 @@ def test_dynamic_int8_needs_no_calibration(int8_runs, backend):
 def test_int8_without_calibration_says_how(capsys, tmp_path):
     code = main(["export", "zoo:cnn", "--target", "onnx-cpu-int8", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 2 and "int8 needs calibration data: pass --calib DIR" in err
+    assert code == 2 and "int8 needs calibration data: pass --calib DATA" in err
     assert not (tmp_path / "r").exists()
 
 
@@ -73,15 +80,15 @@ def test_calibration_from_an_image_folder_is_seeded_and_normalized(tmp_path):
     for i, path in enumerate(digits):
         Image.open(path).resize((56, 56)).save(tmp_path / f"{i}.jpg")  # other size and format: resized
     (tmp_path / "labels.csv").write_text("ignored metadata\n")
-    a = load_calibration(tmp_path, ("image",), None, samples=8, seed=1)
-    b = load_calibration(tmp_path, ("image",), None, samples=8, seed=1)
+    a = load_calibration(tmp_path, IMAGE, samples=8, seed=1)
+    b = load_calibration(tmp_path, IMAGE, samples=8, seed=1)
     assert a.inputs["image"].shape == (8, 1, 28, 28) and a.inputs["image"].dtype == np.float32
     assert np.array_equal(a.inputs["image"], b.inputs["image"])
     assert a.inputs["image"].min() < -0.3 and a.inputs["image"].max() > 2.0  # MNIST normalization
 
 
 def test_a_folder_with_a_calib_split_uses_it():
-    data = load_calibration(SAMPLE / "mnist", ("image",), None, samples=500)
+    data = load_calibration(SAMPLE / "mnist", IMAGE, samples=500)
     assert len(data) == 200 and "calib" in data.origin
 
 
@@ -89,24 +96,22 @@ def test_a_file_that_is_not_an_image_is_named(tmp_path):
     Image.new("L", (28, 28)).save(tmp_path / "ok.png")
     (tmp_path / "notes.bin").write_bytes(b"\x00not an image")
     with pytest.raises(EdgekitError, match="notes.bin is not an image"):
-        load_calibration(tmp_path, ("image",), None, samples=10)
+        load_calibration(tmp_path, IMAGE, samples=10)
 
 
-def test_paired_inputs_need_the_task_split(tmp_path):
+def test_paired_inputs_need_named_arrays_or_the_task_split(tmp_path):
     Image.new("L", (28, 28)).save(tmp_path / "ok.png")
-    with pytest.raises(EdgekitError, match="use --calib task:calib for paired inputs"):
-        load_calibration(tmp_path, ("image", "tokens"), "mnist-fusion", samples=10)
-    fusion = load_calibration("task:calib", ("image", "tokens"), "mnist-fusion", samples=50)
+    with pytest.raises(EdgekitError, match="give a .npz of named arrays or a FILE.py:FACTORY"):
+        load_calibration(tmp_path, FUSION, samples=10)
+    fusion = load_calibration("task:calib", FUSION, samples=50)
     assert fusion.inputs["tokens"].shape == (50, 8) and fusion.inputs["image"].shape == (50, 1, 28, 28)
 
 
 def test_augmentation_changes_images_deterministically():
     from edgekit.data.calib import Augment
 
-    plain = load_calibration("task:calib", ("image",), "mnist", samples=20)
-    aug = load_calibration("task:calib", ("image",), "mnist", samples=20, aug=Augment(flip=True, crop=2,
-                                                                                           brightness=0.2))
-    again = load_calibration("task:calib", ("image",), "mnist", samples=20, aug=Augment(flip=True, crop=2,
-                                                                                             brightness=0.2))
+    plain = load_calibration("task:calib", IMAGE, samples=20)
+    aug = load_calibration("task:calib", IMAGE, samples=20, aug=Augment(flip=True, crop=2, brightness=0.2))
+    again = load_calibration("task:calib", IMAGE, samples=20, aug=Augment(flip=True, crop=2, brightness=0.2))
     assert not np.array_equal(plain.inputs["image"], aug.inputs["image"])
     assert np.array_equal(aug.inputs["image"], again.inputs["image"])

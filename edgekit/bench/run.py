@@ -137,7 +137,7 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
     run = read_run(folder)
     timing = timing or Timing()
     reference = load_reference(folder / "reference.npz", run["source"], tuple(run["inputs"]),
-                               tuple(run["outputs"]), run.get("task"))
+                               tuple(run["outputs"]), run.get("task"), run.get("data"))
     attention = tuple(run.get("attention_outputs", ()))
     targets = list(run["targets"])
     total = len(targets) + (1 if torch_row else 0)

@@ -43,12 +43,15 @@ def _gates(profile: TargetProfile) -> dict:
             for name, gates in profile.gates.outputs.items()}
 
 
-def _preprocess(profile: TargetProfile, layout: str) -> dict:
-    p = profile.preprocess
-    return {"size": list(p.size), "grayscale": p.grayscale, "channel_order": "L" if p.grayscale else "RGB",
-            "scale": p.scale, "mean": list(p.mean), "std": list(p.std), "layout_of_arrays": "NCHW",
+def _preprocess(run: dict, layout: str) -> dict | None:
+    """The model's preprocessing as the run recorded it (None: the model declares none; feed .npy arrays)."""
+    p = run.get("preprocess")
+    if p is None:
+        return None
+    return {**p, "channel_order": "L" if p["grayscale"] else "RGB", "layout_of_arrays": "NCHW",
             "model_layout": layout,
-            "formula": "x = (pixel * scale - mean) / std, per channel; the runner transposes to the model layout"}
+            "formula": "x = (pixel * scale - mean) / std, per channel (after the resize or the centre crop); "
+                       "the runner transposes to the model layout"}
 
 
 def _write_golden(run_dir: Path, folder: Path, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> int:
@@ -105,7 +108,7 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
             "inputs": jsonable(manifest.inputs), "outputs": jsonable(manifest.outputs),
             "precision": jsonable(manifest.precision), "quantization": manifest.extra.get("quantization"),
             "io": "float32 (or the integer token ids) in and out; quantized models quantize inside the graph",
-            "preprocess": _preprocess(profile, manifest.layout), "labels": list(run.get("labels") or []),
+            "preprocess": _preprocess(run, manifest.layout), "labels": list(run.get("labels") or []),
             "attention_outputs": list(run.get("attention_outputs") or []),
             "gates": _gates(profile), "higher_is_better": sorted(HIGHER_IS_BETTER),
             "runtime": _runtime(manifest, backend), "versions": manifest.versions,

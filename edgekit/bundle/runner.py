@@ -113,8 +113,11 @@ def read_input(path: Path, manifest: dict) -> np.ndarray:
     from edgekit_pixels import image_to_input
 
     pre = manifest["preprocess"]
+    if pre is None:
+        raise BundleError("this model declares no image preprocessing: pass an array already preprocessed (.npy)")
     with Image.open(path) as image:
-        return image_to_input(image, pre["size"], pre["grayscale"], pre["scale"], pre["mean"], pre["std"])[None]
+        return image_to_input(image, pre["size"], pre["grayscale"], pre["scale"], pre["mean"], pre["std"],
+                              pre.get("center_crop"))[None]
 
 
 def predict(manifest: dict, path: Path) -> dict:

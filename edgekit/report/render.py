@@ -46,12 +46,23 @@ def row_json(row: BenchRow, torch: BenchRow | None) -> dict:
     return data
 
 
+def _data(result: BenchResult) -> dict | None:
+    r = result.reference
+    return None if r is None else {"origin": r.origin, "samples": r.samples, "real": r.real,
+                                   "labels": r.labels is not None, "text": r.describe()}
+
+
+def _validated_on(result: BenchResult) -> str:
+    return f"{result.reference.describe()}; " if result.reference is not None else ""
+
+
 def report_json(result: BenchResult) -> dict:
     e = result.explanation
     compression = result.folder / "compression.json"
     return {
         "schema": REPORT_SCHEMA, "edgekit": __version__, "source": result.source, "task": result.task,
         "torch_accuracy": result.torch_accuracy, "timing": jsonable(result.timing),
+        "data": _data(result),
         "compression": json.loads(compression.read_text(encoding="utf-8")) if compression.is_file() else None,
         "attention_outputs": list(result.attention_outputs),
         "torch": row_json(result.torch, None) if result.torch else None,
@@ -131,7 +142,8 @@ def occlusion_table(result: BenchResult) -> list[list[str]]:
 
 
 def report_markdown(result: BenchResult) -> str:
-    parts = [f"# edgekit report: {result.source}\n", f"torch val accuracy: {pct(result.torch_accuracy)}; "
+    parts = [f"# edgekit report: {result.source}\n", f"{_validated_on(result)}torch accuracy: "
+             f"{pct(result.torch_accuracy)}; "
              "latency is batch 1, one request (median of many runs after warm-up); x torch = torch eager "
              "median / this median, one thread.\n", markdown_table(main_table(result))]
     if table := attention_table(result):
@@ -234,7 +246,8 @@ def report_html(result: BenchResult, figures: list[tuple[str, str]]) -> str:
     """``figures``: (title, base64 PNG) pairs, embedded so the file stands alone."""
     e = result.explanation
     parts = [f"<h1>edgekit report: {html.escape(result.source)}</h1>",
-             f"<p class='meta'>torch val accuracy {pct(result.torch_accuracy)}; latency batch 1, one request; "
+             f"<p class='meta'>{html.escape(_validated_on(result))}torch accuracy {pct(result.torch_accuracy)}; "
+             "latency batch 1, one request; "
              f"x torch = torch eager median / this median (one thread). edgekit {__version__}.</p>",
              _html_table(main_table(result), row_ids=True), _DEVICES_START + _DEVICES_END]
     if table := attention_table(result):

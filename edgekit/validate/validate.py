@@ -55,14 +55,20 @@ def failure(profile: TargetProfile, stage: Stage, reason: str, precision: Precis
                       warnings=precision.warnings if precision else ())
 
 
+# agreement of decisions means something on real data only; on two example inputs it can only be 0, 0.5 or 1
+NEEDS_REAL_DATA = {"top1_agreement", "accuracy_drop"}
+
+
 def _gate(reference: Reference, stats: list[OutputStats], accuracy: float | None,
           profile: TargetProfile) -> list[Check]:
     checks = []
     for s in stats:
         for metric, gate in profile.gates.for_output(s.name).items():
             value = s.metric(metric)
-            if value is not None:
+            if value is not None and (reference.real or metric not in NEEDS_REAL_DATA):
                 checks.append(check(s.name, metric, value, gate))
+    if not reference.real:  # the task gates are skipped, not faked; every report says why
+        return checks
     torch_acc = reference.accuracy()
     logits = next((s for s in stats if s.name == reference.logits), None)
     task_values = {"accuracy_drop": None if accuracy is None or torch_acc is None else 100 * (torch_acc - accuracy),

@@ -64,4 +64,4 @@ def load(name: str, pretrained: bool = True) -> ModelSpec:
             raise EdgekitError(f"no trained weights for zoo:{name} at {path}; run tools/train_zoo.py")
         module.load_state_dict(load_file(path))
     return ModelSpec(module.eval(), example_inputs(name), entry.input_names, entry.output_names, entry.task,
-                     entry.attention_outputs, DIGITS)
+                     entry.attention_outputs, DIGITS, preprocess="mnist")

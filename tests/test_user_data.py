@@ -1,0 +1,87 @@
+"""The user's data for any model: an image folder (class sub-folders give labels), a .npz of named arrays, a
+samples factory, or task:SPLIT; validation says how many samples of what it used; preprocessing is declared once,
+checked against the model's input and carried into the run and its bundles."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.api import export
+from edgekit.bundle.make import bundle
+from edgekit.cli import main
+from edgekit.data.tasks import load_task
+from edgekit.validate.gates import Status
+
+REPO = Path(__file__).parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory) -> Path:
+    """120 real val digits in class folders 0..9, as an ImageFolder."""
+    folder = tmp_path_factory.mktemp("digits")
+    with open(REPO / "sample_data" / "mnist" / "val.csv") as f:
+        rows = list(csv.DictReader(f))[::8][:120]
+    for row in rows:
+        (folder / row["label"]).mkdir(exist_ok=True)
+        shutil.copy(REPO / "sample_data" / "mnist" / row["file"], folder / row["label"] / Path(row["file"]).name)
+    return folder
+
+
+def test_an_image_folder_with_class_folders_validates_with_its_labels(digit_folder, tmp_path):
+    result = export("zoo:cnn", "onnx-cpu-fp32", tmp_path / "run", data=str(digit_folder))
+    row = result.rows[0]
+    assert row.status is Status.PASS and row.samples == 120
+    assert row.accuracy == result.torch_accuracy and 0.9 < result.torch_accuracy <= 1.0
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["data"] == {"origin": f"120 images from {digit_folder} (labels from class folders)", "samples": 120,
+                           "real": True, "labels": True}
+    assert "validated on 120 samples" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_samples_factory_and_a_npz_feed_a_two_input_model(tmp_path):
+    """The fusion model (image + caption tokens): calibrated from a .npz, validated on a samples factory."""
+    calib = load_task("mnist-fusion", "calib")
+    np.savez(tmp_path / "calib.npz", image=calib.inputs["image"][:64], tokens=calib.inputs["tokens"][:64])
+    result = export("zoo:fusion", "onnx-cpu-int8", tmp_path / "run", calib=str(tmp_path / "calib.npz"),
+                    data=f"{FIXTURES}/fusion_samples.py:samples")
+    row = result.rows[0]
+    assert row.stage is None and row.samples == 120
+    assert abs(row.accuracy - result.torch_accuracy) <= 0.02
+    manifest = json.loads((tmp_path / "run" / "onnx-cpu-int8" / "manifest.json").read_text())
+    assert manifest["extra"]["quantization"]["calibration"] == "calib.npz"
+    assert manifest["extra"]["quantization"]["calibration_samples"] == 64
+
+
+def test_without_real_data_the_reports_say_so_and_skip_task_gates(tmp_path):
+    result = export(f"{FIXTURES}/user_models.py:build", "onnx-cpu-int8-dynamic", tmp_path / "run")
+    assert result.validated_on.startswith("validated on the 4 example inputs only")
+    assert not any(c.metric in ("top1_agreement", "accuracy_drop") for c in result.rows[0].checks)
+    assert "example inputs only" in (tmp_path / "run" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["zoo:cnn", "--preprocess", "imagenet"],
+     "the preprocessing makes 3x28x28 (RGB) images, but the model's input 'image' is 1x28x28"),
+    (["zoo:fusion", "--target", "onnx-cpu-int8", "--calib", "sample_data/mnist"],
+     "an image folder feeds a model with one image input; this one has image, tokens"),
+    (["zoo:cnn", "--data", "nothing-here"], "--data nothing-here: not an image folder"),
+    ([f"{FIXTURES}/user_models.py:build", "--calib", "task:calib", "--target", "onnx-cpu-int8"],
+     "--calib task:calib: this model has no built-in task"),
+])
+def test_data_and_preprocessing_errors_are_one_line(capsys, tmp_path, args, message):
+    target = [] if "--target" in args else ["--target", "onnx-cpu-fp32"]
+    code = main(["export", *args, *target, "--out", str(tmp_path / "run")])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.lstrip().startswith("..")]
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_bundle_carries_the_model_preprocessing(digit_folder, tmp_path):
+    run = export("zoo:cnn", "onnx-cpu-fp32", tmp_path / "run", data=str(digit_folder))
+    folder = bundle(run.folder, "onnx-cpu-fp32", tmp_path / "b")
+    pre = json.loads((folder / "manifest.json").read_text())["preprocess"]
+    assert pre["size"] == [28, 28] and pre["grayscale"] and pre["mean"] == [0.1307]
