@@ -30,6 +30,16 @@ def test_example_inputs_of_batch_one_keep_the_batch_dynamic(tmp_path):
     assert result.rows[0].samples == 2
 
 
+def test_dict_outputs_are_flattened_with_their_keys_as_names(tmp_path):
+    from tests.conftest import BACKENDS, fp32_profile
+
+    result = export(f"{FIXTURES}/user_models.py:build_dict_outputs", ",".join(fp32_profile(b) for b in BACKENDS),
+                    tmp_path / "run")
+    for row in result.rows:
+        assert row.status is Status.PASS, row.reason
+        assert [o.name for o in row.outputs] == ["logits", "hidden_states_0", "hidden_states_1"]
+
+
 def test_module_factory(monkeypatch):
     monkeypatch.syspath_prepend(str(FIXTURES))
     spec = load_source("user_models:build")

@@ -1,6 +1,7 @@
 """Helpers that several backends share."""
 from __future__ import annotations
 
+import inspect
 import os
 import weakref
 from collections import Counter
@@ -20,7 +21,10 @@ def batch_dynamic_shapes(spec: ModelSpec) -> tuple[dict[int, torch.export.Dim], 
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    return tuple({0: batch} for _ in spec.example_inputs)
+    shapes = tuple({0: batch} for _ in spec.example_inputs)
+    # a forward(*inputs) (edgekit's FlatOutputs wrapper) takes its inputs as one packed argument
+    params = inspect.signature(spec.module.forward).parameters.values()
+    return (shapes,) if [p.kind for p in params] == [inspect.Parameter.VAR_POSITIONAL] else shapes
 
 
 def versions(*packages: str) -> dict[str, str]:
