@@ -15,9 +15,9 @@ QUANTIZED_PRECISIONS = ("int8", "int8-dynamic")  # made by a quantize step after
 LAYOUTS = ("NCHW", "NHWC")
 
 # Which way is better for each gated metric; a gate on any other name is a typo and is rejected.
-LOWER_IS_BETTER = {"max_abs_error", "mean_abs_error", "accuracy_drop"}
+LOWER_IS_BETTER = {"max_abs_error", "max_rel_error", "mean_abs_error", "accuracy_drop"}
 HIGHER_IS_BETTER = {"cosine", "sqnr_db", "top1_agreement"}
-OUTPUT_METRICS = {"max_abs_error", "mean_abs_error", "cosine", "sqnr_db", "top1_agreement"}
+OUTPUT_METRICS = {"max_abs_error", "max_rel_error", "mean_abs_error", "cosine", "sqnr_db", "top1_agreement"}
 TASK_METRICS = {"accuracy_drop", "top1_agreement"}
 
 

@@ -121,8 +121,8 @@ def test_cli_bench_exits_1_when_a_gate_fails(zoo_run, tmp_path, capsys):
     shutil.copytree(zoo_run("cnn").folder, run)
     profile = run / fp32_profile("onnx") / "profile.toml"
     text = profile.read_text()
-    assert "max_abs_error" in text
-    lines = [ln if not ln.strip().startswith("max_abs_error") else "max_abs_error = { warn = 1e-12, fail = 1e-11 }"
+    assert "max_rel_error" in text
+    lines = [ln if not ln.strip().startswith("max_rel_error") else "max_rel_error = { warn = 1e-12, fail = 1e-11 }"
              for ln in text.splitlines()]
     profile.write_text("\n".join(lines) + "\n")
     assert main(["bench", str(run), "--quick", "--no-explain"]) == 1

@@ -12,6 +12,7 @@ def test_stats_of_known_error():
     act = ref + np.array([[0.1, 0.0, 0.0], [0.0, 0.0, -0.2]], dtype=np.float32)
     s = output_stats("logits", ref, act)
     assert s.max_abs_error == pytest.approx(0.2, rel=1e-5)
+    assert s.max_rel_error == pytest.approx(0.2 / 3, rel=1e-5)  # of the largest |reference|
     assert s.mean_abs_error == pytest.approx(0.05, rel=1e-5)
     assert s.sqnr_db == pytest.approx(10 * np.log10(28 / 0.05), rel=1e-4)
     assert s.top1_agreement == 1.0
