@@ -10,6 +10,7 @@ from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.backends.base import check_options
 from edgekit.bench.run import validate_in_worker
+from edgekit.check import CheckResult, check_model
 from edgekit.compress.recipe import CompressionRecipe, CompressionReport, compress
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles
 from edgekit.data.calib import CalibrationData, load_calibration
@@ -167,3 +168,16 @@ def validate_run(run_dir: str | Path, progress: Progress = _quiet) -> RunResult:
     result = RunResult(run["source"], folder, reference.accuracy(), tuple(rows), None, reference.describe())
     write_reports(folder, result, reference, run)
     return result
+
+
+def check(source: str, targets: str | list[TargetProfile], *, allow_pickle: bool = False,
+          progress: Progress = _quiet) -> list[CheckResult]:
+    """What will not convert, or will run differently, on each target, without exporting anything: one
+    :class:`~edgekit.check.CheckResult` per target (``ok`` when it has no error; warnings allowed). Bad input
+    (source, profile) raises EdgekitError, as :func:`export` does."""
+    profiles = load_profiles(targets) if isinstance(targets, str) else list(targets)
+    for profile in profiles:
+        check_options(profile)
+    progress(f"loading {source}")
+    spec = load_source(source, allow_pickle=allow_pickle)
+    return check_model(spec, profiles, progress)

@@ -122,6 +122,29 @@ def cmd_device_bench(args: argparse.Namespace) -> int:
     return 1 if result.check["status"] == "FAIL" else 0
 
 
+def _print_check(source: str, results: list) -> None:
+    print(f"\n{source}")
+    for result in results:
+        errors = sum(f.severity == "error" for f in result.findings)
+        warnings = len(result.findings) - errors
+        status = "OK" if not result.findings else "OK with warnings" if not errors else "CANNOT WORK"
+        counts = ", ".join(f"{n} {what}{'s' if n > 1 else ''}" for n, what in ((errors, "error"),
+                                                                             (warnings, "warning")) if n)
+        print(f"{result.target}: {status}" + (f" ({counts})" if counts else "") + f"  [{result.seconds:.1f} s]")
+        for f in result.findings:
+            where = " ".join(filter(None, (f.op, f"at {f.module_path or '<root>'}" if f.module_path is not None
+                                           else None)))
+            print(f"  {f.severity:7s} {f.kind}: " + (f"{where}: " if where else "") + f.message)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from edgekit.api import check
+
+    results = check(args.source, args.target, allow_pickle=args.allow_pickle, progress=_progress)
+    _print_check(args.source, results)
+    return 0 if all(r.ok for r in results) else 1
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from edgekit.config import known_profiles, load_profile
 
@@ -186,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recover-lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("check", help="export nothing; say per target what will not convert or will run "
+                       "differently (ops without a conversion or a kernel, pinned dims, layout transposes), with "
+                       "the module path of each op; exit 1 when a target cannot work")
+    p.add_argument("source", help="zoo:NAME | path/file.py:factory | package.module:factory | file.pt2")
+    p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
+    p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("validate", help="validate every artifact of a run folder again on its runtime")
     p.add_argument("run_dir")

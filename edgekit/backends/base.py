@@ -100,6 +100,9 @@ class Backend(Protocol):
         read by the backend's session module, the same file a bundle runs with); ``threads`` overrides the
         recorded thread count (e.g. 1 for single-thread latency)."""
 
+    # Optional, for `edgekit check`: check(spec, profile, program) -> list[edgekit.check.Finding] converts the
+    # torch.export program in memory and says what the converter or the runtime refuses; nothing is written.
+
 
 _MODULES = {
     "onnx": "edgekit.backends.onnx",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections import Counter
@@ -29,6 +30,9 @@ from edgekit.config import CALIBRATION_METHODS, QUANTIZED_PRECISIONS, TargetProf
 from edgekit.errors import EdgekitError
 
 if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
+    import torch
+
+    from edgekit.check import Finding
     from edgekit.data.calib import CalibrationData
     from edgekit.spec import ModelSpec
 
@@ -120,6 +124,73 @@ OPTIONS = {
 }
 
 
+_REPORT_FAILURE = re.compile(r"`([^`]+)`:.*All nodes: `\[([^\]]*)\]`", re.DOTALL)
+_NO_FUNCTION = re.compile(r"No ONNX function found for <OpOverload\(op='([^']+)', overload='([^']+)'\)>")
+_NO_KERNEL = re.compile(r"implementation for (\w+)\((\d+)\) node with name '([^']*)'")
+
+
+def _report_failures(report_dir: Path) -> list[tuple[str, list[str]]]:
+    """(op, FX node names) for every op the exporter's report lists as having no ONNX function."""
+    failures = []
+    for report in report_dir.glob("*.md"):
+        section = report.read_text(encoding="utf-8").partition("Errors grouped by operator")[2].split("\n## ")[0]
+        for bullet in re.split(r"^- ", section, flags=re.MULTILINE)[1:]:
+            found = _REPORT_FAILURE.match(bullet)
+            if found:
+                failures.append((found.group(1), [name.strip() for name in found.group(2).split(",")]))
+    return failures
+
+
+def _export_failures(exc: Exception, report_dir: Path, program: torch.export.ExportedProgram,
+                     target: str) -> list[Finding]:
+    """Every op the exporter found no ONNX function for: its report lists them all (the exception stops at the
+    first); the graph of the failing node, which the exporter decomposed from the program, places them."""
+    from edgekit.check import ERROR, Finding, OpSites, failing_node, node_module_path, op_findings
+    from edgekit.errors import one_line
+
+    node = failing_node(exc)
+    sites = OpSites(*([node.graph] if node is not None else []), program.graph)
+    why = "the ONNX exporter has no ONNX function for it (torch.onnx dynamo exporter, torchlib)"
+    findings = []
+    for op, names in _report_failures(report_dir):
+        nodes = [n for n in map(sites.node, names) if n is not None]
+        if op == "with_effects":  # a side-effecting op, wrapped: name the op itself
+            op = next((str(n.args[1]) for n in nodes if len(n.args) > 1), op)
+        paths = dict.fromkeys(node_module_path(n) for n in nodes) or {None: None}
+        findings += [Finding(target, ERROR, "unsupported op", op, path, why) for path in paths]
+    if findings:
+        return findings
+    if node is not None:
+        return [Finding(target, ERROR, "unsupported op", str(node.target), node_module_path(node),
+                        f"the ONNX exporter cannot translate it: {one_line(exc.__cause__ or exc)}")]
+    named = _NO_FUNCTION.search(str(exc))
+    if named:
+        return op_findings(target, "unsupported op", [".".join(named.groups())], sites, lambda _: why)
+    return [Finding(target, ERROR, "export failed", None, None, one_line(exc))]
+
+
+def _kernel_failure(exc: Exception, model: onnx.ModelProto, target: str) -> list[Finding]:
+    """onnxruntime refuses a node it has no CPU kernel for (op type, opset and input types): the exporter's
+    node metadata says which module and which aten op it came from."""
+    import ast
+
+    from edgekit.check import ERROR, Finding
+    from edgekit.errors import one_line
+
+    found = _NO_KERNEL.search(str(exc))
+    if not found:
+        return [Finding(target, ERROR, "session failed", None, None, one_line(exc))]
+    op_type, opset, name = found.groups()
+    meta = next(({p.key: p.value for p in n.metadata_props} for n in model.graph.node if n.name == name), {})
+    scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+    source = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
+    path = scopes[-2] if len(scopes) >= 2 else None
+    origin = f" (from {source[-1]})" if source else ""
+    return [Finding(target, ERROR, "no kernel", f"{op_type}-{opset}", path,
+                    f"onnxruntime has no CPU kernel for {op_type}-{opset} with these input types{origin}; "
+                    "it reports the first such node only")]
+
+
 class OnnxBackend:
     name = "onnx"
     extra = "onnx"
@@ -165,6 +236,33 @@ class OnnxBackend:
 
     def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> OnnxSession:
         return OnnxSession(folder / manifest.model_file, manifest.extra["runtime"], threads)
+
+    def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram
+              ) -> list[Finding]:
+        """Convert ``program`` in memory (report in a temp dir) and open it in onnxruntime: ops the exporter
+        cannot translate, nodes onnxruntime has no CPU kernel for. Nothing is written."""
+        import torch
+
+        from edgekit.check import ERROR, Finding, batch_is_dynamic
+
+        findings = []
+        if not batch_is_dynamic(program):
+            findings.append(Finding(profile.name, ERROR, "pinned dim", None, None,
+                                    "the onnx export asks torch.export for a dynamic batch, which it cannot give"))
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                exported = torch.onnx.export(program, spec.example_inputs, dynamo=True, report=True,
+                                             artifacts_dir=tmp, opset_version=profile.runtime.opset,
+                                             verbose=False)
+            except Exception as exc:
+                return findings + _export_failures(exc, Path(tmp), program, profile.name)
+        model = exported.model_proto
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=[PROVIDER])
+        except Exception as exc:
+            findings += _kernel_failure(exc, model, profile.name)
+        return findings
 
 
 BACKEND = OnnxBackend()

@@ -6,6 +6,7 @@ default in force gets a warning, and the manifest says what the compiled model r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import warnings
@@ -32,6 +33,9 @@ from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.errors import EdgekitError
 
 if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
+    import torch
+
+    from edgekit.check import Finding, OpSites
     from edgekit.data.calib import CalibrationData
     from edgekit.spec import ModelSpec
 
@@ -144,6 +148,41 @@ def _convert(spec: ModelSpec) -> ov.Model:
         return ov.convert_model(program)
 
 
+_NO_RULE = re.compile(r"No conversion rule found for operations: ([^\n]+)")
+_FAILED_FOR = re.compile(r"Conversion is failed for: ([^\n]+)")
+_OP_MESSAGE = re.compile(r"^-- (\S+) with a message:\n(.*?)(?=^-- |^Summary:|\Z)", re.MULTILINE | re.DOTALL)
+
+
+def _decoded(program: torch.export.ExportedProgram) -> tuple[object, torch.fx.Graph]:
+    """The decoder convert_model makes for an ExportedProgram, made here so its graph (decomposed by OpenVINO's
+    own table) can place the ops the frontend names; its "not found in decomp table" logging is dropped."""
+    from openvino.frontend.pytorch.fx_decoder import TorchFXPythonDecoder
+
+    from edgekit.check import root_log_captured
+
+    with root_log_captured():
+        decoder = TorchFXPythonDecoder.from_exported_program(program)
+    return decoder, decoder.pt_module.graph
+
+
+def _conversion_failures(exc: Exception, sites: OpSites, target: str) -> list[Finding]:
+    """The frontend lists every op it has no rule for, or whose rule failed (with the rule's message)."""
+    from edgekit.check import ERROR, Finding, op_findings
+    from edgekit.errors import one_line
+
+    text = str(exc)
+    messages = {op: " ".join(line.strip() for line in body.splitlines()
+                             if line.strip() and not line.strip().startswith(("Check '", "Exception happened")))
+                for op, body in _OP_MESSAGE.findall(text)}
+    findings = []
+    for pattern, why in ((_NO_RULE, lambda op: "OpenVINO's PyTorch frontend has no conversion rule for it"),
+                         (_FAILED_FOR, lambda op: "OpenVINO's conversion rule failed: "
+                                                  + messages.get(op, "see convert_model's log")[:300])):
+        for listed in pattern.findall(text):
+            findings += op_findings(target, "unsupported op", [op.strip() for op in listed.split(",")], sites, why)
+    return findings or [Finding(target, ERROR, "conversion failed", None, None, one_line(exc))]
+
+
 class OpenVinoBackend:
     name = "openvino"
     extra = "openvino"
@@ -206,6 +245,37 @@ class OpenVinoBackend:
         if missing:
             raise EdgekitError(missing)
         return OpenVinoSession(folder / manifest.model_file, runtime, threads)
+
+    def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram
+              ) -> list[Finding]:
+        """convert_model on ``program`` in memory (it names every op it cannot convert), then compile on the
+        profile's device when this host has it. Nothing is written."""
+        from edgekit.check import ERROR, WARNING, Finding, OpSites, batch_is_dynamic
+        from edgekit.errors import one_line
+
+        findings = []
+        if not batch_is_dynamic(program):
+            findings.append(Finding(profile.name, ERROR, "pinned dim", None, None, "the openvino export asks "
+                                    "torch.export for a dynamic batch, which it cannot give"))
+        graphs = [program.graph]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                decoder, graph = _decoded(program)
+                graphs.insert(0, graph)
+                model = ov.convert_model(decoder)
+            except Exception as exc:
+                return findings + _conversion_failures(exc, OpSites(*graphs), profile.name)
+        missing = device_missing(profile.runtime.device)
+        if missing:
+            return findings + [Finding(profile.name, WARNING, "not compiled", None, None,
+                                       f"{missing}: converted, but the device plugin's kernels are not checked")]
+        try:
+            core().compile_model(model, profile.runtime.device)
+        except Exception as exc:
+            findings.append(Finding(profile.name, ERROR, "no kernel", None, None,
+                                    f"the {profile.runtime.device} plugin cannot compile it: {one_line(exc)}"))
+        return findings
 
     def throughput(self, folder: Path, manifest: Manifest, one: dict[str, np.ndarray],
                    seconds: float) -> Throughput:

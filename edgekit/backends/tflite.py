@@ -6,6 +6,7 @@ per batch size of the profile ("b1", "b8", ...). NHWC profiles wrap the model wi
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import replace
@@ -34,6 +35,7 @@ from edgekit.errors import EdgekitError  # noqa: E402
 if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
     import torch
 
+    from edgekit.check import Finding
     from edgekit.data.calib import CalibrationData
     from edgekit.spec import ModelSpec
 
@@ -163,6 +165,124 @@ OPTIONS = {
 }
 
 
+_LOWERING = re.compile(r"Lowering not found: (\S+)")
+_ILLEGAL = re.compile(r"failed to legalize operation '([^']+)'")
+_PREPARE = re.compile(r"Node number (\d+) \((\w+)\) failed to prepare")
+
+
+def _unwrapped(path: str | None) -> str | None:
+    """Paths inside to_channel_last_io's wrapper, as the user's model names them."""
+    if path is None or path != "wrapped" and not path.startswith("wrapped."):
+        return path
+    return path.removeprefix("wrapped").removeprefix(".")
+
+
+def _named(message: str, spec: ModelSpec) -> str:
+    """litert-torch calls the inputs args_0, args_1, ...: use the model's names."""
+    for i, name in enumerate(spec.input_names):
+        message = message.replace(f"'args_{i}'", f"{name!r}")
+    return message
+
+
+def _tensor_module_paths(program: torch.export.ExportedProgram) -> dict[str, str]:
+    """litert-torch names tensors after the module hierarchy of the node that made them ("Cls_attr/Cls_attr;N",
+    root class first): that hierarchy, without the root, -> the module path."""
+    from edgekit.check import node_module_path
+
+    found = {}
+    for node in program.graph.nodes:
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        path = node_module_path(node)
+        if path is not None and len(stack) > 1:
+            found["/".join(f"{cls}_{name.split('.')[-1]}" for name, cls in stack[1:])] = path
+    return found
+
+
+def _op_module_path(interpreter: Interpreter, index: int, program: torch.export.ExportedProgram) -> str | None:
+    """The module an interpreter op came from, read from its output tensor names (else its inputs')."""
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    op = interpreter._get_ops_details()[index]
+    known = _tensor_module_paths(program)
+    for tensor in [*op["outputs"], *op["inputs"]]:
+        for hierarchy in reversed(names.get(tensor, "").split(";")):
+            segments = hierarchy.split("/")
+            for skip in (1, 2):  # the root class; and to_channel_last_io's wrapper around it
+                if "/".join(segments[skip:]) in known:
+                    return known["/".join(segments[skip:])]
+    return None
+
+
+def _input_transposes(interpreter: Interpreter, signature: str, spec: ModelSpec, layout: str,
+                      target: str) -> list[Finding]:
+    """TRANSPOSE ops that read a model input: the layout the input arrives in is not the one the kernels use."""
+    from edgekit.check import WARNING, Finding
+
+    details = interpreter.get_signature_runner(signature).get_input_details()
+    inputs = {details[f"args_{i}"]["index"]: name for i, name in enumerate(spec.input_names)}
+    findings = []
+    for op in interpreter._get_ops_details():
+        for tensor in op["inputs"]:
+            if op["op_name"] == "TRANSPOSE" and tensor in inputs:
+                findings.append(Finding(target, WARNING, "layout", "TRANSPOSE", None,
+                                        f"input {inputs[tensor]} ({layout}) is transposed before the first kernel: "
+                                        "LiteRT computes in NHWC" + ("" if layout == "NHWC" else
+                                        "; an NHWC profile (runtime.layout) avoids it")))
+    return findings
+
+
+def _lowering_failure(exc: Exception, program: torch.export.ExportedProgram, target: str) -> list[Finding]:
+    from edgekit.check import ERROR, Finding, OpSites, failing_node, node_module_path, op_findings
+    from edgekit.errors import one_line
+
+    node = failing_node(exc)
+    if node is not None:
+        return [Finding(target, ERROR, "unsupported op", str(node.target), _unwrapped(node_module_path(node)),
+                        f"litert-torch cannot lower it: {one_line(exc)}")]
+    named = _LOWERING.search(str(exc))
+    if named:
+        return op_findings(target, "unsupported op", [named.group(1)], OpSites(program.graph),
+                           lambda op: "litert-torch has no lowering for it")
+    illegal = _ILLEGAL.search(str(exc))
+    return [Finding(target, ERROR, "conversion failed", illegal.group(1) if illegal else None, None,
+                    f"litert-torch: {one_line(exc)}")]
+
+
+def _convert_in_memory(spec: ModelSpec, layout: str, size: int) -> tuple[bytes, Exception | None, list[str]]:
+    """The flatbuffer of one signature as export makes it (layout wrapper included), the conversion's failure,
+    and what litert-torch logged meanwhile (e.g. 64-bit inputs narrowed to 32 bits)."""
+    from edgekit.check import root_log_captured
+
+    with native_stderr_captured():  # torchao's "Failed to load ..._C_cutlass" lines on CPU-only machines
+        import litert_torch
+
+    module, images = spec.module, _image_inputs(spec)
+    args = tuple(_batch(t, size) for t in spec.example_inputs)
+    if layout == "NHWC":
+        module = litert_torch.to_channel_last_io(module, args=images).eval()
+        args = tuple(a.permute(0, 2, 3, 1).contiguous() if i in images else a for i, a in enumerate(args))
+    content, failure = b"", None
+    with warnings.catch_warnings(), native_stderr_captured(), root_log_captured() as logs:
+        warnings.simplefilter("ignore")
+        try:  # caught inside: native_stderr_captured would replay the converter's log on the way out
+            content = bytes(litert_torch.signature(signature_name(size), module, args).convert().model_content())
+        except Exception as exc:
+            failure = exc
+    return content, failure, [_named(r.getMessage(), spec) for r in logs if "litert_torch" in r.pathname]
+
+
+def _prepare_failure(exc: Exception, interpreter: Interpreter, program: torch.export.ExportedProgram,
+                     target: str) -> Finding:
+    """A kernel that refuses the op it was given (the interpreter names the op by its index)."""
+    from edgekit.check import ERROR, Finding
+
+    found = _PREPARE.search(str(exc))
+    op, path = None, None
+    if found:
+        op, path = found.group(2), _unwrapped(_op_module_path(interpreter, int(found.group(1)), program))
+    return Finding(target, ERROR, "no kernel", op, path,
+                   f"the LiteRT interpreter cannot prepare it: {str(exc).strip()[:300]}")
+
+
 class TfliteBackend:
     name = "tflite"
     extra = "tflite"
@@ -208,6 +328,32 @@ class TfliteBackend:
     def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> TfliteSession:
         with native_stderr_captured():  # "Created TensorFlow Lite XNNPACK delegate" on every load
             return TfliteSession(folder / manifest.model_file, manifest.extra["runtime"], threads)
+
+    def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram
+              ) -> list[Finding]:
+        """Convert in memory for the smallest batch size of the profile (the ops are the same for every size),
+        with the profile's layout, then allocate it in the interpreter: ops without a lowering, kernels that
+        refuse to prepare, layout transposes at the inputs, the batch pinned per signature. Nothing is written."""
+        from edgekit.check import WARNING, Finding, batch_is_dynamic
+
+        size = min(profile.runtime.batch_sizes)
+        content, failure, notes = _convert_in_memory(spec, profile.runtime.layout, size)
+        if failure is not None:
+            return _lowering_failure(failure, program, profile.name)
+        findings = [Finding(profile.name, WARNING, "converter", None, None, f"litert-torch: {n}") for n in notes]
+        if batch_is_dynamic(program):
+            sizes = ", ".join(map(str, sorted(set(profile.runtime.batch_sizes))))
+            findings.append(Finding(profile.name, WARNING, "pinned dim", None, None,
+                                    f"the batch of {', '.join(spec.input_names)} is dynamic in torch; LiteRT pins "
+                                    f"it to {sizes} (one signature per size), every other dim to the example's"))
+        with native_stderr_captured():
+            interpreter = Interpreter(model_content=content)
+            try:
+                interpreter.allocate_tensors()
+            except Exception as exc:  # caught inside: native_stderr_captured would replay the log
+                return findings + [_prepare_failure(exc, interpreter, program, profile.name)]
+        return findings + _input_transposes(interpreter, signature_name(size), spec, profile.runtime.layout,
+                                            profile.name)
 
 
 BACKEND = TfliteBackend()
