@@ -1,4 +1,6 @@
 """Pruning and recovery: real sparsity, real accuracy, clear errors."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -51,8 +53,6 @@ def test_l1_recipe_with_finetune_keeps_sparsity_and_recovers(tmp_path):
 
 
 def test_recovery_needs_a_task():
-    from pathlib import Path
-
     from edgekit.compress.recipe import compress
     from edgekit.source import load_source
 
@@ -69,6 +69,36 @@ def test_distillation_loss_prefers_the_teachers_answer():
     assert kd_loss(teacher.clone(), teacher, target) < kd_loss(torch.tensor([[0.0, 4.0, 0.0]]), teacher, target)
 
 
+def _shapes(output) -> list[tuple[int, ...]]:
+    return [tuple(t.shape) for t in (output if isinstance(output, tuple) else (output,))]
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5])
+def test_channel_pruning_shrinks_every_zoo_model_and_it_still_runs(zoo_model, ratio):
+    from edgekit.compress.channels import prune_channels
+    from edgekit.compress.recipe import count_flops
+    from edgekit.zoo.transformer import MultiHeadAttention
+
+    spec = load(zoo_model)
+    with torch.no_grad():
+        shapes = _shapes(spec.module(*spec.example_inputs))
+    flops, params = count_flops(spec.module, spec.example_inputs)
+    pruned, widths = prune_channels(spec.module, spec.example_inputs, ratio, round_to=8)
+    with torch.no_grad():
+        assert _shapes(pruned(*spec.example_inputs)) == shapes
+    flops_after, params_after = count_flops(pruned, spec.example_inputs)
+    assert flops_after < flops * (1 - ratio / 2) and params_after < params
+    layers = dict(pruned.named_modules())
+    assert widths and all(after < before for before, after in widths.values())
+    assert all(layers[name].weight.shape[0] == after for name, (_, after) in widths.items())  # really narrower
+    assert all(after % 8 == 0 for _, after in widths.values())  # SIMD-friendly widths
+    for attention in (m for m in pruned.modules() if isinstance(m, MultiHeadAttention)):
+        assert attention.num_heads == 4  # head dims pruned, heads kept, and the module knows its sizes
+        assert attention.num_heads * attention.head_dim == attention.q_proj.out_features < 64
+        assert attention.k_proj.out_features == attention.v_proj.out_features == attention.out_proj.in_features \
+            == attention.q_proj.out_features
+
+
 @pytest.mark.parametrize("model, min_speedup", [("cnn", 1.8), ("transformer", 1.8)])
 def test_channel_pruning_really_shrinks_and_still_exports(model, min_speedup):
     from edgekit.compress.channels import prune_channels
@@ -79,17 +109,32 @@ def test_channel_pruning_really_shrinks_and_still_exports(model, min_speedup):
     pruned, widths = prune_channels(spec.module, spec.example_inputs, 0.5, round_to=8)
     flops_after, params_after = count_flops(pruned, spec.example_inputs)
     assert flops / flops_after >= min_speedup and params_after < params / 2
-    assert all(after % 8 == 0 for _, after in widths.values())  # SIMD-friendly widths
-    out = pruned(*spec.example_inputs)
-    logits = out[0] if isinstance(out, tuple) else out
-    assert logits.shape == (2, 10)
     torch.export.export(pruned, spec.example_inputs)  # exporters see a plain, smaller model
 
 
-def test_channel_pruning_gives_up_cleanly_where_torch_pruning_cannot(monkeypatch):
-    import edgekit.compress.channels as channels
+def test_fusion_channel_pruning_runs_through_export_and_validation(tmp_path):
+    """The multimodal model through the whole chain: prune, measure the pruned model, export, validate."""
+    from edgekit.api import export
 
-    monkeypatch.setattr(channels, "GRAPH_SECONDS", 5)
-    spec = load("attention")
-    with pytest.raises(EdgekitError, match="could not resolve this model's channel dependencies"):
-        channels.prune_channels(spec.module, spec.example_inputs, 0.5)
+    result = export("zoo:fusion", "onnx-cpu-fp32", tmp_path / "run", compression=CompressionRecipe.parse("channels:0.3"))
+    c = result.compression
+    assert c.channels["conv2"] == (64, 48) and c.flops_after < c.flops_before / 2
+    assert 0.5 < c.accuracy_pruned < c.accuracy_before  # measured on the pruned model, before any recovery
+    assert not result.failed and result.rows[0].accuracy == pytest.approx(c.accuracy_pruned)
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("pooled_concat", "channel pruning left the model inconsistent (RuntimeError: mat1 and mat2"),
+    ("inline_gate", "could not resolve this model's channel dependencies within 3 s"),
+])
+def test_channel_pruning_gives_up_cleanly_where_torch_pruning_cannot(capsys, tmp_path, monkeypatch, factory, message):
+    import edgekit.compress.channels as channels
+    from edgekit.cli import main
+
+    monkeypatch.setattr(channels, "GRAPH_SECONDS", 3)
+    out = tmp_path / "run"
+    code = main(["export", f"{Path(__file__).parent}/fixtures/unprunable_models.py:{factory}",
+                 "--prune", "channels:0.5", "--target", "onnx-cpu-fp32", "--out", str(out)])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.lstrip().startswith(".. ")]
+    assert code == 2 and len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert not out.exists()

@@ -31,25 +31,41 @@ class SimpleCNN(nn.Module):
         return self.fc2(F.relu(self.fc1(x)))
 
 
+class SpatialAttention(nn.Module):
+    """Scores each position of a feature map with a 1x1 convolution; the softmax over the positions is the attention,
+    which rescales every channel at that position (mean scale 1). Returns (gated features, attention [B, positions]).
+
+    A module of its own so that structured pruning can be told the gate keeps the channels it is given
+    (edgekit.compress.pruners)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        conv = nn.Conv2d(channels, 1, kernel_size=1)  # for its initialization; the parameters live here
+        self.weight, self.bias = conv.weight, conv.bias
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attention = torch.softmax(F.conv2d(features, self.weight, self.bias).flatten(1), dim=1)
+        positions = attention.shape[1]
+        gated = features * (attention * positions).unsqueeze(1).reshape(-1, 1, *features.shape[2:])
+        return gated, attention
+
+
 class AttentionCNN(nn.Module):
     """The same trunk with a spatial attention head.
 
-    A 1x1 conv scores each of the 16 positions of the last feature map; the softmax over them is the
-    attention distribution, which gates the features before the classifier. Returns (logits, attention)
-    with attention [B, 16] (a 4x4 map over the image, rows sum to 1), so a report can show where it looks.
+    The attention over the 16 positions of the last feature map gates the features before the classifier.
+    Returns (logits, attention) with attention [B, 16] (a 4x4 map over the image, rows sum to 1), so a report can
+    show where it looks.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.trunk = Trunk()
-        self.score = nn.Conv2d(20, 1, kernel_size=1)
+        self.score = SpatialAttention(20)  # named score: the trained weights are score.weight and score.bias
         self.fc1 = nn.Linear(320, 50)
         self.fc2 = nn.Linear(50, 10)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.trunk(image)
-        attention = torch.softmax(self.score(features).flatten(1), dim=1)
-        positions = attention.shape[1]
-        gated = features * (attention * positions).unsqueeze(1).reshape(-1, 1, 4, 4)
+        gated, attention = self.score(self.trunk(image))
         logits = self.fc2(F.relu(self.fc1(gated.flatten(1))))
         return logits, attention

@@ -13,6 +13,20 @@ from edgekit.data.captions import PAD, SEQ_LEN
 from edgekit.zoo.transformer import MultiHeadAttention, TransformerEncoderLayer
 
 
+class FusionHead(nn.Sequential):
+    """The classifier over the pooled modalities: concatenates its ``inputs`` inputs (each [B, D]) and runs its layers.
+
+    The concatenation lives in here so that structured pruning can be told which block of the first layer's
+    columns belongs to which input (edgekit.compress.pruners)."""
+
+    def __init__(self, inputs: int, *layers: nn.Module) -> None:
+        super().__init__(*layers)
+        self.inputs = inputs
+
+    def forward(self, *pooled: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.cat(pooled, 1))
+
+
 class FusionNet(nn.Module):
     """Image branch (CNN over the digit), text branch (token embedding + one encoder layer over the caption).
 
@@ -33,7 +47,7 @@ class FusionNet(nn.Module):
         self.text_encoder = TransformerEncoderLayer(d_model, num_heads, 2 * d_model, dropout=0.1)
         self.cross = MultiHeadAttention(d_model, num_heads)
         self.cross_norm = nn.LayerNorm(d_model)
-        self.head = nn.Sequential(nn.Linear(3 * d_model, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, num_classes))
+        self.head = FusionHead(3, nn.Linear(3 * d_model, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, num_classes))
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.use_image:
@@ -47,5 +61,4 @@ class FusionNet(nn.Module):
         mask = (tokens != PAD).to(text_seq.dtype).unsqueeze(-1)
         count = mask.sum(1).clamp(min=1.0)
         crossed, weights = self.cross(self.cross_norm(text_seq), image_seq, image_seq)  # weights [B, H, T, 16]
-        pooled = torch.cat([image_seq.mean(1), (text_seq * mask).sum(1) / count, (crossed * mask).sum(1) / count], 1)
-        return self.head(pooled), weights
+        return self.head(image_seq.mean(1), (text_seq * mask).sum(1) / count, (crossed * mask).sum(1) / count), weights

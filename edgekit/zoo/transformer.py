@@ -7,6 +7,31 @@ import torch
 from torch import nn
 
 
+class AttentionHeads(nn.Module):
+    """softmax(q k^T / sqrt(head_dim)) v over ``num_heads`` heads: the parameter-free middle of multi-head attention.
+
+    q, k, v and the output are [B, T, num_heads * head_dim] with the heads laid one after another. It is a module of
+    its own so that structured pruning can be told these channels come in ``num_heads`` equal groups
+    (edgekit.compress.pruners)."""
+
+    def __init__(self, num_heads: int, head_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+        # fixed at construction: a pruned head keeps the softmax temperature its weights were trained with
+        self.temperature = math.sqrt(head_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = self._split(q), self._split(k), self._split(v)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / self.temperature, dim=-1)
+        out = (self.dropout(weights) @ v).transpose(1, 2)
+        return out.reshape(out.shape[0], out.shape[1], -1), weights
+
+
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention over ``num_heads`` heads; returns (output, weights [B, H, Tq, Tk])."""
 
@@ -14,21 +39,22 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
-        self.num_heads, self.head_dim = num_heads, d_model // num_heads
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
+        self.heads = AttentionHeads(num_heads, d_model // num_heads, dropout)
         self.out_proj = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+    @property
+    def num_heads(self) -> int:
+        return self.heads.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.heads.head_dim
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = self._heads(self.q_proj(query)), self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
-        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
-        out = (self.dropout(weights) @ v).transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
+        out, weights = self.heads(self.q_proj(query), self.k_proj(key), self.v_proj(value))
         return self.out_proj(out), weights
 
 
