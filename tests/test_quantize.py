@@ -13,13 +13,13 @@ from edgekit.data.calib import load_calibration
 from edgekit.data.preprocess import PRESETS, resolve
 from edgekit.data.sources import InputInfo
 
+from edgekit.errors import EdgekitError
+from tests.conftest import BACKENDS
+
 MNIST = resolve(PRESETS["mnist"], "image", (2, 1, 28, 28))
 IMAGE = InputInfo(("image",), ((2, 1, 28, 28),), ("float32",), "mnist", preprocess=MNIST)
 FUSION = InputInfo(("image", "tokens"), ((2, 1, 28, 28), (2, 8)), ("float32", "int64"), "mnist-fusion",
                    preprocess=MNIST)
-from edgekit.errors import EdgekitError
-from tests.conftest import BACKENDS
-
 SAMPLE = Path(__file__).parents[1] / "sample_data"
 INT8 = [b for b in BACKENDS if (Path(__file__).parents[1] / "targets" / f"{b}-cpu-int8.toml").is_file()]
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,9 +17,11 @@ from pathlib import Path
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
-from efficientnet_lite0 import MEAN, SIZE, STD, photos  # noqa: E402
+import benchmark_app  # noqa: E402
+from efficientnet_lite0 import SIZE, photos  # noqa: E402
 
 from edgekit.api import export  # noqa: E402
+from edgekit.artifact import read_manifest  # noqa: E402
 from edgekit.bench.run import Timing, bench  # noqa: E402
 from edgekit.config import load_profile, parse_profile  # noqa: E402
 from edgekit.report.explain import softmax  # noqa: E402
@@ -32,21 +31,11 @@ BACKENDS = ("onnx", "openvino", "tflite")
 ROUNDS = 3  # edgekit / benchmark_app alternations
 CONFIDENT = 0.25  # out-of-distribution photos (text, gravel, a colour wheel) get flat, easily flipped scores
 SOURCE = f"{TOOLS / 'efficientnet_lite0.py'}:build"
-PREPROCESS = f"""
-[preprocess]
-size = [{SIZE}, {SIZE}]
-grayscale = false
-scale = {1 / 255!r}
-mean = [{MEAN!r}, {MEAN!r}, {MEAN!r}]
-std = [{STD!r}, {STD!r}, {STD!r}]
-"""
-
-
 def profile_for(backend: str, precision: str):
-    """The standard CPU profile with ImageNet-style preprocessing, batch 1 only, calibrated on the photos."""
+    """The standard CPU profile, batch 1 only (the model declares its own preprocessing)."""
     base = load_profile(f"{backend}-cpu-{precision}")
     text = base.text.replace("batch_sizes = [1, 8]", "batch_sizes = [1]")
-    return parse_profile(text + PREPROCESS, f"{base.name} (+ ImageNet preprocessing)")
+    return parse_profile(text, f"{base.name} (batch 1)")
 
 
 def calibration_folder(root: Path, crops: int = 10, seed: int = 0) -> Path:
@@ -70,16 +59,13 @@ def calibration_folder(root: Path, crops: int = 10, seed: int = 0) -> Path:
 
 
 def benchmark_app_median(xml: Path, threads: int, seconds: int) -> float | None:
-    """OpenVINO's benchmark_app on the same IR: batch 1, one synchronous request, ``threads`` threads, f32."""
-    tool = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
-    command = [tool, "-m", str(xml), "-d", "CPU", "-b", "1", "-api", "sync", "-hint", "none", "-nstreams", "1",
-               "-nthreads", str(threads), "-t", str(seconds), "-infer_precision", "f32"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    match = re.search(r"Median:\s+([\d.]+) ms", done.stdout)
-    if done.returncode != 0 or not match:
-        print(f"benchmark_app failed ({done.returncode}): {(done.stdout + done.stderr)[-400:]}", file=sys.stderr)
+    """OpenVINO's benchmark_app on the same IR: batch 1, one synchronous request, ``threads`` threads, f32 compute
+    and f32 input (tools/benchmark_app.py). None, saying why on stderr, when it fails."""
+    try:
+        return benchmark_app.run(xml, threads, seconds).median_ms
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
         return None
-    return float(match.group(1))
 
 
 def main() -> None:
@@ -124,12 +110,13 @@ def main() -> None:
               f"{same[confident].mean():.3f} | {v.status.value} |")
     print("\n| OpenVINO IR | threads | edgekit p50 ms | benchmark_app median ms | edgekit / benchmark_app |")
     print("|---|---|---|---|---|")
-    for precision in ("fp32", "int8"):
-        target = run.folder / f"openvino-cpu-{precision}"
-        if (target / "manifest.json").is_file():
+    for row in result.rows:  # every OpenVINO row that has an IR
+        target = run.folder / row.target
+        if (target / "manifest.json").is_file() and read_manifest(target / "manifest.json").backend == "openvino":
             for threads, ours, native in against_benchmark_app(target, args.seconds):
                 ratio = "-" if native is None else f"{ours / native:.3f}"
-                print(f"| {precision} | {threads} | {ours:.2f} | {native if native else '-'} | {ratio} |")
+                print(f"| {row.target} | {threads} | {ours:.2f} | {'-' if native is None else f'{native:.2f}'} | "
+                      f"{ratio} |")
 
 
 def against_benchmark_app(target: Path, seconds: float, rounds: int = ROUNDS) -> list[tuple[int, float, float | None]]:

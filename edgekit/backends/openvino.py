@@ -27,7 +27,7 @@ from edgekit.backends.common import (
     storage_type,
     versions,
 )
-from edgekit.backends.openvino_session import HINTS, TYPE_NAMES, OpenVinoSession, compile_model, core
+from edgekit.backends.openvino_session import HINTS, TYPE_NAMES, OpenVinoSession, batch_one_shapes, compile_config, core
 from edgekit.bench.measurement import Throughput
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.errors import EdgekitError
@@ -228,11 +228,10 @@ class OpenVinoBackend:
         missing = device_missing(profile.runtime.device)
         if missing:  # the IR is still made for the device; validation then fails at LOAD, saying why
             precision = unread_precision(folder / MODEL_FILE, profile, missing)
-            ports = core().read_model(str(folder / MODEL_FILE))
         else:
-            session = OpenVinoSession(folder / MODEL_FILE, runtime_options(profile))
-            precision = read_precision(folder / MODEL_FILE, session, profile)
-            ports = session.compiled
+            precision = read_precision(folder / MODEL_FILE, OpenVinoSession(folder / MODEL_FILE,
+                                                                            runtime_options(profile)), profile)
+        ports = core().read_model(str(folder / MODEL_FILE))  # the IR's own ports: the batch stays dynamic
         return Manifest(source, profile.name, self.name, "NCHW", _specs(ports.inputs), _specs(ports.outputs),
                         precision, (file_entry(folder, MODEL_FILE), file_entry(folder, WEIGHTS_FILE)),
                         {**versions("openvino"), "openvino_build": ov.get_version()}, None,
@@ -285,7 +284,11 @@ class OpenVinoBackend:
         missing = device_missing(runtime["device"])
         if missing:
             raise EdgekitError(missing)
-        compiled, _, _ = compile_model(folder / manifest.model_file, runtime, PERFORMANCE_HINT="THROUGHPUT")
+        config, _ = compile_config(runtime, PERFORMANCE_HINT="THROUGHPUT")
+        model = core().read_model(str(folder / manifest.model_file))
+        if one_shapes := batch_one_shapes(model):  # batch-1 requests on a batch-1 compile, as benchmark_app does
+            model.reshape({name: ov.PartialShape(list(shape)) for name, shape in one_shapes.items()})
+        compiled = core().compile_model(model, runtime["device"], config)
         requests = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
         queue = ov.AsyncInferQueue(compiled, requests)
         for _ in range(2 * requests):  # warm-up

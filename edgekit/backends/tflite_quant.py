@@ -9,7 +9,6 @@ import numpy as np
 
 from edgekit.config import QuantRecipe
 from edgekit.data.calib import CalibrationData
-from edgekit.errors import EdgekitError
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
