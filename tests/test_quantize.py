@@ -12,7 +12,6 @@ from edgekit.config import load_profile
 from edgekit.data.calib import load_calibration
 from edgekit.data.preprocess import PRESETS, resolve
 from edgekit.data.sources import InputInfo
-
 from edgekit.errors import EdgekitError
 from tests.conftest import BACKENDS
 
