@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgekit import __version__
-from edgekit.artifact import Manifest, read_manifest, verify_files
+from edgekit.artifact import Manifest, TensorSpec, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.backends.base import check_options
 from edgekit.bench.run import validate_in_worker
@@ -27,7 +27,8 @@ from edgekit.runfolder import (
     read_run,
     target_profile,
 )
-from edgekit.source import load_source
+from edgekit.source import load_source, parse_dynamic
+from edgekit.spec import ModelSpec
 from edgekit.validate.gates import Status
 from edgekit.validate.validate import Stage, Validation, failure
 
@@ -70,12 +71,39 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, c
             manifest = backend.quantize(reference.spec, profile, folder, manifest, calib)
         except Exception as exc:
             return failure(profile, Stage.QUANTIZE, one_line(exc))
-    preprocess = reference.spec.preprocess
-    manifest = replace(manifest, extra={**manifest.extra,
-                                        "preprocess": None if preprocess is None else jsonable(preprocess)})
+    spec = reference.spec
+    manifest = replace(manifest, inputs=_length_dims(manifest.inputs, spec),
+                       extra={**manifest.extra, **_lengths_record(spec, manifest),
+                              "preprocess": None if spec.preprocess is None else jsonable(spec.preprocess)})
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
     return validate_in_worker(reference, folder.parent, folder.name, manifest.precision, profile)
+
+
+def _lengths_record(spec: ModelSpec, manifest: Manifest | None = None) -> dict:
+    """For run.json and every manifest: which input axes vary and the lengths validated at; a manifest also says
+    which lengths the artifact accepts (an artifact with fixed batch sizes has fixed shapes: one signature each)."""
+    if not spec.dynamic_axes:
+        return {}
+    record = {"dynamic_axes": {k: list(v) for k, v in spec.dynamic_axes.items()}, "lengths": list(spec.lengths)}
+    if manifest is not None:
+        record["accepts_lengths"] = list(spec.lengths) if manifest.batch_sizes else "any the model allows"
+    return record
+
+
+def _length_dims(inputs: tuple[TensorSpec, ...], spec: ModelSpec) -> tuple[TensorSpec, ...]:
+    """The dynamic axes named "length" in the manifest, whatever symbol the converter gave them."""
+    return tuple(replace(t, shape=tuple("length" if i in spec.dynamic_axes.get(t.name, ()) else d
+                                        for i, d in enumerate(t.shape))) for t in inputs)
+
+
+def _own_length(reference: Reference) -> list[int]:
+    """The length of the validation data itself, for a model with dynamic axes."""
+    spec = reference.spec
+    if not spec.dynamic_axes:
+        return []
+    name, axes = next(iter(spec.dynamic_axes.items()))
+    return [int(reference.inputs[name].shape[axes[0]])]
 
 
 def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) -> dict[str, CalibrationData]:
@@ -88,18 +116,21 @@ def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) 
 
 def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, calib: str | Path | None = None,
            data: str | Path | None = None, preprocess: str | None = None,
+           dynamic: str | dict[str, tuple[int, ...]] | None = None, lengths: tuple[int, ...] | None = None,
            compression: CompressionRecipe | None = None, allow_pickle: bool = False,
            progress: Progress = _quiet) -> RunResult:
     """Load ``source``, export it for every target, validate each against torch on real data, write a run folder.
 
     ``calib`` and ``data`` are DATA (see :mod:`edgekit.data.sources`) for calibration and for validation;
-    ``preprocess`` (a preset or a TOML file) overrides the model's own. The folder appears only when complete;
-    a failing target becomes a row with its stage and reason."""
+    ``preprocess`` (a preset or a TOML file) overrides the model's own; ``dynamic`` ("input_ids:1,..." or
+    {name: axes}) and ``lengths`` its dynamic axes. The folder appears only when complete; a failing target
+    becomes a row with its stage and reason."""
     profiles = load_profiles(targets) if isinstance(targets, str) else list(targets)
     for profile in profiles:
         check_options(profile)
     progress(f"loading {source}")
-    spec = load_source(source, allow_pickle=allow_pickle, preprocess=preprocess)
+    spec = load_source(source, allow_pickle=allow_pickle, preprocess=preprocess,
+                       dynamic=parse_dynamic(dynamic) if isinstance(dynamic, str) else dynamic, lengths=lengths)
     calibration = _calibration(spec, profiles, calib)
     validation = None
     if data is not None:
@@ -127,6 +158,7 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
             "data": {"origin": reference.origin, "samples": reference.samples, "real": reference.real,
                      "labels": reference.labels is not None},
             "preprocess": jsonable(spec.preprocess) if spec.preprocess is not None else None,
+            **_lengths_record(spec), "validated_lengths": sorted({*reference.at_lengths, *_own_length(reference)}),
             "torch_accuracy": result.torch_accuracy, "targets": [p.name for p in profiles]}
         write_json(stage / RUN_MARKER, run)
         write_reports(stage, result, reference, run)
@@ -171,7 +203,8 @@ def validate_run(run_dir: str | Path, progress: Progress = _quiet) -> RunResult:
 
 
 def check(source: str, targets: str | list[TargetProfile], *, allow_pickle: bool = False,
-          progress: Progress = _quiet) -> list[CheckResult]:
+          dynamic: str | dict[str, tuple[int, ...]] | None = None, progress: Progress = _quiet
+          ) -> list[CheckResult]:
     """What will not convert, or will run differently, on each target, without exporting anything: one
     :class:`~edgekit.check.CheckResult` per target (``ok`` when it has no error; warnings allowed). Bad input
     (source, profile) raises EdgekitError, as :func:`export` does."""
@@ -179,5 +212,6 @@ def check(source: str, targets: str | list[TargetProfile], *, allow_pickle: bool
     for profile in profiles:
         check_options(profile)
     progress(f"loading {source}")
-    spec = load_source(source, allow_pickle=allow_pickle)
+    spec = load_source(source, allow_pickle=allow_pickle,
+                       dynamic=parse_dynamic(dynamic) if isinstance(dynamic, str) else dynamic)
     return check_model(spec, profiles, progress)

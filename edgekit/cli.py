@@ -33,7 +33,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs, args.recover_lr)
     result = export(args.source, args.target, args.out, calib=args.calib, data=args.data,
-                    preprocess=args.preprocess, compression=recipe, allow_pickle=args.allow_pickle,
+                    preprocess=args.preprocess, dynamic=args.dynamic, lengths=args.lengths,
+                    compression=recipe, allow_pickle=args.allow_pickle,
                     progress=_progress)
     _print_result(result)
     return 1 if result.failed else 0
@@ -140,7 +141,8 @@ def _print_check(source: str, results: list) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from edgekit.api import check
 
-    results = check(args.source, args.target, allow_pickle=args.allow_pickle, progress=_progress)
+    results = check(args.source, args.target, allow_pickle=args.allow_pickle, dynamic=args.dynamic,
+                    progress=_progress)
     _print_check(args.source, results)
     return 0 if all(r.ok for r in results) else 1
 
@@ -179,6 +181,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _lengths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give lengths as N,N,... (e.g. 16,32)") from None
+
+
 def _bench_options(p: argparse.ArgumentParser, quick_default: bool = False) -> None:
     p.add_argument("--quick", action=argparse.BooleanOptionalAction, default=quick_default,
                    help="short timing (50 runs / 0.2 s per mode) for demos; the default times >= 200 runs and 1 s")
@@ -203,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocess", metavar="PRESET|FILE.toml",
                    help="how an image becomes the image input: mnist, imagenet, inception, or a TOML file; "
                    "overrides the model's own")
+    p.add_argument("--dynamic", metavar="INPUT:AXIS,...",
+                   help="axes beyond the batch whose size varies, sharing one length (e.g. "
+                   "input_ids:1,attention_mask:1); overrides the model's own")
+    p.add_argument("--lengths", type=_lengths, metavar="N,N,...",
+                   help="the lengths to validate at and to make signatures for where shapes are fixed (TFLite); "
+                   "default: half and all of the example's")
     p.add_argument("--prune", help="l1:AMOUNT (per layer), l1-global:AMOUNT, or channels:AMOUNT (structured)")
     p.add_argument("--recover", choices=("finetune", "distill"), help="recover accuracy after pruning")
     p.add_argument("--recover-epochs", type=int, default=3)
@@ -215,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the module path of each op; exit 1 when a target cannot work")
     p.add_argument("source", help="zoo:NAME | path/file.py:factory | package.module:factory | file.pt2")
     p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
+    p.add_argument("--dynamic", metavar="INPUT:AXIS,...", help="axes beyond the batch whose size varies")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_check)
 

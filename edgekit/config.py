@@ -9,6 +9,7 @@ from typing import Any
 
 from edgekit.data.calib import Augment
 from edgekit.errors import EdgekitError
+from edgekit.lengths import base_name
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
 QUANTIZED_PRECISIONS = ("int8", "int8-dynamic")  # made by a quantize step after the fp32 export
@@ -35,7 +36,7 @@ class Gates:
     task: dict[str, Threshold] = field(default_factory=dict)
 
     def for_output(self, name: str) -> dict[str, Threshold]:
-        return {**self.outputs.get("*", {}), **self.outputs.get(name, {})}
+        return {**self.outputs.get("*", {}), **self.outputs.get(base_name(name), {})}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The Reference: the original torch model's outputs on real inputs, which every artifact is compared with."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,7 @@ import torch
 from edgekit.data.sources import Dataset
 from edgekit.data.tasks import TaskData, load_task
 from edgekit.errors import EdgekitError
+from edgekit.lengths import LENGTH_PREFIX, arrays_at_lengths, cut_to_length
 from edgekit.spec import ModelSpec
 
 BATCH = 250
@@ -27,6 +28,8 @@ class Reference:
     task: str | None
     origin: str = ""  # where the validation inputs came from, e.g. "mnist val split", "40 images from photos/"
     real: bool = True  # False: only the factory's example inputs (no real data): task gates are skipped
+    # a model with dynamic axes is validated at its other lengths too: length -> (inputs cut to it, torch outputs)
+    at_lengths: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = field(default_factory=dict)
 
     @property
     def samples(self) -> int:
@@ -90,7 +93,23 @@ def build_reference(spec: ModelSpec, source: str, data: Dataset | None = None, s
         labels, real, origin = None, False, "the factory's example inputs"
     outputs = run_torch(spec.module, inputs, spec.input_names, spec.output_names)
     return Reference(source, spec, spec.input_names, spec.output_names, inputs, outputs, labels, spec.task, origin,
-                     real)
+                     real, _other_lengths(spec, inputs))
+
+
+LENGTH_SAMPLES = 64  # per other length: enough to see a length-dependent error, cheap on every runtime
+
+
+def _other_lengths(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> dict[int, tuple[dict, dict]]:
+    if not spec.dynamic_axes:
+        return {}
+    name, axes = next(iter(spec.dynamic_axes.items()))
+    have = inputs[name].shape[axes[0]]
+    found = {}
+    for length in spec.lengths:
+        if length < have:  # the data's own length is the main validation; longer ones it cannot give
+            cut = cut_to_length({k: v[:LENGTH_SAMPLES] for k, v in inputs.items()}, spec.dynamic_axes, length)
+            found[length] = (cut, run_torch(spec.module, cut, spec.input_names, spec.output_names))
+    return found
 
 
 def save_reference(reference: Reference, path: Path) -> None:
@@ -98,6 +117,9 @@ def save_reference(reference: Reference, path: Path) -> None:
     arrays.update({f"output:{k}": v for k, v in reference.outputs.items()})
     if reference.labels is not None:
         arrays["labels"] = reference.labels
+    for length, (inputs, outputs) in reference.at_lengths.items():
+        arrays.update({f"{LENGTH_PREFIX}{length}:input:{k}": v for k, v in inputs.items()})
+        arrays.update({f"{LENGTH_PREFIX}{length}:output:{k}": v for k, v in outputs.items()})
     np.savez_compressed(path, **arrays)
 
 
@@ -110,6 +132,8 @@ def load_reference(path: Path, source: str, input_names: tuple[str, ...], output
         inputs = {k: z[f"input:{k}"] for k in input_names}
         outputs = {k: z[f"output:{k}"] for k in output_names}
         labels = z["labels"] if "labels" in z.files else None
+        at_inputs, at_outputs = arrays_at_lengths(z, "input"), arrays_at_lengths(z, "output")
     data = data or {}
     return Reference(source, None, input_names, output_names, inputs, outputs, labels, task,
-                     data.get("origin", ""), data.get("real", True))
+                     data.get("origin", ""), data.get("real", True),
+                     {n: (at_inputs[n], at_outputs.get(n, {})) for n in sorted(at_inputs)})

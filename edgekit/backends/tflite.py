@@ -42,14 +42,24 @@ if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) neve
 MODEL_FILE = "model.tflite"
 
 
-def signature_name(batch: int) -> str:
-    return f"b{batch}"
+def signature_name(batch: int, length: int | None = None) -> str:
+    return f"b{batch}" if length is None else f"b{batch}_l{length}"
 
 
-def _batch(t: torch.Tensor, size: int) -> torch.Tensor:
-    """The example input resized to ``size`` along the batch (repeating it if it is smaller)."""
+def signatures(profile: TargetProfile, spec: ModelSpec) -> dict[str, tuple[int, int | None]]:
+    """One signature per batch size and, for a model with dynamic axes, per length: litert-torch pins shapes."""
+    lengths = spec.lengths or (None,)
+    return {signature_name(b, n): (b, n) for b in sorted(set(profile.runtime.batch_sizes)) for n in lengths}
+
+
+def _batch(t: torch.Tensor, size: int, axes: tuple[int, ...] = (), length: int | None = None) -> torch.Tensor:
+    """The example input resized to ``size`` along the batch (repeating it if it is smaller) and cut to
+    ``length`` along its dynamic ``axes``."""
     reps = -(-size // t.shape[0])
-    return t.repeat(reps, *([1] * (t.dim() - 1)))[:size].contiguous()
+    t = t.repeat(reps, *([1] * (t.dim() - 1)))[:size]
+    for axis in axes:
+        t = t.narrow(axis, 0, length)
+    return t.contiguous()
 
 
 def _image_inputs(spec: ModelSpec) -> list[int]:
@@ -62,7 +72,7 @@ _CONVERTED = ConversionCache()
 def convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> None:
     """Write the .tflite; a float conversion with the same layout and batch sizes is converted only once."""
     fp16 = profile.precision == "fp16"
-    key = (profile.runtime.layout, tuple(sorted(set(profile.runtime.batch_sizes))), fp16)
+    key = (profile.runtime.layout, tuple(signatures(profile, spec)), fp16)
     path.write_bytes(_CONVERTED.get(spec.module, key, lambda: _convert(spec, profile, path)))
 
 
@@ -73,14 +83,13 @@ def _convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> bytes:
     module, nhwc, images = spec.module, profile.runtime.layout == "NHWC", _image_inputs(spec)
     if nhwc:
         module = litert_torch.to_channel_last_io(module, args=images).eval()
-    converter = None
-    for size in sorted(set(profile.runtime.batch_sizes)):
-        args = tuple(_batch(t, size) for t in spec.example_inputs)
+    converter, axes = None, spec.length_axes()
+    for name, (size, length) in signatures(profile, spec).items():
+        args = tuple(_batch(t, size, axes.get(i, ()), length) for i, t in enumerate(spec.example_inputs))
         if nhwc:
             args = tuple(a.permute(0, 2, 3, 1).contiguous() if i in images else a
                          for i, a in enumerate(args))
-        converter = (litert_torch.signature if converter is None else converter.signature)(
-            signature_name(size), module, args)
+        converter = (litert_torch.signature if converter is None else converter.signature)(name, module, args)
     quant_config = None
     if profile.precision == "fp16":
         from litert_torch.generative.quantize import quant_recipes
@@ -147,8 +156,8 @@ def read_precision(path: Path, declared: str) -> Precision:
                       "dequantize_ops": op_counts.get("DEQUANTIZE", 0), "ops": dict(op_counts)}, tuple(notes))
 
 
-def _specs(path: Path, spec: ModelSpec, batch: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    runner = Interpreter(model_path=str(path)).get_signature_runner(signature_name(batch))
+def _specs(path: Path, spec: ModelSpec, signature: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    runner = Interpreter(model_path=str(path)).get_signature_runner(signature)
     ins, outs = runner.get_input_details(), runner.get_output_details()
     inputs = tuple(TensorSpec(name, tuple(int(d) for d in ins[f"args_{i}"]["shape"]),
                               np.dtype(ins[f"args_{i}"]["dtype"]).name) for i, name in enumerate(spec.input_names))
@@ -295,15 +304,24 @@ class TfliteBackend:
         path = folder / MODEL_FILE
         convert(spec, profile, path)
         batch_sizes = tuple(sorted(set(profile.runtime.batch_sizes)))
-        inputs, outputs = _specs(path, spec, batch_sizes[0])
-        # the batch dimension differs per signature; the manifest names it and lists the sizes
-        inputs = tuple(TensorSpec(s.name, ("batch", *s.shape[1:]), s.dtype) for s in inputs)
-        outputs = tuple(TensorSpec(s.name, ("batch", *s.shape[1:]), s.dtype) for s in outputs)
+        made = signatures(profile, spec)
+        inputs, outputs = _specs(path, spec, next(iter(made)))
+        # the batch (and the length) differ per signature; the manifest names them and lists the sizes
+        axes = spec.dynamic_axes
+        inputs = tuple(TensorSpec(s.name, ("batch", *("length" if d in axes.get(s.name, ()) else n
+                                                       for d, n in enumerate(s.shape[1:], 1))), s.dtype)
+                       for s in inputs)
+        # an output dim that changes with the length is the length
+        other = _specs(path, spec, list(made)[1])[1] if len(spec.lengths) > 1 else outputs
+        outputs = tuple(TensorSpec(s.name, ("batch", *(n if n == m else "length" for n, m in
+                                                      zip(s.shape[1:], o.shape[1:]))), s.dtype)
+                        for s, o in zip(outputs, other))
         return Manifest(source, profile.name, self.name, profile.runtime.layout, inputs, outputs,
                         read_precision(path, profile.precision), (file_entry(folder, MODEL_FILE),),
                         versions("litert-torch", "ai-edge-litert"), batch_sizes,
                         {"runtime": {"threads": profile.runtime.threads,
-                                     "signatures": {signature_name(b): b for b in batch_sizes},
+                                     "signatures": {k: b if n is None else [b, n] for k, (b, n) in made.items()},
+                                     "length_axes": {k: list(v) for k, v in axes.items()},
                                      "signature_inputs": {s.name: f"args_{i}" for i, s in enumerate(inputs)},
                                      "signature_outputs": {s.name: f"output_{i}" for i, s in enumerate(outputs)}}})
 

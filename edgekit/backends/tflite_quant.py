@@ -56,6 +56,9 @@ def _calibration_batches(path: Path, calib: CalibrationData, input_names: tuple[
                 value = calib.inputs[name][start:start + size]
                 if layout == "NHWC" and value.ndim == 4:
                     value = value.transpose(0, 2, 3, 1)
+                # a signature for a shorter length (dynamic axes) takes the first tokens of each sample
+                shape = details[f"args_{i}"]["shape"]
+                value = value[(slice(None), *(slice(0, int(d)) for d in shape[1:]))]
                 feed[f"args_{i}"] = np.ascontiguousarray(value, dtype=details[f"args_{i}"]["dtype"])
             rows.append(feed)
         batches[signature] = rows

@@ -16,13 +16,16 @@ def resolve_threads(threads: int) -> int:
 
 
 class TfliteSession:
-    """One runner per batch-size signature ("b1", "b8", ...): litert-torch cannot make a dynamic batch."""
+    """One runner per batch-size signature ("b1", "b8", ...; "b1_l16", ... per length for a model with dynamic
+    axes): litert-torch cannot make a dynamic batch or length."""
 
     def __init__(self, model_path: str | Path, runtime: dict, threads: int | None = None) -> None:
         self._threads = resolve_threads(runtime["threads"] if threads is None else threads)
         self._interpreter = Interpreter(model_path=str(model_path), num_threads=self._threads)
-        self._runners = {int(b): self._interpreter.get_signature_runner(name)
+        # a signature is for a batch size, or for [batch size, length]
+        self._runners = {(b, None) if isinstance(b, int) else tuple(b): self._interpreter.get_signature_runner(name)
                          for name, b in runtime["signatures"].items()}
+        self._length_axes = {k: v[0] for k, v in runtime.get("length_axes", {}).items()}
         for runner in self._runners.values():  # the XNNPACK delegate is made on the first invoke: not in timing
             runner(**{k: np.zeros(d["shape"], d["dtype"]) for k, d in runner.get_input_details().items()})
         self._inputs = runtime["signature_inputs"]  # input name -> signature argument
@@ -30,9 +33,13 @@ class TfliteSession:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = len(next(iter(inputs.values())))
-        if batch not in self._runners:
-            raise ValueError(f"this TFLite model has signatures for batch {sorted(self._runners)}, not {batch}")
-        result = self._runners[batch](**{self._inputs[name]: value for name, value in inputs.items()})
+        length = next((inputs[k].shape[a] for k, a in self._length_axes.items() if k in inputs), None)
+        runner = self._runners.get((batch, length))
+        if runner is None:
+            made = ", ".join(f"{b}" if n is None else f"{b} x length {n}" for b, n in sorted(self._runners))
+            got = f"{batch}" if length is None else f"{batch} x length {length}"
+            raise ValueError(f"this TFLite model has signatures for batch {made}, not {got}")
+        result = runner(**{self._inputs[name]: value for name, value in inputs.items()})
         return {name: np.array(result[key]) for key, name in self._outputs}
 
     def effective(self) -> dict:

@@ -32,7 +32,9 @@ class TorchSession:
 def torch_row(source: str, allow_pickle: bool, inputs: dict[str, np.ndarray]
               ) -> tuple[Callable[..., TorchSession], Manifest, None, int]:
     spec = load_source(source, allow_pickle=allow_pickle)
-    specs = tuple(TensorSpec(n, ("batch", *inputs[n].shape[1:]), inputs[n].dtype.name) for n in spec.input_names)
+    # eager torch takes any shape: every dimension is open (a model with dynamic axes also runs at other lengths)
+    specs = tuple(TensorSpec(n, ("batch", *(f"dim{i}" for i in range(1, inputs[n].ndim))), inputs[n].dtype.name)
+                  for n in spec.input_names)
     manifest = Manifest(source, "torch", "torch", "NCHW", specs, (), Precision("fp32", "float32", "float32"), (),
                         {"torch": torch.__version__})
     size = sum(t.numel() * t.element_size() for t in spec.module.state_dict().values())

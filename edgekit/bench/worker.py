@@ -94,6 +94,7 @@ def _latency(session, one: dict[str, np.ndarray], job: Job):
 def run(job: Job) -> dict | None:
     from edgekit.backends.execute import run_batched, to_artifact_layout
     from edgekit.bench.throughput import parallel_sessions
+    from edgekit.lengths import AT, arrays_at_lengths
 
     reference = Path(job.run_dir) / "reference.npz"
     inputs = _arrays(reference, "input:")
@@ -107,6 +108,11 @@ def run(job: Job) -> dict | None:
                                                                     "threads": "not reported"}))
     load_ms = (time.perf_counter() - t0) * 1000
     arrays = {f"val:{k}": v for k, v in _stage("RUN", lambda: run_batched(session, manifest, inputs)).items()}
+    with np.load(reference, allow_pickle=False) as z:
+        at_lengths = arrays_at_lengths(z, "input")
+    for length, cut in at_lengths.items():  # a model with dynamic axes, at its other lengths
+        arrays.update({f"val:{k}{AT}{length}": v for k, v in
+                       _stage("RUN", lambda: run_batched(session, manifest, cut)).items()})
     if explain:
         arrays.update({f"explain:{k}": v for k, v in
                        _stage("RUN", lambda: run_batched(session, manifest, explain)).items()})

@@ -110,6 +110,7 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
             "io": "float32 (or the integer token ids) in and out; quantized models quantize inside the graph",
             "preprocess": _preprocess(run, manifest.layout), "labels": list(run.get("labels") or []),
             "attention_outputs": list(run.get("attention_outputs") or []),
+            "dynamic_axes": manifest.extra.get("dynamic_axes"), "lengths": manifest.extra.get("lengths"),
             "gates": _gates(profile), "higher_is_better": sorted(HIGHER_IS_BETTER),
             "runtime": _runtime(manifest, backend), "versions": manifest.versions,
             "golden": {"file": "golden.npz", "samples": samples, "of": "the run's reference data (val split)"},

@@ -11,6 +11,7 @@ from edgekit.backends.base import Session
 from edgekit.backends.execute import run_batched
 from edgekit.config import TargetProfile
 from edgekit.errors import one_line
+from edgekit.lengths import AT
 from edgekit.reference import Reference, task_accuracy
 from edgekit.validate.gates import Check, Status, check, worst
 from edgekit.validate.metrics import OutputStats, output_stats
@@ -87,6 +88,8 @@ def validate(reference: Reference, session_factory, manifest: Manifest, profile:
         return failure(profile, Stage.LOAD, one_line(exc), manifest.precision)
     try:
         actual = run_batched(session, manifest, reference.inputs)
+        for length, (inputs, _) in reference.at_lengths.items():
+            actual.update({f"{k}{AT}{length}": v for k, v in run_batched(session, manifest, inputs).items()})
     except Exception as exc:
         return failure(profile, Stage.RUN, one_line(exc), manifest.precision)
     return compare(reference, actual, manifest.precision, profile)
@@ -95,16 +98,19 @@ def validate(reference: Reference, session_factory, manifest: Manifest, profile:
 def compare(reference: Reference, actual: dict[str, np.ndarray], precision: Precision,
             profile: TargetProfile) -> Validation:
     """The artifact's outputs on the reference inputs against torch's: names, shapes, values, then the gates."""
+    expected = dict(reference.outputs)
+    for length, (_, outputs) in reference.at_lengths.items():
+        expected.update({f"{k}{AT}{length}": v for k, v in outputs.items()})
     problems = []
-    missing = [n for n in reference.output_names if n not in actual]
+    missing = [n for n in expected if n not in actual]
     if missing:
         problems.append(f"missing output(s) {', '.join(missing)} (artifact has {', '.join(actual)})")
-    for name in reference.output_names:
-        if name in actual and actual[name].shape != reference.outputs[name].shape:
-            problems.append(f"output {name} has shape {actual[name].shape}, torch {reference.outputs[name].shape}")
+    for name, want in expected.items():
+        if name in actual and actual[name].shape != want.shape:
+            problems.append(f"output {name} has shape {actual[name].shape}, torch {want.shape}")
     if problems:
         return failure(profile, Stage.MISMATCH, "; ".join(problems), precision)
-    stats = [output_stats(n, reference.outputs[n], actual[n]) for n in reference.output_names]
+    stats = [output_stats(n, want, actual[n]) for n, want in expected.items()]
     accuracy = task_accuracy(actual[reference.logits], reference.labels)
     checks = _gate(reference, stats, accuracy, profile)
     status = worst(c.status for c in checks)
