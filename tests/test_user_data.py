@@ -123,3 +123,15 @@ def test_dynamic_axes_export_and_validate_at_every_length_on_every_backend(tmp_p
         session = get_backend(manifest.backend).open(tmp_path / "run" / target, manifest)
         with pytest.raises(ValueError, match="x length 5, 1 x length 12"):
             session.run({"input_ids": np.ones((1, 7), np.int32), "attention_mask": np.ones((1, 7), np.int32)})
+
+
+def test_output_names_that_clash_with_graph_values_export_on_every_backend(tmp_path):
+    from tests.conftest import BACKENDS, fp32_profile
+
+    result = export(f"{FIXTURES}/user_models.py:build_output_named_embedding",
+                    ",".join(fp32_profile(b) for b in BACKENDS), tmp_path / "run")
+    for row in result.rows:
+        assert row.status is Status.PASS, (row.target, row.reason)
+        assert [o.name for o in row.outputs] == ["logits", "embedding"]
+        manifest = json.loads((tmp_path / "run" / row.target / "manifest.json").read_text())
+        assert [o["name"] for o in manifest["outputs"]] == ["logits", "embedding"]

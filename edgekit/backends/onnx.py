@@ -107,11 +107,56 @@ def _export(spec: ModelSpec, profile: TargetProfile, path: Path) -> bytes:
         warnings.simplefilter("ignore")
         import torch
 
+        # outputs are named afterwards: the exporter refuses a name that one of its own values already has
+        # (an output called "embedding" beside the module's embedding node)
         torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=True, external_data=False,
-                          input_names=list(spec.input_names), output_names=list(spec.output_names),
-                          dynamic_shapes=batch_dynamic_shapes(spec), opset_version=profile.runtime.opset,
-                          verbose=False, report=False)
+                          input_names=list(spec.input_names), dynamic_shapes=batch_dynamic_shapes(spec),
+                          opset_version=profile.runtime.opset, verbose=False, report=False)
+    model = onnx.load(str(path))
+    name_outputs(model.graph, spec.output_names)
+    onnx.save(model, str(path))
     return path.read_bytes()
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for item in [*graph.value_info, *graph.output, *graph.initializer]:
+        if item.name == old:
+            item.name = new
+
+
+def name_outputs(graph: onnx.GraphProto, names: tuple[str, ...]) -> None:
+    """Give the graph outputs the model's output names; an inner value that holds a name already is renamed
+    first (its new name is unused), so the graph stays in single static assignment form."""
+    taken = {n for node in graph.node for n in (*node.input, *node.output)} | \
+        {t.name for t in [*graph.initializer, *graph.input, *graph.value_info]}
+    fixed = {i.name for i in graph.input}  # a model that returns an input, or one value twice: copy, not rename
+    for node in graph.node:  # the exporter writes Identity(x) -> x for a returned input: not SSA
+        for i, value in enumerate(node.output):
+            if value in fixed:
+                node.output[i] = fresh = next(f"{value}_{n}" for n in range(1, len(taken) + 2)
+                                              if f"{value}_{n}" not in taken)
+                taken.add(fresh)
+                for output in graph.output:
+                    output.name = fresh if output.name == value else output.name
+    for output, name in zip(list(graph.output), names):
+        if output.name == name:
+            fixed.add(name)
+            continue
+        if name in taken:
+            inner = next(f"{name}_{n}" for n in range(1, len(taken) + 2) if f"{name}_{n}" not in taken)
+            _rename(graph, name, inner)
+            fixed = {inner if n == name else n for n in fixed}
+            taken.add(inner)
+        if output.name in fixed:
+            graph.node.append(onnx.helper.make_node("Identity", [output.name], [name]))
+            output.name = name
+        else:
+            _rename(graph, output.name, name)
+        taken.add(name)
+        fixed.add(name)
 
 
 OPTIONS = {
