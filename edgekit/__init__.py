@@ -1,5 +1,7 @@
 """edgekit: take a PyTorch model to edge runtimes and prove it still works there."""
-__version__ = "0.1.0"
+from edgekit._version import __version__
+
+__all__ = ["__version__", "bench", "export", "validate"]
 
 
 def export(*args, **kwargs):

@@ -1,23 +1,25 @@
 """The Python API; the CLI is a thin layer over these functions."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from edgekit import __version__
+from edgekit._version import __version__
 from edgekit.artifact import Manifest, TensorSpec, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.backends.base import check_options
-from edgekit.bench.run import validate_in_worker
 from edgekit.check import CheckResult, check_model
-from edgekit.compress.recipe import CompressionRecipe, CompressionReport, compress
+from edgekit.compress.recipe import CompressionRecipe, compress
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles
 from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.data.sources import InputInfo, load_data
 from edgekit.errors import one_line
 from edgekit.fsutil import RUN_MARKER, jsonable, staged_folder, write_json, write_text
+from edgekit.isolation.validate import validate_in_worker
 from edgekit.reference import Reference, build_reference, load_reference, save_reference
+from edgekit.report.render import write_bench_reports
+from edgekit.results import BenchResult, BenchRow, RunResult, Stage, Validation, failure
 from edgekit.runfolder import (
     MANIFEST_FILE,
     PROFILE_FILE,
@@ -29,26 +31,10 @@ from edgekit.runfolder import (
 )
 from edgekit.source import load_source, parse_dynamic
 from edgekit.spec import ModelSpec
-from edgekit.validate.gates import Status
-from edgekit.validate.validate import Stage, Validation, failure
 
 COMPRESSION_FILE = "compression.json"
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    source: str
-    folder: Path
-    torch_accuracy: float | None
-    rows: tuple[Validation, ...]
-    compression: CompressionReport | None = None
-    validated_on: str = ""  # e.g. "validated on 500 samples: 500 images from photos/"
-
-    @property
-    def failed(self) -> bool:
-        return any(r.status is Status.FAIL for r in self.rows)
 
 
 def _quiet(_: str) -> None:
@@ -167,9 +153,6 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
 
 def write_reports(folder: Path, result: RunResult, reference: Reference, run: dict) -> None:
     """The four report files, with the validation rows (``edgekit bench`` adds speed, memory and explanations)."""
-    from edgekit.bench.run import BenchResult, BenchRow
-    from edgekit.report.render import write_bench_reports
-
     write_bench_reports(BenchResult(result.source, folder, run.get("task"), result.torch_accuracy, None,
                                     tuple(BenchRow(v) for v in result.rows), tuple(run.get("attention_outputs", ())),
                                     reference=reference), plots=False)

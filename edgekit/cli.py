@@ -4,14 +4,12 @@ Exit codes: 0 every target passed (or warned), 1 a gate or a target failed, 2 ba
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
 DEMO_MODELS = ("cnn", "attention", "fusion", "transformer")
-DEMO_TARGETS = ",".join(f"{b}-cpu-{p}" for p in ("fp32", "int8") for b in ("onnx", "openvino", "tflite"))
 
 
 def _progress(message: str) -> None:
@@ -59,7 +57,13 @@ def _bench_timing(args: argparse.Namespace):
 def _bench(run_dir: str | Path, args: argparse.Namespace):
     """Bench one run folder with a progress bar on stderr, then print its table."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from edgekit.bench.run import bench
 
@@ -161,12 +165,14 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgekit.api import export
+    from edgekit.backends.base import demo_targets
     from edgekit.report import summary_table, text_table
     from edgekit.report.render import bench_summary_table
 
     results, benched, failed = [], [], False
+    targets = args.target or ",".join(demo_targets())
     for name in args.models:
-        results.append(export(f"zoo:{name}", args.target, Path(args.out) / name, calib="task:calib",
+        results.append(export(f"zoo:{name}", targets, Path(args.out) / name, calib="task:calib",
                               progress=_progress))
         failed |= results[-1].failed
         if args.no_bench:
@@ -270,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole chain on the built-in models and sample data")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--target", default=DEMO_TARGETS)
+    p.add_argument("--target", help="default: every installed backend's demo profiles (fp32 and int8)")
     p.add_argument("--models", nargs="+", choices=DEMO_MODELS, default=list(DEMO_MODELS))
     p.add_argument("--no-bench", action="store_true", help="export and validate only")
     _bench_options(p, quick_default=True)
@@ -279,7 +285,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.data.calib import Augment
 from edgekit.errors import EdgekitError
 from edgekit.lengths import base_name
 
@@ -37,6 +36,15 @@ class Gates:
 
     def for_output(self, name: str) -> dict[str, Threshold]:
         return {**self.outputs.get("*", {}), **self.outputs.get(base_name(name), {})}
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Optional calibration augmentation (seeded): horizontal flips, random crops, brightness jitter."""
+
+    flip: bool = False
+    crop: int = 0  # pixels of random crop-and-pad
+    brightness: float = 0.0  # +/- fraction
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 from edgekit.config import TargetProfile, parse_profile
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import RUN_MARKER
-from edgekit.validate.validate import Stage, Validation, failure
+from edgekit.results import Stage, Validation
+from edgekit.validate.validate import failure
 
 REFERENCE_FILE = "reference.npz"
 PROFILE_FILE = "profile.toml"

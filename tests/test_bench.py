@@ -72,7 +72,7 @@ def test_attention_and_occlusion_agree_with_torch_in_fp32(benched):
 def test_report_files_are_complete(benched):
     folder = benched.folder
     report = json.loads((folder / "report.json").read_text())
-    assert report["schema"] == "edgekit.report/2"
+    assert report["schema"] == "edgekit.report/3"
     assert [r["target"] for r in report["rows"]] == [r.target for r in benched.rows]
     assert report["explanation"]["grid"] == list(benched.explanation.plan.grid)
     suite = ET.parse(folder / "junit.xml").getroot()
@@ -114,6 +114,12 @@ def test_crashing_and_hanging_workers_become_rows(zoo_run, tmp_path, monkeypatch
     suite = ET.parse(run / "junit.xml").getroot()
     failures = {c.get("name"): c.find("failure") for c in suite.iter("testcase")}
     assert failures["onnx-crashing"].get("type") == "CRASH" and failures["onnx-hanging"].get("type") == "TIMEOUT"
+    # per-stage totals, typed from the worker's answer on this side of the process boundary
+    totals = {p.get("name"): int(p.get("value")) for p in suite.iter("property")}
+    assert totals["edgekit.total.CRASH"] == 1 and totals["edgekit.total.TIMEOUT"] == 1
+    assert totals["edgekit.total.PASS"] + totals["edgekit.total.WARN"] == len(BACKENDS)
+    report = json.loads((run / "report.json").read_text())
+    assert report["totals"] == {k.removeprefix("edgekit.total."): v for k, v in totals.items()}
 
 
 def test_cli_bench_exits_1_when_a_gate_fails(zoo_run, tmp_path, capsys):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.report.attention import attention_stats, group_names, js_divergence
-from edgekit.report.explain import agreement, occlusion_inputs, occlusion_maps, rank_correlation
+from edgekit.validate.attention import attention_stats, group_names, js_divergence
+from edgekit.validate.explain import agreement, occlusion_inputs, occlusion_maps, rank_correlation
 from edgekit.report.plots import spatial
 
 

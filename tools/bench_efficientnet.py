@@ -24,7 +24,7 @@ from edgekit.api import export  # noqa: E402
 from edgekit.artifact import read_manifest  # noqa: E402
 from edgekit.bench.run import Timing, bench  # noqa: E402
 from edgekit.config import load_profile, parse_profile  # noqa: E402
-from edgekit.report.explain import softmax  # noqa: E402
+from edgekit.validate.explain import softmax  # noqa: E402
 from edgekit.report.render import speedup  # noqa: E402
 
 BACKENDS = ("onnx", "openvino", "tflite")
@@ -125,8 +125,8 @@ def against_benchmark_app(target: Path, seconds: float, rounds: int = ROUNDS) ->
     minutes): (threads, median of edgekit's medians, median of benchmark_app's medians) for 1 and all threads."""
     import statistics
 
-    from edgekit.bench.isolate import run_worker
-    from edgekit.bench.worker import Job
+    from edgekit.isolation.process import run_worker
+    from edgekit.isolation.worker import Job
 
     everything = os.cpu_count() or 1
     ours: dict[int, list[float]] = {1: [], everything: []}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from importlib import metadata
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -100,15 +101,23 @@ class Backend(Protocol):
         read by the backend's session module, the same file a bundle runs with); ``threads`` overrides the
         recorded thread count (e.g. 1 for single-thread latency)."""
 
+    # the profiles `edgekit demo` runs for this backend, by precision (e.g. {"fp32": "onnx-cpu-fp32", ...})
+    demo_targets: dict[str, str]
+
     # Optional, for `edgekit check`: check(spec, profile, program) -> list[edgekit.check.Finding] converts the
     # torch.export program in memory and says what the converter or the runtime refuses; nothing is written.
 
 
-_MODULES = {
-    "onnx": "edgekit.backends.onnx",
-    "openvino": "edgekit.backends.openvino",
-    "tflite": "edgekit.backends.tflite",
-}
+ENTRY_POINTS = "edgekit.backends"  # the entry-point group a backend package declares itself in
+
+
+def _installed() -> dict[str, str]:
+    """Backend name -> module, from the installed packages' entry points: edgekit's own backends are declared in
+    its pyproject.toml exactly as a third-party backend package declares its own."""
+    return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINTS)}
+
+
+_MODULES = _installed()
 _LOADED: dict[str, Backend] = {}
 
 
@@ -150,11 +159,23 @@ def registered() -> list[str]:
     return list(_MODULES)
 
 
+def demo_targets(precisions: tuple[str, ...] = ("fp32", "int8")) -> list[str]:
+    """Every installed backend's demo profiles, all fp32 first (a backend whose runtime is missing is left out)."""
+    backends = []
+    for name in registered():
+        try:
+            backends.append(get_backend(name))
+        except EdgekitError:
+            continue
+    return [b.demo_targets[p] for p in precisions for b in backends if p in getattr(b, "demo_targets", {})]
+
+
 def get_backend(name: str) -> Backend:
     if name not in _MODULES:
         load_plugins()
     if name not in _MODULES:
-        raise EdgekitError(f"unknown backend {name!r}; registered: {', '.join(_MODULES)}")
+        known = ", ".join(_MODULES) or f"none (no package declares the {ENTRY_POINTS!r} entry points: pip install -e .)"
+        raise EdgekitError(f"unknown backend {name!r}; registered: {known}")
     if name not in _LOADED:
         try:
             module = importlib.import_module(_MODULES[name])

@@ -238,6 +238,7 @@ def _kernel_failure(exc: Exception, model: onnx.ModelProto, target: str) -> list
 
 class OnnxBackend:
     name = "onnx"
+    demo_targets = {"fp32": "onnx-cpu-fp32", "int8": "onnx-cpu-int8"}
     extra = "onnx"
     runtime_package = "onnxruntime"  # what a device installs to run the artifact
     precisions = ("fp32", "int8", "int8-dynamic")

@@ -185,6 +185,7 @@ def _conversion_failures(exc: Exception, sites: OpSites, target: str) -> list[Fi
 
 class OpenVinoBackend:
     name = "openvino"
+    demo_targets = {"fp32": "openvino-cpu-fp32", "int8": "openvino-cpu-int8"}
     extra = "openvino"
     runtime_package = "openvino"  # what a device installs to run the artifact
     precisions = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")

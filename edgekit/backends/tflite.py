@@ -294,6 +294,7 @@ def _prepare_failure(exc: Exception, interpreter: Interpreter, program: torch.ex
 
 class TfliteBackend:
     name = "tflite"
+    demo_targets = {"fp32": "tflite-cpu-fp32", "int8": "tflite-cpu-int8"}
     extra = "tflite"
     runtime_package = "ai-edge-litert"  # what a device installs to run the artifact
     precisions = ("fp32", "fp16", "int8", "int8-dynamic")

@@ -4,119 +4,45 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from edgekit.artifact import Precision, read_manifest
-from edgekit.bench.isolate import Outcome, run_worker
-from edgekit.bench.measurement import Measurement
-from edgekit.bench.worker import Job
 from edgekit.config import Gates, TargetProfile, Threshold
+from edgekit.isolation.process import Outcome, run_worker
+from edgekit.isolation.worker import Job
 from edgekit.reference import Reference, load_reference
-from edgekit.report.attention import HeadStats, attention_stats
-from edgekit.report.explain import (
-    MapAgreement,
+from edgekit.report.render import write_bench_reports
+from edgekit.results import BenchResult, BenchRow, Explanation, Timing
+from edgekit.runfolder import earlier_failure, read_run, target_profile
+from edgekit.validate.attention import attention_stats
+from edgekit.validate.explain import (
     OcclusionPlan,
     agreement,
     occlusion_inputs,
     occlusion_maps,
     predicted_classes,
 )
-from edgekit.runfolder import earlier_failure, read_run, target_profile
-from edgekit.validate.gates import Status
-from edgekit.validate.validate import Stage, Validation, compare, failure
+from edgekit.validate.validate import compare, failure
+
+__all__ = ["BenchResult", "BenchRow", "Timing", "bench"]  # the types live in edgekit.results
 
 TORCH_ROW = "torch"
 RowProgress = Callable[[int, int, str], None]  # (done, total, what is running now)
 
 
-@dataclass(frozen=True)
-class Timing:
-    """How long each row is timed; ``quick`` is for demos and tests, the default for numbers you quote."""
-
-    min_runs: int = 200
-    min_seconds: float = 1.0
-    throughput_seconds: float = 2.0
-    timeout: float = 300.0
-
-    @staticmethod
-    def quick() -> Timing:
-        return Timing(min_runs=50, min_seconds=0.2, throughput_seconds=0.3, timeout=120.0)
-
-
-@dataclass(frozen=True)
-class BenchRow:
-    validation: Validation
-    measurement: Measurement | None = None
-    attention: tuple[HeadStats, ...] = ()
-    occlusion: MapAgreement | None = None
-    seconds: float = 0.0
-
-    @property
-    def target(self) -> str:
-        return self.validation.target
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """The maps behind the occlusion columns (arrays: plotted, not written to report.json)."""
-
-    plan: OcclusionPlan
-    classes: np.ndarray  # torch's predicted class per sample
-    images: np.ndarray  # [samples, C, H, W]
-    torch_maps: np.ndarray
-    maps: dict[str, np.ndarray]  # target -> [samples, gh, gw]
-    saliency: np.ndarray | None  # [samples, H, W] from torch gradients
-    saliency_vs_occlusion: float | None  # Spearman's rho, torch saliency pooled to the grid vs torch occlusion
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    source: str
-    folder: Path
-    task: str | None
-    torch_accuracy: float | None
-    torch: BenchRow | None
-    rows: tuple[BenchRow, ...]
-    attention_outputs: tuple[str, ...] = ()
-    explanation: Explanation | None = None
-    outputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # target -> val outputs, for plots
-    reference: Reference | None = None
-    timing: Timing | None = None
-
-    @property
-    def failed(self) -> bool:
-        return any(r.validation.status is Status.FAIL for r in self.rows)
-
-
-def _val(outcome: Outcome) -> dict[str, np.ndarray]:
-    return {k[4:]: v for k, v in outcome.outputs.items() if k.startswith("val:")}
-
-
 def _row(outcome: Outcome, reference: Reference, profile: TargetProfile, precision: Precision,
          attention: tuple[str, ...]) -> BenchRow:
     if outcome.stage is not None:
-        return BenchRow(failure(profile, Stage(outcome.stage), outcome.reason, precision), seconds=outcome.seconds)
-    actual = _val(outcome)
+        return BenchRow(failure(profile, outcome.stage, outcome.reason, precision), seconds=outcome.seconds)
+    actual = outcome.validation_outputs()
     validation = compare(reference, actual, precision, profile)
     heads = tuple(h for name in attention if name in actual and actual[name].shape == reference.outputs[name].shape
                   for h in attention_stats(name, reference.outputs[name], actual[name]))
     return BenchRow(validation, outcome.measurement, heads, seconds=outcome.seconds)
-
-
-def validate_in_worker(reference: Reference, run_dir: Path, target: str, precision: Precision,
-                       profile: TargetProfile, timeout: float = 600.0) -> Validation:
-    """Validate one artifact of a run folder in a worker process: a runtime that aborts or hangs while loading or
-    running becomes a CRASH / TIMEOUT row instead of taking the caller down."""
-    with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as scratch:
-        job = Job("artifact", str(run_dir.resolve()), target, scratch, measure=False)
-        outcome = run_worker(job, timeout)
-    if outcome.stage is not None:
-        return failure(profile, Stage(outcome.stage), outcome.reason, precision)
-    return compare(reference, _val(outcome), precision, profile)
 
 
 # the torch row runs the very model the reference came from: anything but float noise is a bug
@@ -131,8 +57,6 @@ TORCH_ORIGINAL_PROFILE = TargetProfile(TORCH_ROW, "torch", "fp32", "the original
 def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = True, torch_row: bool = True,
           allow_pickle: bool = False, on_row: RowProgress | None = None) -> BenchResult:
     """Bench every artifact of a run folder; writes report.json, report.md, report.html and junit.xml into it."""
-    from edgekit.report.render import write_bench_reports
-
     folder = Path(run_dir)
     run = read_run(folder)
     timing = timing or Timing()
@@ -159,7 +83,7 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
         def measured(kind: str, name: str, profile: TargetProfile, precision: Precision,
                      attention_names: tuple[str, ...]) -> BenchRow:
             outcome = run_worker(job(kind, name), timing.timeout)
-            outputs[name] = _val(outcome)
+            outputs[name] = outcome.validation_outputs()
             logits = outcome.outputs.get(f"explain:{reference.logits}")
             if logits is not None:
                 explain_logits[name] = logits
@@ -202,8 +126,12 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
 
 def _explanation(plan: OcclusionPlan, reference: Reference, logits: dict[str, np.ndarray], source: str,
                  allow_pickle: bool) -> Explanation:
-    from edgekit.report.explain import gradient_saliency, pool_to_grid, rank_correlation
     from edgekit.source import load_source
+    from edgekit.validate.explain import (
+        gradient_saliency,
+        pool_to_grid,
+        rank_correlation,
+    )
 
     classes = predicted_classes(logits[TORCH_ROW], plan)
     maps = {name: occlusion_maps(value, plan, classes) for name, value in logits.items()

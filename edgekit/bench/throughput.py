@@ -1,5 +1,6 @@
 """Throughput mode for runtimes without an async API of their own: several sessions (one thread each) fed
-from Python threads. onnxruntime, LiteRT and torch release the GIL while they compute, so the streams overlap."""
+from Python threads. The runtimes edgekit ships release the GIL while they compute, as torch does, so the
+streams overlap."""
 from __future__ import annotations
 
 import threading

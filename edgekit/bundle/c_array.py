@@ -12,7 +12,7 @@ PER_LINE = 16
 
 
 def symbol_for(name: str) -> str:
-    """A C identifier from a file name: model.tflite -> g_model_tflite."""
+    """A C identifier from a file name: model.bin -> g_model_bin."""
     return "g_" + re.sub(r"\W", "_", name).strip("_").lower()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import __version__
+from edgekit._version import __version__
 from edgekit.artifact import Manifest, file_entry, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.config import HIGHER_IS_BETTER, TargetProfile

@@ -22,7 +22,7 @@ def time_limit(seconds: int, message: str) -> Iterator[None]:
     previous = signal.signal(signal.SIGALRM, expire)
     start = time.monotonic()
     # re-fire every 0.2 s after the limit: an exception raised while the handler happens to run inside a garbage
-    # collector callback (jax, imported by litert-torch, installs one) is swallowed by Python
+    # collector callback (jax installs one, and a converter may import jax) is swallowed by Python
     outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds, 0.2)
     try:
         yield

@@ -2,26 +2,18 @@
 seeded, optionally augmented. There is no default data: int8 without calibration data is an error."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from edgekit.config import Augment
 from edgekit.data.sources import KINDS, Dataset, InputInfo, load_data
 from edgekit.errors import EdgekitError
 
 CalibrationData = Dataset  # what the backends' quantize steps take
 HOW = (f"pass --calib DATA: {KINDS} (e.g. --calib photos/, --calib sentences.py:samples, or --calib task:calib "
        "for a zoo model)")
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Optional calibration augmentation (seeded): horizontal flips, random crops, brightness jitter."""
-
-    flip: bool = False
-    crop: int = 0  # pixels of random crop-and-pad
-    brightness: float = 0.0  # +/- fraction
 
 
 def augment(images: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:

@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edgekit.api import RunResult
-    from edgekit.validate.validate import Validation
+    from edgekit.results import RunResult, Validation
 
 
 def pct(value: float | None) -> str:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgekit.report.explain import image_input
+from edgekit.validate.explain import image_input
 
 if TYPE_CHECKING:
-    from edgekit.bench.run import BenchResult
+    from edgekit.results import BenchResult
 
 SHOWN = 4  # samples per figure
 MAX_GROUPS = 8
@@ -166,7 +166,7 @@ def _words(result: BenchResult, ids: np.ndarray) -> list[str]:
 
 def heads_side_by_side(result: BenchResult, output: str) -> str | None:
     """Each group (layer/head) of one sample, per runtime: [query x key] heat maps."""
-    from edgekit.report.attention import group_names
+    from edgekit.validate.attention import group_names
 
     plt = _pyplot()
     att = result.reference.outputs[output]

@@ -1,5 +1,5 @@
 """The four outputs of a bench (and of an export, whose rows have no measurement yet): report.json (schema
-edgekit.report/2, documented in docs/report-schema.md), report.md, a self-contained report.html, junit.xml."""
+edgekit.report/3, documented in docs/report-schema.md), report.md, a self-contained report.html, junit.xml."""
 from __future__ import annotations
 
 import html
@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
-from edgekit import __version__
+from edgekit._version import __version__
 from edgekit.fsutil import jsonable, write_json, write_text
 from edgekit.report import errors_cell, markdown_table, pct, precision_cell
+from edgekit.results import stage_totals
 from edgekit.validate.gates import Status
 
 if TYPE_CHECKING:
-    from edgekit.bench.run import BenchResult, BenchRow
+    from edgekit.results import BenchResult, BenchRow
 
-REPORT_SCHEMA = "edgekit.report/2"
+REPORT_SCHEMA = "edgekit.report/3"  # /3 added the per-stage totals
 
 
 def _ms(value: float | None) -> str:
@@ -67,6 +68,7 @@ def report_json(result: BenchResult) -> dict:
         "attention_outputs": list(result.attention_outputs),
         "torch": row_json(result.torch, None) if result.torch else None,
         "rows": [row_json(r, result.torch) for r in result.rows],
+        "totals": stage_totals([r.validation for r in result.rows]),
         "explanation": None if e is None else {
             "image_input": e.plan.image_input, "samples": list(e.plan.samples), "patch": e.plan.patch,
             "grid": list(e.plan.grid), "classes": e.classes.tolist(),
@@ -145,7 +147,9 @@ def report_markdown(result: BenchResult) -> str:
     parts = [f"# edgekit report: {result.source}\n", f"{_validated_on(result)}torch accuracy: "
              f"{pct(result.torch_accuracy)}; "
              "latency is batch 1, one request (median of many runs after warm-up); x torch = torch eager "
-             "median / this median, one thread.\n", markdown_table(main_table(result))]
+             "median / this median, one thread.\n", markdown_table(main_table(result)),
+             "\nRows per outcome: " + ", ".join(f"{k} {v}" for k, v in
+                                                stage_totals([r.validation for r in result.rows]).items() if v) + "\n"]
     if table := attention_table(result):
         parts += ["\n## Attention against the original (per layer and head)\n", markdown_table(table)]
     if table := occlusion_table(result):
@@ -207,6 +211,9 @@ def junit_xml(result: BenchResult) -> str:
     failures = sum(r.validation.status is Status.FAIL for r in rows)
     suite = ET.Element("testsuite", name=f"edgekit {result.source}", tests=str(len(rows)), failures=str(failures),
                        errors="0", time=f"{sum(r.seconds for r in rows):.3f}")
+    properties = ET.SubElement(suite, "properties")  # rows per outcome: PASS, WARN, then every failure stage
+    for outcome, count in stage_totals([r.validation for r in rows]).items():
+        ET.SubElement(properties, "property", name=f"edgekit.total.{outcome}", value=str(count))
     for r in rows:
         case = ET.SubElement(suite, "testcase", classname=f"edgekit.{result.source}", name=r.target,
                              time=f"{r.seconds:.3f}")

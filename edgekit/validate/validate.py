@@ -1,9 +1,6 @@
 """Validate one artifact against the Reference: output names, then shapes, then values; every failure collected."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import Enum
-
 import numpy as np
 
 from edgekit.artifact import Manifest, Precision
@@ -13,48 +10,9 @@ from edgekit.config import TargetProfile
 from edgekit.errors import one_line
 from edgekit.lengths import AT
 from edgekit.reference import Reference, task_accuracy
+from edgekit.results import Stage, Validation, failure
 from edgekit.validate.gates import Check, Status, check, worst
 from edgekit.validate.metrics import OutputStats, output_stats
-
-
-class Stage(str, Enum):
-    """The stage a target failed in."""
-
-    EXPORT = "EXPORT"
-    QUANTIZE = "QUANTIZE"
-    LOAD = "LOAD"
-    RUN = "RUN"
-    MISMATCH = "MISMATCH"
-    CRASH = "CRASH"
-    TIMEOUT = "TIMEOUT"
-
-
-@dataclass(frozen=True)
-class Validation:
-    """One target's row: PASS / WARN / FAIL from the gates, or the stage that failed and why."""
-
-    target: str
-    backend: str
-    status: Status
-    stage: Stage | None = None
-    reason: str = ""
-    samples: int = 0
-    outputs: tuple[OutputStats, ...] = ()
-    torch_accuracy: float | None = None
-    accuracy: float | None = None
-    checks: tuple[Check, ...] = ()
-    precision: Precision | None = None
-    warnings: tuple[str, ...] = field(default=())
-
-    @property
-    def failed_checks(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if c.status is Status.FAIL)
-
-
-def failure(profile: TargetProfile, stage: Stage, reason: str, precision: Precision | None = None) -> Validation:
-    return Validation(profile.name, profile.backend, Status.FAIL, stage, reason, precision=precision,
-                      warnings=precision.warnings if precision else ())
-
 
 # agreement of decisions means something on real data only; on two example inputs it can only be 0, 0.5 or 1
 NEEDS_REAL_DATA = {"top1_agreement", "accuracy_drop"}

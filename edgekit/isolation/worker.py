@@ -1,4 +1,4 @@
-"""One row of a bench, in a child process: ``python -m edgekit.bench.worker JOB.json``.
+"""One row of a bench, in a child process: ``python -m edgekit.isolation.worker JOB.json``.
 
 It opens one artifact on its runtime (or the original torch model), runs the run's validation inputs and the
 explanation inputs through it, times it, and writes ``outputs.npz`` and ``result.json`` into the job's folder.
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.bench.timing import peak_rss_mb
+from edgekit.results import Stage
 
 RESULT_FILE = "result.json"
 OUTPUTS_FILE = "outputs.npz"
@@ -41,7 +42,7 @@ class Job:
 
 
 class StageFailure(Exception):
-    def __init__(self, stage: str, reason: str) -> None:
+    def __init__(self, stage: Stage, reason: str) -> None:
         super().__init__(reason)
         self.stage = stage
 
@@ -51,7 +52,7 @@ def _arrays(path: Path, prefix: str) -> dict[str, np.ndarray]:
         return {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
 
 
-def _stage(stage: str, call):
+def _stage(stage: Stage, call):
     from edgekit.errors import one_line
 
     try:
@@ -69,9 +70,9 @@ def _artifact(job: Job):
 
     load_plugins()
     folder = Path(job.run_dir) / job.target
-    manifest = _stage("LOAD", lambda: read_manifest(folder / "manifest.json"))
-    _stage("LOAD", lambda: verify_files(folder, manifest))
-    backend = _stage("LOAD", lambda: get_backend(manifest.backend))
+    manifest = _stage(Stage.LOAD, lambda: read_manifest(folder / "manifest.json"))
+    _stage(Stage.LOAD, lambda: verify_files(folder, manifest))
+    backend = _stage(Stage.LOAD, lambda: get_backend(manifest.backend))
     native = getattr(backend, "throughput", None)
     throughput = (lambda one, seconds: native(folder, manifest, one, seconds)) if native else None
     return (lambda threads=None: backend.open(folder, manifest, threads)), manifest, throughput, \
@@ -87,7 +88,7 @@ def _torch(job: Job):
 def _latency(session, one: dict[str, np.ndarray], job: Job):
     from edgekit.bench.timing import measure
 
-    return _stage("RUN", lambda: measure(lambda: session.run(one), min_runs=job.min_runs,
+    return _stage(Stage.RUN, lambda: measure(lambda: session.run(one), min_runs=job.min_runs,
                                          min_seconds=job.min_seconds))
 
 
@@ -102,34 +103,34 @@ def run(job: Job) -> dict | None:
     baseline = peak_rss_mb()
     t0 = time.perf_counter()
     open_with, manifest, throughput, size = (_torch if job.kind == "torch" else _artifact)(job)
-    session = _stage("LOAD", lambda: open_with())
+    session = _stage(Stage.LOAD, lambda: open_with())
     # what the runtime says it runs with, for the report (a plugin's session may not say)
-    applied = _stage("LOAD", getattr(session, "effective", lambda: {"precision": "not reported",
+    applied = _stage(Stage.LOAD, getattr(session, "effective", lambda: {"precision": "not reported",
                                                                     "threads": "not reported"}))
     load_ms = (time.perf_counter() - t0) * 1000
-    arrays = {f"val:{k}": v for k, v in _stage("RUN", lambda: run_batched(session, manifest, inputs)).items()}
+    arrays = {f"val:{k}": v for k, v in _stage(Stage.RUN, lambda: run_batched(session, manifest, inputs)).items()}
     with np.load(reference, allow_pickle=False) as z:
         at_lengths = arrays_at_lengths(z, "input")
     for length, cut in at_lengths.items():  # a model with dynamic axes, at its other lengths
         arrays.update({f"val:{k}{AT}{length}": v for k, v in
-                       _stage("RUN", lambda: run_batched(session, manifest, cut)).items()})
+                       _stage(Stage.RUN, lambda: run_batched(session, manifest, cut)).items()})
     if explain:
         arrays.update({f"explain:{k}": v for k, v in
-                       _stage("RUN", lambda: run_batched(session, manifest, explain)).items()})
+                       _stage(Stage.RUN, lambda: run_batched(session, manifest, explain)).items()})
     np.savez(Path(job.out) / OUTPUTS_FILE, **arrays)
     if not job.measure:
         return None
     one = to_artifact_layout({k: v[:1] for k, v in inputs.items()}, manifest)
     latency_all = _latency(session, one, job)
     session = None  # released before the one-thread session is opened
-    session = _stage("LOAD", lambda: open_with(1))
+    session = _stage(Stage.LOAD, lambda: open_with(1))
     latency_1t = _latency(session, one, job)
     session = None
     threads_all = applied["threads"] if isinstance(applied["threads"], int) else (os.cpu_count() or 1)
     if throughput is None:
         def throughput(one, seconds):
             return parallel_sessions(lambda: open_with(1), one, threads_all, seconds)
-    rate = _stage("RUN", lambda: throughput(one, job.throughput_seconds))
+    rate = _stage(Stage.RUN, lambda: throughput(one, job.throughput_seconds))
     return {"load_ms": load_ms, "latency_1t": asdict(latency_1t), "latency_all": asdict(latency_all),
             "threads_all": threads_all, "applied": applied, "throughput": asdict(rate), "peak_rss_mb": peak_rss_mb(),
             "baseline_rss_mb": baseline, "artifact_bytes": size}
@@ -140,7 +141,7 @@ def main(argv: list[str]) -> int:
     try:
         result = {"stage": None, "measurement": run(job)}
     except StageFailure as exc:
-        result = {"stage": exc.stage, "reason": str(exc)}
+        result = {"stage": exc.stage.value, "reason": str(exc)}
     path = Path(job.out) / RESULT_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result), encoding="utf-8")

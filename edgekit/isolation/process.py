@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.bench.measurement import Measurement, measurement_from
-from edgekit.bench.worker import OUTPUTS_FILE, RESULT_FILE, Job
+from edgekit.isolation.worker import OUTPUTS_FILE, RESULT_FILE, Job
+from edgekit.results import Stage
 
 JOB_FILE = "job.json"
 STDERR_FILE = "stderr.txt"
@@ -22,11 +23,22 @@ STDERR_FILE = "stderr.txt"
 
 @dataclass(frozen=True)
 class Outcome:
-    stage: str | None  # None when measured; else LOAD / RUN / CRASH / TIMEOUT
+    stage: Stage | None  # None when it ran; else LOAD / RUN (reported by the worker), CRASH / TIMEOUT
     reason: str = ""
     measurement: Measurement | None = None
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # "val:NAME" and "explain:NAME"
     seconds: float = 0.0
+
+    def validation_outputs(self) -> dict[str, np.ndarray]:
+        return {k[4:]: v for k, v in self.outputs.items() if k.startswith("val:")}
+
+
+def _reported_stage(value: object) -> Stage:
+    """The stage a worker wrote, typed again on this side of the process boundary."""
+    try:
+        return Stage(value)
+    except ValueError:
+        return Stage.CRASH
 
 
 def _last_line(path: Path) -> str:
@@ -48,10 +60,10 @@ def run_worker(job: Job, timeout: float) -> Outcome:
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     job.write(out / JOB_FILE)
-    env = {**os.environ, "LITERT_TORCH_SHOW_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
     with open(out / STDERR_FILE, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "edgekit.bench.worker", str(out / JOB_FILE)],
+        proc = subprocess.Popen([sys.executable, "-m", "edgekit.isolation.worker", str(out / JOB_FILE)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                                 start_new_session=True, env=env)
         try:
@@ -59,20 +71,20 @@ def run_worker(job: Job, timeout: float) -> Outcome:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole group: runtimes may have started helpers
             proc.wait()
-            return Outcome("TIMEOUT", f"no answer within {timeout:g} s; the worker was killed",
+            return Outcome(Stage.TIMEOUT, f"no answer within {timeout:g} s; the worker was killed",
                            seconds=time.perf_counter() - start)
     seconds = time.perf_counter() - start
     tail = _last_line(out / STDERR_FILE)
     if code < 0:
-        return Outcome("CRASH", f"the worker died of {_signal_name(-code)}" + (f" ({tail})" if tail else ""),
+        return Outcome(Stage.CRASH, f"the worker died of {_signal_name(-code)}" + (f" ({tail})" if tail else ""),
                        seconds=seconds)
     result_path = out / RESULT_FILE
     if code != 0 or not result_path.is_file():
-        return Outcome("CRASH", f"the worker exited with code {code} and no result" + (f": {tail}" if tail else ""),
+        return Outcome(Stage.CRASH, f"the worker exited with code {code} and no result" + (f": {tail}" if tail else ""),
                        seconds=seconds)
     result = json.loads(result_path.read_text(encoding="utf-8"))
     if result["stage"] is not None:
-        return Outcome(result["stage"], result["reason"], seconds=seconds)
+        return Outcome(_reported_stage(result["stage"]), result["reason"], seconds=seconds)
     with np.load(out / OUTPUTS_FILE, allow_pickle=False) as z:
         outputs = {k: z[k] for k in z.files}
     measured = result["measurement"]
