@@ -5,7 +5,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from edgekit._version import __version__
 from edgekit.artifact import Manifest, TensorSpec, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.backends.base import check_options
@@ -15,24 +14,21 @@ from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles
 from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.data.sources import InputInfo, load_data
 from edgekit.errors import one_line
-from edgekit.fsutil import RUN_MARKER, jsonable, staged_folder, write_json, write_text
+from edgekit.fsutil import jsonable, staged_folder, write_json, write_text
 from edgekit.isolation.validate import validate_in_worker
-from edgekit.reference import Reference, build_reference, load_reference, save_reference
+from edgekit.reference import Reference, build_reference, save_reference
 from edgekit.report.render import write_bench_reports
 from edgekit.results import BenchResult, BenchRow, RunResult, Stage, Validation, failure
 from edgekit.runfolder import (
+    COMPRESSION_FILE,
     MANIFEST_FILE,
     PROFILE_FILE,
-    REFERENCE_FILE,
     VALIDATION_FILE,
-    earlier_failure,
-    read_run,
-    target_profile,
+    RunFolder,
+    RunRecord,
 )
 from edgekit.source import load_source, parse_dynamic
 from edgekit.spec import ModelSpec
-
-COMPRESSION_FILE = "compression.json"
 
 Progress = Callable[[str], None]
 
@@ -127,7 +123,8 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
         spec, compressed = compress(spec, compression)
     reference = build_reference(spec, source, validation)
     with staged_folder(Path(out)) as stage:
-        save_reference(reference, stage / REFERENCE_FILE)
+        folder = RunFolder(stage)
+        save_reference(reference, folder.reference_path)
         rows = []
         for profile in profiles:
             rows.append(_export_target(reference, profile, stage / profile.name, calibration.get(profile.name),
@@ -137,51 +134,52 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
         result = RunResult(source, Path(out), reference.accuracy(), rows, compressed, reference.describe())
         if compressed is not None:
             write_json(stage / COMPRESSION_FILE, compressed)
-        run = {
-            "schema": "edgekit.run/1", "edgekit": __version__, "source": source, "task": spec.task,
-            "inputs": list(spec.input_names), "outputs": list(spec.output_names),
-            "attention_outputs": list(spec.attention_outputs), "labels": list(spec.labels),
-            "data": {"origin": reference.origin, "samples": reference.samples, "real": reference.real,
-                     "labels": reference.labels is not None},
-            "preprocess": jsonable(spec.preprocess) if spec.preprocess is not None else None,
-            **_lengths_record(spec), "validated_lengths": sorted({*reference.at_lengths, *_own_length(reference)}),
-            "torch_accuracy": result.torch_accuracy, "targets": [p.name for p in profiles]}
-        write_json(stage / RUN_MARKER, run)
-        write_reports(stage, result, reference, run)
+        lengths = _lengths_record(spec)
+        record = RunRecord(
+            source, tuple(spec.input_names), tuple(spec.output_names), tuple(p.name for p in profiles),
+            task=spec.task, attention_outputs=tuple(spec.attention_outputs), labels=tuple(spec.labels),
+            data={"origin": reference.origin, "samples": reference.samples, "real": reference.real,
+                  "labels": reference.labels is not None},
+            preprocess=jsonable(spec.preprocess) if spec.preprocess is not None else None,
+            dynamic_axes=lengths.get("dynamic_axes", {}), lengths=tuple(lengths.get("lengths", ())),
+            validated_lengths=tuple(sorted({*reference.at_lengths, *_own_length(reference)})),
+            torch_accuracy=result.torch_accuracy)
+        folder.write_record(record)
+        write_reports(stage, result, reference, record)
     return result
 
 
-def write_reports(folder: Path, result: RunResult, reference: Reference, run: dict) -> None:
+def write_reports(folder: Path, result: RunResult, reference: Reference, record: RunRecord) -> None:
     """The four report files, with the validation rows (``edgekit bench`` adds speed, memory and explanations)."""
-    write_bench_reports(BenchResult(result.source, folder, run.get("task"), result.torch_accuracy, None,
-                                    tuple(BenchRow(v) for v in result.rows), tuple(run.get("attention_outputs", ())),
+    write_bench_reports(BenchResult(result.source, folder, record.task, result.torch_accuracy, None,
+                                    tuple(BenchRow(v) for v in result.rows), record.attention_outputs,
                                     reference=reference), plots=False)
 
 
-def _revalidate(reference: Reference, folder: Path) -> Validation:
-    profile = target_profile(folder)
-    if not (folder / MANIFEST_FILE).is_file():
-        return earlier_failure(folder, profile)
+def _revalidate(reference: Reference, run: RunFolder, name: str) -> Validation:
+    profile = run.profile(name)
+    if not run.has_manifest(name):
+        return run.earlier_failure(name, profile)
+    folder = run.target(name)
     manifest: Manifest = read_manifest(folder / MANIFEST_FILE)
     verify_files(folder, manifest)
     get_backend(manifest.backend)  # an unknown backend or a missing runtime is bad input (exit 2), not a row
-    result = validate_in_worker(reference, folder.parent, folder.name, manifest.precision, profile)
+    result = validate_in_worker(reference, run.path, name, manifest.precision, profile)
     write_json(folder / VALIDATION_FILE, result)
     return result
 
 
 def validate_run(run_dir: str | Path, progress: Progress = _quiet) -> RunResult:
     """Validate every artifact of a run folder again, on its runtime, with the gates it was exported under."""
-    folder = Path(run_dir)
-    run = read_run(folder)
-    reference = load_reference(folder / REFERENCE_FILE, run["source"], tuple(run["inputs"]), tuple(run["outputs"]),
-                               run.get("task"), run.get("data"))
+    run = RunFolder(run_dir)
+    record = run.record()
+    reference = run.reference(record)
     rows = []
-    for name in run["targets"]:
+    for name in record.targets:
         progress(f"{name}: validating")
-        rows.append(_revalidate(reference, folder / name))
-    result = RunResult(run["source"], folder, reference.accuracy(), tuple(rows), None, reference.describe())
-    write_reports(folder, result, reference, run)
+        rows.append(_revalidate(reference, run, name))
+    result = RunResult(record.source, run.path, reference.accuracy(), tuple(rows), None, reference.describe())
+    write_reports(run.path, result, reference, record)
     return result
 
 

@@ -1,5 +1,6 @@
-"""Bundles: made for every backend, their runner works where torch and edgekit cannot be imported, tampering and
-escaping paths are refused, and the C array compiles and matches the model file."""
+"""Bundles: made for every backend, their runner works where torch and edgekit cannot be imported (torch only
+where the runtime itself requires it, and then it says so), tampering and escaping paths are refused, and the C
+array compiles and matches the model file."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.backends import get_backend
 from edgekit.bundle.make import bundle
 from edgekit.cli import main
 
@@ -31,6 +33,25 @@ def no_torch(tmp_path_factory) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="module")
+def no_edgekit(no_torch) -> dict[str, str]:
+    """A device with the runtime and what it requires, torch included, but no edgekit."""
+    blocker = Path(no_torch["PYTHONPATH"]).parent / "edgekit-only"
+    (blocker / "edgekit").mkdir(parents=True, exist_ok=True)
+    (blocker / "edgekit" / "__init__.py").write_text("raise ImportError('edgekit is not on this device')\n")
+    return {**no_torch, "PYTHONPATH": str(blocker)}
+
+
+def needs_torch(backend: str) -> bool:
+    """A runtime that cannot run without torch says so (``runtime_requires``); its device has torch."""
+    return "torch" in getattr(get_backend(backend), "runtime_requires", ())
+
+
+@pytest.fixture
+def device(backend, no_torch, no_edgekit) -> dict[str, str]:
+    return no_edgekit if needs_torch(backend) else no_torch
+
+
 def run_py(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(folder / "run.py"), *args], env=env, capture_output=True, text=True,
                           timeout=300, cwd=folder.parent)
@@ -44,13 +65,13 @@ def fusion_bundles(zoo_run, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_bundle_check_passes_without_torch(fusion_bundles, no_torch, backend):
+def test_bundle_check_passes_without_torch(fusion_bundles, device, backend):
     folder = fusion_bundles[backend]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["schema"] == "edgekit.bundle/1" and manifest["backend"] == backend
     assert {i["name"] for i in manifest["inputs"]} == {"image", "tokens"}
     assert manifest["preprocess"]["size"] == [28, 28] and manifest["golden"]["samples"] == 16
-    done = run_py(folder, no_torch, "--check")
+    done = run_py(folder, device, "--check")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["status"] == "PASS" and report["samples"] == 16
@@ -76,12 +97,29 @@ def assert_applied_as_recorded(applied: dict, folder: Path) -> None:
         assert applied[key] == value, (key, applied)
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if needs_torch(b)])
+def test_a_runtime_that_needs_torch_says_what_to_install(fusion_bundles, no_torch, backend):
+    folder = fusion_bundles[backend]
+    package = json.loads((folder / "manifest.json").read_text())["runtime"]["package"]
+    assert f"torch=={torch_version()}" in package.split()
+    done = run_py(folder, no_torch, "--check")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"run.py: error: the {backend} runtime is not installed here (torch is not on this device); "
+        f"pip install {package}"]
+
+
+def torch_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("torch")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_example_py_applies_the_manifest_options(zoo_run, tmp_path, no_torch, backend):
+def test_example_py_applies_the_manifest_options(zoo_run, tmp_path, device, backend):
     """The integration example opens the model through the same session module, with the same options."""
     folder = bundle(zoo_run("cnn").folder, fp32_profile(backend), tmp_path / "cnn")
     image = REPO / "sample_data" / "mnist" / "val" / "0003.png"  # a 0 (val.csv)
-    done = subprocess.run([sys.executable, str(folder / "example.py"), str(image)], env=no_torch,
+    done = subprocess.run([sys.executable, str(folder / "example.py"), str(image)], env=device,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("0 (")
@@ -92,7 +130,7 @@ def test_example_py_applies_the_manifest_options(zoo_run, tmp_path, no_torch, ba
 
 
 def test_bundle_bench_prints_timing_json(fusion_bundles, no_torch):
-    folder = fusion_bundles[BACKENDS[0]]
+    folder = fusion_bundles[next(b for b in BACKENDS if not needs_torch(b))]
     done = run_py(folder, no_torch, "--bench", "--seconds", "0.05", "--runs", "50")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -113,7 +151,7 @@ def test_bundle_predicts_a_real_digit(zoo_run, tmp_path, no_torch):
 
 def test_tampered_model_and_escaping_paths_are_refused(fusion_bundles, tmp_path, no_torch):
     folder = tmp_path / "copy"
-    shutil.copytree(fusion_bundles[BACKENDS[0]], folder)
+    shutil.copytree(fusion_bundles[next(b for b in BACKENDS if not needs_torch(b))], folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     model = folder / manifest["model_file"]
     data = bytearray(model.read_bytes())

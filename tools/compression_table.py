@@ -6,7 +6,7 @@
    parameters, torch val accuracy (original, pruned, recovered), the val accuracy of each runtime's fp32 export of
    the recovered model, and batch-1 single-thread latency before/after on each runtime.
 
-Usage: python tools/compression_table.py [--out runs/compression] [--only int8|pruning] [--epochs N]
+Usage: python tools/compression_table.py [--out runs/compression] [--only int8|pruning] [--epochs N] [--models a,b]
 """
 from __future__ import annotations
 
@@ -129,14 +129,14 @@ def runtime_cells(runs: dict[str, RunResult], variant: str, ms: dict[tuple[str, 
     return cells
 
 
-def pruning_table(out: Path, epochs_override: int | None) -> list[str]:
+def pruning_table(out: Path, epochs_override: int | None, models: tuple[str, ...] = MODELS) -> list[str]:
     start = time.perf_counter()
     lines = ["| model | variant | params | FLOPs | torch acc | " + " | ".join(
         f"{b} acc | {b} ms" for b in BACKENDS) + " |", "|" + "---|" * (5 + 2 * len(BACKENDS))]
-    for model in MODELS:
+    for model in models:
         lines += pruning_rows(model, out, epochs_override)
         print(f"  .. {model} done at {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    lines.append(f"\n{len(MODELS)} models x {len(RATIOS)} ratios in {(time.perf_counter() - start) / 60:.1f} min; "
+    lines.append(f"\n{len(models)} models x {len(RATIOS)} ratios in {(time.perf_counter() - start) / 60:.1f} min; "
                  "acc: val accuracy (%); ms: batch-1 single-thread median latency, best of 3 interleaved rounds")
     return lines
 
@@ -146,12 +146,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compression"))
     parser.add_argument("--epochs", type=int, help="recovery epochs for every model (default: RECOVERY)")
     parser.add_argument("--only", choices=("int8", "pruning"))
+    parser.add_argument("--models", default=",".join(MODELS), help="zoo models of the pruning table, comma-separated")
     args = parser.parse_args()
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
     if args.only in (None, "int8"):
         print("\n".join(int8_table(args.out)), "\n", flush=True)
     if args.only in (None, "pruning"):
-        print("\n".join(pruning_table(args.out, args.epochs)), flush=True)
+        print("\n".join(pruning_table(args.out, args.epochs, tuple(args.models.split(",")))), flush=True)
 
 
 if __name__ == "__main__":

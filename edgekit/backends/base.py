@@ -82,10 +82,13 @@ class Backend(Protocol):
     name: str
     extra: str  # the pip extra that installs its runtime
     runtime_package: str  # the one package a device needs to run an artifact (versions[...] holds its version)
+    # Optional: runtime_requires, packages the runtime needs beside it on a device, e.g. ("torch",) for a runtime
+    # that cannot run without torch; bundles list them to install, and the session module imports them
     precisions: tuple[str, ...]  # precisions this backend can produce
     options: dict[str, Option]  # the profile keys it applies, beyond COMMON_OPTIONS
-    # a standalone file (numpy + the runtime, no edgekit) with open_session(model_path, runtime, threads): the
-    # backend's open() uses it and bundles carry it, so host and device open an artifact the same way
+    # a standalone file (numpy + the runtime and what it requires, no edgekit) with open_session(model_path,
+    # runtime, threads): the backend's open() uses it and bundles carry it, so host and device open an artifact
+    # the same way
     session_module: Path
 
     def export(self, spec: ModelSpec, profile: TargetProfile, folder: Path, source: str) -> Manifest:

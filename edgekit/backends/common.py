@@ -31,6 +31,23 @@ def batch_dynamic_shapes(spec: ModelSpec, lengths: bool = True) -> tuple[dict[in
     return (shapes,) if [p.kind for p in params] == [inspect.Parameter.VAR_POSITIONAL] else shapes
 
 
+def fixed_shapes(batch_sizes: tuple[int, ...], spec: ModelSpec) -> list[tuple[int, int | None]]:
+    """(batch, length) for each signature / method of a runtime with fixed shapes: every batch size, and for a
+    model with dynamic axes every one of its lengths (None: the model has none)."""
+    return [(b, n) for b in sorted(set(batch_sizes)) for n in (spec.lengths or (None,))]
+
+
+def resized_example(t: torch.Tensor, size: int, axes: tuple[int, ...] = (), length: int | None = None
+                    ) -> torch.Tensor:
+    """An example input resized to ``size`` along the batch (repeating it if it is smaller) and cut to
+    ``length`` along its dynamic ``axes``."""
+    reps = -(-size // t.shape[0])
+    t = t.repeat(reps, *([1] * (t.dim() - 1)))[:size]
+    for axis in axes:
+        t = t.narrow(axis, 0, length)
+    return t.contiguous()
+
+
 def versions(*packages: str) -> dict[str, str]:
     import torch
 

@@ -23,7 +23,9 @@ from edgekit.backends.base import Option  # noqa: E402
 from edgekit.backends.common import (  # noqa: E402
     DECLARED_COMPUTE,
     ConversionCache,
+    fixed_shapes,
     quantization_record,
+    resized_example,
     storage_type,
     versions,
 )
@@ -48,18 +50,7 @@ def signature_name(batch: int, length: int | None = None) -> str:
 
 def signatures(profile: TargetProfile, spec: ModelSpec) -> dict[str, tuple[int, int | None]]:
     """One signature per batch size and, for a model with dynamic axes, per length: litert-torch pins shapes."""
-    lengths = spec.lengths or (None,)
-    return {signature_name(b, n): (b, n) for b in sorted(set(profile.runtime.batch_sizes)) for n in lengths}
-
-
-def _batch(t: torch.Tensor, size: int, axes: tuple[int, ...] = (), length: int | None = None) -> torch.Tensor:
-    """The example input resized to ``size`` along the batch (repeating it if it is smaller) and cut to
-    ``length`` along its dynamic ``axes``."""
-    reps = -(-size // t.shape[0])
-    t = t.repeat(reps, *([1] * (t.dim() - 1)))[:size]
-    for axis in axes:
-        t = t.narrow(axis, 0, length)
-    return t.contiguous()
+    return {signature_name(b, n): (b, n) for b, n in fixed_shapes(profile.runtime.batch_sizes, spec)}
 
 
 def _image_inputs(spec: ModelSpec) -> list[int]:
@@ -85,7 +76,7 @@ def _convert(spec: ModelSpec, profile: TargetProfile, path: Path) -> bytes:
         module = litert_torch.to_channel_last_io(module, args=images).eval()
     converter, axes = None, spec.length_axes()
     for name, (size, length) in signatures(profile, spec).items():
-        args = tuple(_batch(t, size, axes.get(i, ()), length) for i, t in enumerate(spec.example_inputs))
+        args = tuple(resized_example(t, size, axes.get(i, ()), length) for i, t in enumerate(spec.example_inputs))
         if nhwc:
             args = tuple(a.permute(0, 2, 3, 1).contiguous() if i in images else a
                          for i, a in enumerate(args))
@@ -265,7 +256,7 @@ def _convert_in_memory(spec: ModelSpec, layout: str, size: int) -> tuple[bytes, 
         import litert_torch
 
     module, images = spec.module, _image_inputs(spec)
-    args = tuple(_batch(t, size) for t in spec.example_inputs)
+    args = tuple(resized_example(t, size) for t in spec.example_inputs)
     if layout == "NHWC":
         module = litert_torch.to_channel_last_io(module, args=images).eval()
         args = tuple(a.permute(0, 2, 3, 1).contiguous() if i in images else a for i, a in enumerate(args))

@@ -14,10 +14,10 @@ from edgekit.artifact import Precision, read_manifest
 from edgekit.config import Gates, TargetProfile, Threshold
 from edgekit.isolation.process import Outcome, run_worker
 from edgekit.isolation.worker import Job
-from edgekit.reference import Reference, load_reference
+from edgekit.reference import Reference
 from edgekit.report.render import write_bench_reports
 from edgekit.results import BenchResult, BenchRow, Explanation, Timing
-from edgekit.runfolder import earlier_failure, read_run, target_profile
+from edgekit.runfolder import MANIFEST_FILE, RunFolder
 from edgekit.validate.attention import attention_stats
 from edgekit.validate.explain import (
     OcclusionPlan,
@@ -57,13 +57,12 @@ TORCH_ORIGINAL_PROFILE = TargetProfile(TORCH_ROW, "torch", "fp32", "the original
 def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = True, torch_row: bool = True,
           allow_pickle: bool = False, on_row: RowProgress | None = None) -> BenchResult:
     """Bench every artifact of a run folder; writes report.json, report.md, report.html and junit.xml into it."""
-    folder = Path(run_dir)
-    run = read_run(folder)
+    run_folder = RunFolder(run_dir)
+    folder, record = run_folder.path, run_folder.record()
     timing = timing or Timing()
-    reference = load_reference(folder / "reference.npz", run["source"], tuple(run["inputs"]),
-                               tuple(run["outputs"]), run.get("task"), run.get("data"))
-    attention = tuple(run.get("attention_outputs", ()))
-    targets = list(run["targets"])
+    reference = run_folder.reference(record)
+    attention = record.attention_outputs
+    targets = list(record.targets)
     total = len(targets) + (1 if torch_row else 0)
     occlusion = occlusion_inputs(reference.inputs, reference.labels) if explain else None
     outputs: dict[str, dict[str, np.ndarray]] = {}
@@ -78,7 +77,7 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
 
         def job(kind: str, target: str) -> Job:
             return Job(kind, str(folder.resolve()), target, os.path.join(scratch, target), timing.min_runs,
-                       timing.min_seconds, timing.throughput_seconds, run["source"], allow_pickle, explain_path)
+                       timing.min_seconds, timing.throughput_seconds, record.source, allow_pickle, explain_path)
 
         def measured(kind: str, name: str, profile: TargetProfile, precision: Precision,
                      attention_names: tuple[str, ...]) -> BenchRow:
@@ -93,7 +92,7 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
         if torch_row:
             if on_row:
                 on_row(done, total, f"{TORCH_ROW}: original model, eager")
-            compressed = (folder / "compression.json").is_file()
+            compressed = run_folder.compression() is not None
             torch = measured("torch", TORCH_ROW, TORCH_ORIGINAL_PROFILE if compressed else TORCH_PROFILE,
                              TORCH_PRECISION, ())
             if compressed:
@@ -103,22 +102,21 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
         for name in targets:
             if on_row:
                 on_row(done, total, name)
-            target_dir = folder / name
-            profile = target_profile(target_dir)
-            if (target_dir / "manifest.json").is_file():
-                precision = read_manifest(target_dir / "manifest.json").precision
+            profile = run_folder.profile(name)
+            if run_folder.has_manifest(name):
+                precision = read_manifest(run_folder.target(name) / MANIFEST_FILE).precision
                 rows.append(measured("artifact", name, profile, precision, attention))
             else:
-                rows.append(BenchRow(earlier_failure(target_dir, profile)))
+                rows.append(BenchRow(run_folder.earlier_failure(name, profile)))
             done += 1
         if on_row:
             on_row(done, total, "writing the reports")
     explanation = None
     if occlusion is not None and TORCH_ROW in explain_logits:
-        explanation = _explanation(occlusion[1], reference, explain_logits, run["source"], allow_pickle)
+        explanation = _explanation(occlusion[1], reference, explain_logits, record.source, allow_pickle)
         rows = [replace(r, occlusion=agreement(explanation.torch_maps, explanation.maps[r.target]))
                 if r.target in explanation.maps else r for r in rows]
-    result = BenchResult(run["source"], folder, run.get("task"), reference.accuracy(), torch, tuple(rows),
+    result = BenchResult(record.source, folder, record.task, reference.accuracy(), torch, tuple(rows),
                          attention, explanation, outputs, reference, timing)
     write_bench_reports(result)
     return result

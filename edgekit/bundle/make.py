@@ -16,7 +16,7 @@ from edgekit.backends import get_backend
 from edgekit.config import HIGHER_IS_BETTER, TargetProfile
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import jsonable, staged_folder
-from edgekit.runfolder import read_run, target_profile
+from edgekit.runfolder import MANIFEST_FILE, RunFolder, RunRecord
 
 BUNDLE_SCHEMA = "edgekit.bundle/1"
 BUNDLE_MARKER = "manifest.json"
@@ -33,9 +33,9 @@ SESSION_FILE = "edgekit_session.py"  # the backend's session module
 
 def _runtime(manifest: Manifest, backend) -> dict:
     """How to open the model (the manifest's runtime options, read by edgekit_session.py) and what to install."""
-    package = getattr(backend, "runtime_package", backend.name)
-    version = manifest.versions.get(package)
-    return {**manifest.extra["runtime"], "package": f"{package}=={version}" if version else package}
+    packages = (getattr(backend, "runtime_package", backend.name), *getattr(backend, "runtime_requires", ()))
+    pinned = [f"{p}=={manifest.versions[p]}" if p in manifest.versions else p for p in packages]
+    return {**manifest.extra["runtime"], "package": " ".join(pinned)}
 
 
 def _gates(profile: TargetProfile) -> dict:
@@ -43,9 +43,9 @@ def _gates(profile: TargetProfile) -> dict:
             for name, gates in profile.gates.outputs.items()}
 
 
-def _preprocess(run: dict, layout: str) -> dict | None:
+def _preprocess(record: RunRecord, layout: str) -> dict | None:
     """The model's preprocessing as the run recorded it (None: the model declares none; feed .npy arrays)."""
-    p = run.get("preprocess")
+    p = record.preprocess
     if p is None:
         return None
     return {**p, "channel_order": "L" if p["grayscale"] else "RGB", "layout_of_arrays": "NCHW",
@@ -54,8 +54,8 @@ def _preprocess(run: dict, layout: str) -> dict | None:
                        "the runner transposes to the model layout"}
 
 
-def _write_golden(run_dir: Path, folder: Path, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> int:
-    with np.load(run_dir / "reference.npz", allow_pickle=False) as z:
+def _write_golden(run: RunFolder, folder: Path, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> int:
+    with np.load(run.reference_path, allow_pickle=False) as z:
         arrays = {f"input:{k}": z[f"input:{k}"][:GOLDEN_SAMPLES] for k in inputs}
         arrays.update({f"output:{k}": z[f"output:{k}"][:GOLDEN_SAMPLES] for k in outputs})
     np.savez_compressed(folder / "golden.npz", **arrays)
@@ -64,21 +64,21 @@ def _write_golden(run_dir: Path, folder: Path, inputs: tuple[str, ...], outputs:
 
 def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool = False) -> Path:
     """Write the bundle of one target of a run; the folder appears only when complete."""
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    if target not in run["targets"]:
-        raise EdgekitError(f"{run_dir} has no target {target!r}; it has {', '.join(run['targets'])}")
-    source = run_dir / target
-    if not (source / "manifest.json").is_file():
-        raise EdgekitError(f"{target} has no artifact in {run_dir} (its export failed); see its validation.json")
-    manifest = read_manifest(source / "manifest.json")
+    run = RunFolder(run_dir)
+    record = run.record()
+    if target not in record.targets:
+        raise EdgekitError(f"{run.path} has no target {target!r}; it has {', '.join(record.targets)}")
+    source = run.target(target)
+    if not run.has_manifest(target):
+        raise EdgekitError(f"{target} has no artifact in {run.path} (its export failed); see its validation.json")
+    manifest = read_manifest(source / MANIFEST_FILE)
     verify_files(source, manifest)
-    profile = target_profile(source)
+    profile = run.profile(target)
     backend = get_backend(manifest.backend)
     with staged_folder(Path(out), marker=BUNDLE_MARKER) as stage:
         for entry in manifest.files:
             shutil.copy2(source / entry.path, stage / entry.path)
-        samples = _write_golden(run_dir, stage, tuple(s.name for s in manifest.inputs),
+        samples = _write_golden(run, stage, tuple(s.name for s in manifest.inputs),
                                 tuple(s.name for s in manifest.outputs))
         shutil.copy2(HERE / "runner.py", stage / "run.py")
         for name, path in {**HELPERS, SESSION_FILE: backend.session_module}.items():
@@ -88,7 +88,11 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
         # a backend may add its own integration files (OpenVINO: a C example that applies the same options)
         extra: list[Path] = list(getattr(backend, "bundle_files", lambda *_: [])(stage, manifest))
         if c_array:
-            from edgekit.bundle.c_array import symbol_for, write_c_array, write_check_program
+            from edgekit.bundle.c_array import (
+                symbol_for,
+                write_c_array,
+                write_check_program,
+            )
 
             (stage / "c").mkdir(exist_ok=True)
             embedded = []
@@ -102,14 +106,14 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
                                                              stage / "example.py",
                                                              *extra]
         document = {
-            "schema": BUNDLE_SCHEMA, "edgekit": __version__, "source": run["source"], "target": target,
+            "schema": BUNDLE_SCHEMA, "edgekit": __version__, "source": record.source, "target": target,
             "backend": manifest.backend, "model_file": manifest.model_file, "layout": manifest.layout,
             "batch_sizes": list(manifest.batch_sizes) if manifest.batch_sizes else None,
             "inputs": jsonable(manifest.inputs), "outputs": jsonable(manifest.outputs),
             "precision": jsonable(manifest.precision), "quantization": manifest.extra.get("quantization"),
             "io": "float32 (or the integer token ids) in and out; quantized models quantize inside the graph",
-            "preprocess": _preprocess(run, manifest.layout), "labels": list(run.get("labels") or []),
-            "attention_outputs": list(run.get("attention_outputs") or []),
+            "preprocess": _preprocess(record, manifest.layout), "labels": list(record.labels),
+            "attention_outputs": list(record.attention_outputs),
             "dynamic_axes": manifest.extra.get("dynamic_axes"), "lengths": manifest.extra.get("lengths"),
             "gates": _gates(profile), "higher_is_better": sorted(HIGHER_IS_BETTER),
             "runtime": _runtime(manifest, backend), "versions": manifest.versions,

@@ -1,4 +1,5 @@
-"""edgekit bundle runner: runs this folder's model on the device with numpy and its one runtime (no torch, no edgekit).
+"""edgekit bundle runner: runs this folder's model on the device with numpy and its one runtime (no edgekit; no
+torch unless the runtime itself requires it: manifest.json's runtime.package lists what to install).
 
     python run.py --check              golden inputs -> outputs, compared with the original's under the gates
     python run.py --bench [--seconds]  latency percentiles (1 thread, all threads), throughput, peak RSS, as JSON
@@ -60,7 +61,7 @@ def open_session(manifest: dict, threads: int | None = None):
     try:
         from edgekit_session import open_session as open_with
     except ImportError as exc:
-        raise BundleError(f"the {manifest['backend']} runtime is not installed here ({exc.name}); "
+        raise BundleError(f"the {manifest['backend']} runtime is not installed here ({exc.name or exc}); "
                           f"pip install {manifest['runtime']['package']}") from None
     return open_with(inside(manifest["model_file"]), manifest["runtime"], threads)
 
@@ -92,7 +93,9 @@ def bench(manifest: dict, seconds: float, runs: int) -> dict:
     with np.load(HERE / "golden.npz", allow_pickle=False) as z:
         one = to_artifact_layout({s["name"]: z[f"input:{s['name']}"][:1] for s in manifest["inputs"]}, manifest)
     result = {"backend": manifest["backend"], "target": manifest["target"]}
+    session = None
     for label, threads in (("latency_1t", 1), ("latency_all", None)):
+        session = None  # closed before the next opens: a runtime may keep one thread pool per process
         session = open_session(manifest, threads)
         applied = session.effective()
         timing = measure(lambda: session.run(one), min_runs=runs, min_seconds=seconds)

@@ -4,7 +4,8 @@ It opens one artifact on its runtime (or the original torch model), runs the run
 explanation inputs through it, times it, and writes ``outputs.npz`` and ``result.json`` into the job's folder.
 A failure it can catch becomes ``{"stage": ..., "reason": ...}``; a native crash or a hang kills only this
 process, and the parent turns that into a CRASH or TIMEOUT row. Opening an artifact imports numpy and the one
-runtime, never torch (the torch row imports torch, of course)."""
+runtime, and torch only where that runtime requires it (a backend's ``runtime_requires``; the torch row imports
+torch, of course)."""
 from __future__ import annotations
 
 import json

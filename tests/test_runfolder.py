@@ -1,0 +1,57 @@
+"""The run folder is typed: run.json is read through one class that names the file and the field for any
+malformation, so validate, bench and bundle give one line and exit 2, never a traceback."""
+import json
+import shutil
+
+import pytest
+
+from edgekit.cli import main
+from edgekit.errors import EdgekitError
+from edgekit.runfolder import RunFolder, RunRecord
+
+
+@pytest.fixture
+def run(zoo_run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(zoo_run("cnn").folder, folder)
+    return folder
+
+
+def test_the_record_reads_back_as_written(run):
+    record = RunFolder(run).record()
+    assert record.source == "zoo:cnn" and record.inputs == ("image",) and record.task == "mnist"
+    assert record == RunRecord.from_json(json.loads((run / "run.json").read_text()), "run.json")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{}", "schema None is not 'edgekit.run/1'"),
+    ("[1, 2]", "not a run record"),
+    ("{not json", "not valid JSON"),
+    ('{"schema": "edgekit.run/1", "source": "zoo:cnn"}', "missing inputs, outputs, targets"),
+    ('{"schema": "edgekit.run/1", "source": "zoo:cnn", "inputs": "image", "outputs": [], "targets": []}',
+     "inputs must be a list of str"),
+    ('{"schema": "edgekit.run/1", "source": 7, "inputs": [], "outputs": [], "targets": []}', "source must be a str"),
+])
+def test_a_malformed_run_json_is_one_line_naming_the_file(run, capsys, text, message):
+    (run / "run.json").write_text(text)
+    with pytest.raises(EdgekitError, match="run.json"):
+        RunFolder(run).record()
+    for command in (["validate", str(run)], ["bench", str(run), "--quick"],
+                    ["bundle", str(run), "--target", "onnx-cpu-fp32", "--out", str(run.parent / "b")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert message in err[-1] and str(run / "run.json") in err[-1] and "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{broken", "not valid JSON"),
+    ('{"stage": "EXPLODED", "reason": "x"}', "unknown stage 'EXPLODED'"),
+    ("[]", "a JSON object is expected"),
+])
+def test_a_failed_target_with_a_malformed_validation_json_is_one_line(run, capsys, text, message):
+    target = run / "onnx-cpu-fp32"
+    (target / "manifest.json").unlink()  # as after a failed export: only validation.json says why
+    (target / "validation.json").write_text(text)
+    assert main(["validate", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "validation.json" in err[-1]
