@@ -4,10 +4,12 @@ Exit codes: 0 every target passed (or warned), 1 a gate or a target failed, 2 ba
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 import sys
 from pathlib import Path
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, clean
 
 DEMO_MODELS = ("cnn", "attention", "fusion", "transformer")
 
@@ -187,6 +189,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds > 0")
+    return value
+
+
 def _lengths(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(n) for n in text.split(",") if n.strip())
@@ -197,7 +209,8 @@ def _lengths(text: str) -> tuple[int, ...]:
 def _bench_options(p: argparse.ArgumentParser, quick_default: bool = False) -> None:
     p.add_argument("--quick", action=argparse.BooleanOptionalAction, default=quick_default,
                    help="short timing (50 runs / 0.2 s per mode) for demos; the default times >= 200 runs and 1 s")
-    p.add_argument("--timeout", type=float, help="seconds before a worker is killed and its row is TIMEOUT")
+    p.add_argument("--timeout", type=_positive_seconds,
+                   help="seconds before a worker is killed and its row is TIMEOUT")
     p.add_argument("--no-explain", action="store_true", help="skip the occlusion maps")
 
 
@@ -284,16 +297,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so staging folders and worker groups are cleaned up on the way out."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except EdgekitError as exc:
-        print(f"edgekit: error: {exc}", file=sys.stderr)
+        print(f"edgekit: error: {clean(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # read-only file system, disk full, permission: one line naming the path
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edgekit: error: {where}{exc.strerror or clean(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgekit: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("edgekit: terminated", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,40 @@ class TargetProfile:
 
 _TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "runtime", "gates", "quantization",
              "validation"}
-_RUNTIME_KEYS = {f for f in RuntimeOptions.__dataclass_fields__}
+
+
+# The schema beyond the field types: the range each number must lie in (inclusive).
+RANGES: dict[str, tuple[float, float]] = {
+    "threads": (0, 4096), "opset": (7, 30), "batch_sizes": (1, 4096), "samples": (1, 10_000_000),
+    "seed": (0, 2**32 - 1), "crop": (0, 1024), "brightness": (0.0, 1.0),
+}
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _typed(where: str, key: str, value: Any, hint: str) -> Any:
+    """``value`` checked against a field's annotation (``int``, ``float``, ``bool``, ``str``, ``tuple[X, ...]``)
+    and its range; TOML lists become tuples. A wrong type or range is a one-line error naming the key."""
+    if hint.startswith("tuple["):
+        item = hint[len("tuple["):].split(",")[0].strip()
+        if not isinstance(value, list):
+            raise EdgekitError(f"{where}: {key} must be a list of {item}s, not {value!r}")
+        return tuple(_typed(where, key, v, item) for v in value)
+    kind = {"int": int, "float": float, "bool": bool, "str": str}[hint]
+    ok = isinstance(value, bool) if kind is bool else \
+        isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+    if not ok:
+        raise EdgekitError(f"{where}: {key} must be {_NAMES[kind]}, not {value!r}")
+    low, high = RANGES.get(key, (None, None))
+    if low is not None and not low <= value <= high:
+        raise EdgekitError(f"{where}: {key} = {value!r} is out of range ({low:g}..{high:g})")
+    return float(value) if kind is float else value
+
+
+def _fields(where: str, cls: type, raw: dict, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every key of ``raw`` typed by the dataclass ``cls``'s field annotations (unknown keys are refused first)."""
+    _reject_unknown(where, raw, set(cls.__dataclass_fields__))
+    types = {f.name: f.type for f in fields(cls)}
+    return {k: v if k in skip else _typed(where, k, v, types[k]) for k, v in raw.items()}
 
 
 def _reject_unknown(where: str, got: dict, allowed: set[str]) -> None:
@@ -112,13 +146,17 @@ def _threshold(where: str, value: Any, metric: str) -> Threshold:
     return Threshold(warn, fail)
 
 
-def _gate_table(where: str, table: dict, metrics: set[str]) -> dict[str, Threshold]:
+def _gate_table(where: str, table: Any, metrics: set[str]) -> dict[str, Threshold]:
+    if not isinstance(table, dict):
+        raise EdgekitError(f"{where}: must be a table of gates like {{ cosine = {{ warn = 0.999, fail = 0.99 }} }}")
     _reject_unknown(where, table, metrics)
     return {metric: _threshold(where, value, metric) for metric, value in table.items()}
 
 
 def _gates(where: str, raw: dict) -> Gates:
     _reject_unknown(where, raw, {"outputs", "task"})
+    if not isinstance(raw.get("outputs", {}), dict):
+        raise EdgekitError(f"{where}.outputs: must be a table of output names")
     outputs = {name: _gate_table(f"{where}.outputs.{name}", table, OUTPUT_METRICS)
                for name, table in raw.get("outputs", {}).items()}
     return Gates(outputs, _gate_table(f"{where}.task", raw.get("task", {}), TASK_METRICS))
@@ -133,38 +171,33 @@ def _runtime(where: str, raw: dict) -> RuntimeOptions:
     for key, why in _RETIRED.items():
         if key in raw:
             raise EdgekitError(f"{where}: {key} is no longer a profile key: {why}; remove it")
-    _reject_unknown(where, raw, _RUNTIME_KEYS)
-    if "batch_sizes" in raw:
-        raw = {**raw, "batch_sizes": tuple(int(b) for b in raw["batch_sizes"])}
-    options = RuntimeOptions(**raw)
+    options = RuntimeOptions(**_fields(where, RuntimeOptions, raw))
     if options.layout not in LAYOUTS:
         raise EdgekitError(f"{where}: layout {options.layout!r} is not one of {', '.join(LAYOUTS)}")
-    if not options.batch_sizes or min(options.batch_sizes) < 1:
+    if not options.batch_sizes:
         raise EdgekitError(f"{where}: batch_sizes must be a non-empty list of positive integers")
     return options
 
 
 def _quantization(where: str, raw: dict) -> QuantRecipe:
-    _reject_unknown(where, raw, set(QuantRecipe.__dataclass_fields__))
+    values = _fields(where, QuantRecipe, raw, skip=("augment",))
     aug = raw.get("augment", {})
-    _reject_unknown(f"{where}.augment", aug, set(Augment.__dataclass_fields__))
-    try:
-        recipe = QuantRecipe(**{**raw, "keep_float": tuple(raw.get("keep_float", ())), "augment": Augment(**aug)})
-    except TypeError as exc:
-        raise EdgekitError(f"{where}: {exc}") from None
+    if not isinstance(aug, dict):
+        raise EdgekitError(f"{where}: augment must be a table like {{ flip = true, crop = 2 }}")
+    recipe = QuantRecipe(**{**values, "augment": Augment(**_fields(f"{where}.augment", Augment, aug))})
     if recipe.method not in CALIBRATION_METHODS:
         raise EdgekitError(f"{where}: method {recipe.method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
-    if recipe.samples < 1:
-        raise EdgekitError(f"{where}: samples must be >= 1")
+    for pattern in recipe.keep_float:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise EdgekitError(f"{where}: keep_float pattern {pattern!r} is not a regex ({exc})") from None
     return recipe
 
 
 def _validation(where: str, raw: dict) -> int:
     _reject_unknown(where, raw, {"samples"})
-    samples = raw.get("samples", TargetProfile.validation_samples)
-    if not isinstance(samples, int) or samples < 1:
-        raise EdgekitError(f"{where}: samples must be a positive integer")
-    return samples
+    return _typed(where, "samples", raw.get("samples", TargetProfile.validation_samples), "int")
 
 
 def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
@@ -179,12 +212,15 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
     for key in ("name", "backend", "precision"):
         if not isinstance(raw.get(key), str):
             raise EdgekitError(f"{path}: missing the string key {key!r}")
+    for key in ("description", "device_label"):
+        if not isinstance(raw.get(key, ""), str):
+            raise EdgekitError(f"{path}: {key} must be a string")
+    for key in ("runtime", "gates", "quantization", "validation"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise EdgekitError(f"{path}: [{key}] must be a table")
     if raw["precision"] not in PRECISIONS:
         raise EdgekitError(f"{path}: precision {raw['precision']!r} is not one of {', '.join(PRECISIONS)}")
-    try:
-        runtime = _runtime(f"{path} [runtime]", raw.get("runtime", {}))
-    except TypeError as exc:
-        raise EdgekitError(f"{path} [runtime]: {exc}") from None
+    runtime = _runtime(f"{path} [runtime]", raw.get("runtime", {}))
     explicit = frozenset(f"{section}.{key}" for section in ("runtime", "quantization")
                          for key in raw.get(section, {}))
     return TargetProfile(raw["name"], raw["backend"], raw["precision"], raw.get("description", ""),

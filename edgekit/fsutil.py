@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, is_dataclass
 from enum import Enum
 from pathlib import Path
@@ -49,6 +50,33 @@ def write_json(path: Path, value: Any) -> None:
 
 
 RUN_MARKER = "run.json"
+OWNER_FILE = ".edgekit-owner"  # the pid of the process building a staging folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_stages(out: Path) -> list[Path]:
+    """Remove the staging folders an earlier edgekit left beside ``out`` when it was killed (kill -9, power
+    loss): those whose owner process is gone. A live concurrent run's folder is left alone."""
+    removed = []
+    for folder in list(out.parent.glob(f".{out.name}.partial-*")) + list(out.parent.glob(f".{out.name}.old-*")):
+        try:
+            stale = not _alive(int((folder / OWNER_FILE).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            # killed before the owner was written, or a concurrent run about to write it: give it a minute
+            stale = time.time() - folder.stat().st_mtime > 60
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 @contextlib.contextmanager
@@ -61,12 +89,16 @@ def staged_folder(out: Path, marker: str = RUN_MARKER) -> Iterator[Path]:
         what = "run folder" if marker == RUN_MARKER else "bundle"
         raise EdgekitError(f"{out} exists and is not an edgekit {what}; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_stages(out)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     os.chmod(stage, 0o777 & ~_UMASK)
+    (stage / OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
     try:
         yield stage
+        (stage / OWNER_FILE).unlink()
         if out.exists():
             trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            (trash / OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")
             os.replace(out, trash / "old")
             os.replace(stage, out)
             shutil.rmtree(trash, ignore_errors=True)

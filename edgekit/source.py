@@ -27,6 +27,8 @@ def _import_file(path: Path):
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:  # the user's module must not end edgekit (with exit 0 and no run folder)
+        raise EdgekitError(f"importing {path} called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise EdgekitError(f"importing {path} failed: {one_line(exc)}") from None
     return module
@@ -56,6 +58,8 @@ def call_factory(source: str, what: str = "factory"):
             module = importlib.import_module(target)
         except ImportError as exc:
             raise EdgekitError(f"cannot import module {target!r}: {one_line(exc)}") from None
+        except SystemExit as exc:
+            raise EdgekitError(f"importing {target} called sys.exit({exc.code!r})") from None
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise EdgekitError(f"{target} has no factory function {factory_name!r}")
@@ -63,6 +67,8 @@ def call_factory(source: str, what: str = "factory"):
         return factory()
     except EdgekitError:
         raise
+    except SystemExit as exc:
+        raise EdgekitError(f"{what} {source} called sys.exit({exc.code!r}); a factory returns its model") from None
     except Exception as exc:
         raise EdgekitError(f"{what} {source} failed: {one_line(exc)}") from None
 

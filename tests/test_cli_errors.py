@@ -25,6 +25,7 @@ def run_cli(capsys, *args):
     ("no_such_package.models:build", "cannot import module 'no_such_package.models'"),
     ("model_without_factory", "must be zoo:NAME, FILE.py:FACTORY"),
     ("missing.pt2", "model file missing.pt2 does not exist"),
+    (f"{FIXTURES}/user_models.py:exits", "called sys.exit(0); a factory returns its model"),
 ])
 def test_bad_source(capsys, tmp_path, source, message):
     out = tmp_path / "run"
@@ -62,6 +63,22 @@ def test_bad_source(capsys, tmp_path, source, message):
     ('name = "x"\nbackend = "onnx"\nprecision = "fp16"\n', "the onnx backend cannot make fp16"),
     ('name = "x"\nbackend = "openvino"\nprecision = "fp32"\n[runtime]\nprecision_hint = "f16"\n',
      "precision_hint is no longer a profile key"),
+    # wrong value types and ranges: the schema is the dataclasses' field types plus ranges
+    ('name = "x"\nbackend = "tflite"\nprecision = "fp32"\n[runtime]\nbatch_sizes = ["eight"]\n',
+     "batch_sizes must be an integer, not 'eight'"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[runtime]\nthreads = -1\n',
+     "threads = -1 is out of range (0..4096)"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[runtime]\nthreads = "four"\n',
+     "threads must be an integer, not 'four'"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[validation]\nsamples = "many"\n',
+     "samples must be an integer, not 'many'"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "int8"\n[quantization]\nper_channel = "yes"\n',
+     "per_channel must be true or false"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "int8"\n[quantization]\nkeep_float = ["fc("]\n',
+     "keep_float pattern 'fc(' is not a regex"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\nruntime = 3\n', "[runtime] must be a table"),
+    ('name = "x"\nbackend = "onnx"\nprecision = "fp32"\n[gates]\noutputs = 1\n', "outputs: must be a table"),
+    ('name = "x"\nbackend = "tensorrt"\nprecision = "fp32"\n', "unknown backend 'tensorrt'; registered:"),
 ])
 def test_bad_profile(capsys, tmp_path, toml, message):
     profile = tmp_path / "mine.toml"

@@ -136,3 +136,22 @@ def test_bench_on_device_script(sshd, fusion_bundle, zoo_run, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "check PASS" in done.stdout
     assert json.loads((run / "report.json").read_text())["devices"][0]["target"] == fp32_profile("onnx")
+
+
+def test_device_bench_local_leaves_no_copy_behind(fusion_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    result = device_bench(fusion_bundle, "local", python=sys.executable, seconds=0.05)
+    assert result.check["status"] == "PASS" and result.bench["latency_1t"]["median_ms"] > 0
+    assert list(tmp_path.glob("edgekit-device-*")) == []
+
+
+def test_a_bundle_whose_manifest_is_not_json_is_one_line(fusion_bundle, tmp_path, capsys):
+    broken = tmp_path / "bundle"
+    shutil.copytree(fusion_bundle, broken)
+    (broken / "manifest.json").write_text("{nope")
+    assert main(["device-bench", str(broken), "--device", "local"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "manifest.json: not a bundle manifest" in err[0]

@@ -144,8 +144,13 @@ def load_plugins() -> None:
 
 
 def check_options(profile: TargetProfile) -> None:
-    """Refuse (exit 2) a profile that asks its backend for something it cannot do. A backend that cannot be
-    imported here is left to fail at export, as a row."""
+    """Refuse (exit 2) a profile that names no registered backend or asks its backend for something it cannot
+    do. A registered backend whose runtime is not installed here is left to fail at export, as a row."""
+    if profile.backend not in _MODULES:
+        load_plugins()
+    if profile.backend not in _MODULES:
+        raise EdgekitError(f"{profile.path or profile.name}: unknown backend {profile.backend!r}; registered: "
+                           f"{', '.join(_MODULES)}")
     try:
         backend = get_backend(profile.backend)
     except EdgekitError:

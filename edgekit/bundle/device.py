@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, one_line
 
 REMOTE_DIR = "edgekit-bundles"
 
@@ -61,6 +61,10 @@ class LocalTransport:
 
     def run(self, command: list[str], timeout: float) -> Completed:
         return _run(command, timeout)
+
+    def close(self) -> None:
+        """The copy is this machine's own scratch: removed after the run, whatever happened."""
+        shutil.rmtree(self._root, ignore_errors=True)
 
 
 class SshTransport:
@@ -148,14 +152,21 @@ def device_bench(bundle: str | Path, device: str, *, python: str = "python3", se
     manifest_path = bundle / "manifest.json"
     if not manifest_path.is_file():
         raise EdgekitError(f"{bundle} is not a bundle (no manifest.json); make one with `edgekit bundle`")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        target = manifest["target"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise EdgekitError(f"{manifest_path}: not a bundle manifest ({one_line(exc)})") from None
     transport = transport_for(device, identity, known_hosts)
-    remote = transport.push(bundle)
-    run_py = f"{remote}/run.py"
-    check = _json(transport.run([python, run_py, "--check"], timeout), "--check", transport.label)
-    bench = _json(transport.run([python, run_py, "--bench", "--seconds", str(seconds)], timeout), "--bench",
-                  transport.label)
-    return DeviceResult(transport.label, manifest["target"], check, bench)
+    try:
+        remote = transport.push(bundle)
+        run_py = f"{remote}/run.py"
+        check = _json(transport.run([python, run_py, "--check"], timeout), "--check", transport.label)
+        bench = _json(transport.run([python, run_py, "--bench", "--seconds", str(seconds)], timeout), "--bench",
+                      transport.label)
+    finally:
+        getattr(transport, "close", lambda: None)()
+    return DeviceResult(transport.label, target, check, bench)
 
 
 def record(run_dir: str | Path, result: DeviceResult) -> None:

@@ -100,6 +100,8 @@ def _read_image(path: Path, pre: Preprocess) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return image_to_input(image, pre.size, pre.grayscale, pre.scale, pre.mean, pre.std, pre.center_crop)
+    except Image.DecompressionBombError as exc:  # an image of hundreds of megapixels: refused before decoding
+        raise EdgekitError(f"{path}: too large to read safely ({one_line(exc)})") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise EdgekitError(f"{path} is not an image pillow can read ({exc.__class__.__name__})") from None
 

@@ -56,6 +56,14 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def run_worker(job: Job, timeout: float) -> Outcome:
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,10 +77,12 @@ def run_worker(job: Job, timeout: float) -> Outcome:
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole group: runtimes may have started helpers
-            proc.wait()
+            _kill_group(proc)  # the whole group: runtimes may have started helpers
             return Outcome(Stage.TIMEOUT, f"no answer within {timeout:g} s; the worker was killed",
                            seconds=time.perf_counter() - start)
+        except BaseException:  # Ctrl-C or SIGTERM of edgekit: its worker (own session, so no SIGINT) goes too
+            _kill_group(proc)
+            raise
     seconds = time.perf_counter() - start
     tail = _last_line(out / STDERR_FILE)
     if code < 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -137,7 +138,27 @@ def run(job: Job) -> dict | None:
             "baseline_rss_mb": baseline, "artifact_bytes": size}
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies, kill -9 of the parent included: a worker
+    never outlives the edgekit that started it (its scratch folder is gone by then). Linux only; elsewhere the
+    parent's process-group kill on exit still applies."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     job = Job(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
     try:
         result = {"stage": None, "measurement": run(job)}

@@ -12,7 +12,8 @@ def pct(value: float | None) -> str:
 
 
 def errors_cell(row: Validation) -> str:
-    return ", ".join(f"{s.name} {s.max_abs_error:.2e}" for s in row.outputs) or "-"
+    return ", ".join(f"{s.name} {s.nonfinite} NaN/Inf" if s.nonfinite else f"{s.name} {s.max_abs_error:.2e}"
+                     for s in row.outputs) or "-"
 
 
 def precision_cell(row: Validation) -> str:

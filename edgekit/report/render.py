@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
 from edgekit._version import __version__
+from edgekit.errors import clean
 from edgekit.fsutil import jsonable, write_json, write_text
 from edgekit.report import errors_cell, markdown_table, pct, precision_cell
 from edgekit.results import stage_totals
@@ -218,11 +219,12 @@ def junit_xml(result: BenchResult) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"edgekit.{result.source}", name=r.target,
                              time=f"{r.seconds:.3f}")
         v = r.validation
+        # reasons carry third-party text: control characters are not allowed in XML 1.0
         if v.status is Status.FAIL:
             stage = v.stage.value if v.stage else "FAIL"
-            ET.SubElement(case, "failure", message=f"{stage}: {v.reason}", type=stage).text = _note(r)
+            ET.SubElement(case, "failure", message=clean(f"{stage}: {v.reason}"), type=stage).text = clean(_note(r))
         elif v.warnings:
-            ET.SubElement(case, "system-out").text = "WARN: " + "; ".join(v.warnings)
+            ET.SubElement(case, "system-out").text = clean("WARN: " + "; ".join(v.warnings))
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
 

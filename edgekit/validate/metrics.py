@@ -11,6 +11,8 @@ SQNR_CAP_DB = 300.0  # identical outputs have infinite SQNR; JSON has no infinit
 def gate_status(value: float, warn: float, fail: float, higher_is_better: bool) -> str:
     """"PASS", "WARN" (worse than ``warn``) or "FAIL" (worse than ``fail``). Bundles carry this module, so the
     device gates its check exactly as validation does."""
+    if value != value:  # NaN compares false with everything: it would pass every gate
+        return "FAIL"
     if higher_is_better:
         return "FAIL" if value < fail else "WARN" if value < warn else "PASS"
     return "FAIL" if value > fail else "WARN" if value > warn else "PASS"
@@ -26,6 +28,7 @@ class OutputStats:
     sqnr_db: float
     top1_agreement: float | None = None  # for 2-D class scores only
     max_rel_error: float = 0.0  # max abs error / max |reference|: one fp32 tolerance fits logits and hidden states
+    nonfinite: int = 0  # NaN / Inf values where the reference is finite: always a failure, named as such
 
     def metric(self, name: str) -> float | None:
         return getattr(self, name)
@@ -44,5 +47,6 @@ def output_stats(name: str, reference: np.ndarray, actual: np.ndarray) -> Output
         agreement = float((reference.argmax(1) == actual.argmax(1)).mean())
     max_abs = float(np.abs(diff).max(initial=0.0))
     scale = float(np.abs(ref).max(initial=0.0))
+    nonfinite = int((~np.isfinite(act) & np.isfinite(ref)).sum())
     return OutputStats(name, tuple(reference.shape), max_abs, float(np.abs(diff).mean()), cosine, float(sqnr),
-                       agreement, max_abs / scale if scale > 0 else max_abs)
+                       agreement, max_abs / scale if scale > 0 else max_abs, nonfinite)

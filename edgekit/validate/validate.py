@@ -6,7 +6,7 @@ import numpy as np
 from edgekit.artifact import Manifest, Precision
 from edgekit.backends.base import Session
 from edgekit.backends.execute import run_batched
-from edgekit.config import TargetProfile
+from edgekit.config import TargetProfile, Threshold
 from edgekit.errors import one_line
 from edgekit.lengths import AT
 from edgekit.reference import Reference, task_accuracy
@@ -22,6 +22,8 @@ def _gate(reference: Reference, stats: list[OutputStats], accuracy: float | None
           profile: TargetProfile) -> list[Check]:
     checks = []
     for s in stats:
+        if s.nonfinite:  # whatever the profile gates: NaN / Inf where torch is finite is wrong
+            checks.append(check(s.name, "NaN/Inf values", s.nonfinite, Threshold(0, 0)))
         for metric, gate in profile.gates.for_output(s.name).items():
             value = s.metric(metric)
             if value is not None and (reference.real or metric not in NEEDS_REAL_DATA):

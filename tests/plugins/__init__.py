@@ -4,3 +4,4 @@ from edgekit.backends.base import register
 
 register("tests.plugins.crashing", "crashing")
 register("tests.plugins.hanging", "hanging")
+register("tests.plugins.failing", "failing")

@@ -1,0 +1,138 @@
+"""Reliability: a killed export leaves nothing a later command mistakes for a result and the next export cleans
+up after it; workers die with their parent; reports stay valid whatever text a runtime puts in a reason."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import one_line
+from edgekit.validate.metrics import output_stats
+
+REPO = Path(__file__).parents[1]
+
+
+def _edgekit(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgekit", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_kill_9_during_export_then_a_rerun_leaves_one_complete_run_and_no_debris(tmp_path):
+    out = tmp_path / "run"
+    proc = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32,tflite-cpu-fp32", "--out", str(out))
+    # killed once the reference is written and the first target is under way
+    assert _wait_for(lambda: any(tmp_path.glob(".run.partial-*/onnx-cpu-fp32")), 120), proc.stderr.read()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and list(tmp_path.glob(".run.partial-*"))  # debris, but not a result
+    done = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32", "--out", str(out))
+    assert done.wait(300) == 0, done.stderr.read()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and (out / "run.json").is_file()
+
+
+def test_a_worker_dies_with_its_parent(tmp_path):
+    """The worker asks the kernel for SIGKILL when its parent dies (kill -9 of edgekit included)."""
+    code = ("import sys, time; from edgekit.isolation.worker import die_with_parent; die_with_parent(); "
+            "print('ready', flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+                               f"{code!r}]); print(p.pid, flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)
+    parent.kill()
+    parent.wait()
+    assert _wait_for(lambda: not _alive(child), 10), "the worker outlived its parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split()[2] != "Z"
+
+
+def test_reasons_lose_their_control_characters():
+    reason = one_line(RuntimeError("\x1b[1m\x1b[31mExportError\x1b[0m: \x07op not supported\nmore"))
+    assert reason == "RuntimeError: ExportError: op not supported"
+    suite = ET.fromstring(f'<testsuite><testcase name="x"><failure message="{reason}"/></testcase></testsuite>')
+    assert suite.find("testcase/failure").get("message") == reason
+
+
+def test_nan_outputs_are_named():
+    torch_out = np.ones((4, 3), np.float32)
+    runtime = torch_out.copy()
+    runtime[1, 2] = np.nan
+    stats = output_stats("logits", torch_out, runtime)
+    assert stats.nonfinite == 1 and np.isnan(stats.max_abs_error)
+
+
+def _workers_of(folder: Path) -> list[int]:
+    """Live worker processes whose job runs an artifact of a run staged in ``folder``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"edgekit.isolation.worker" in args and str(folder) in Path(args[-2].decode()).read_text():
+                found.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_sigterm_during_export_cleans_up_and_kills_its_worker(tmp_path):
+    out = tmp_path / "run"
+    proc = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32", "--out", str(out))
+    assert _wait_for(lambda: _workers_of(tmp_path), 180), proc.stderr.read()  # validating in its worker
+    workers = _workers_of(tmp_path)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 143 and b"edgekit: terminated" in proc.stderr.read()
+    assert list(tmp_path.iterdir()) == []  # the staging folder went with it
+    assert _wait_for(lambda: not any(_alive(w) for w in workers), 10)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (pillow reads the size before any pixel)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_in_a_calibration_folder_is_one_line_naming_it(tmp_path, capsys):
+    from edgekit.cli import main
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "huge.png").write_bytes(_png_header(20000, 10000))
+    code = main(["export", "zoo:cnn", "--target", "onnx-cpu-int8", "--calib", str(tmp_path / "photos"),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "huge.png: too large to read safely" in err[-1] and not (tmp_path / "run").exists()
+
+
+def test_bench_refuses_a_timeout_that_is_not_positive(tmp_path, capsys):
+    import pytest
+
+    from edgekit.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", str(tmp_path), "--timeout", "-1"])
+    assert exit_.value.code == 2 and "give a number of seconds > 0" in capsys.readouterr().err
