@@ -1,6 +1,7 @@
 """The Python API; the CLI is a thin layer over these functions."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -13,8 +14,8 @@ from edgekit.compress.recipe import CompressionRecipe, compress
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles
 from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.data.sources import InputInfo, load_data
-from edgekit.errors import one_line
-from edgekit.fsutil import jsonable, staged_folder, write_json, write_text
+from edgekit.errors import EdgekitError, one_line
+from edgekit.fsutil import jsonable, staged_folder, stale_stages, write_json, write_text
 from edgekit.isolation.validate import validate_in_worker
 from edgekit.reference import Reference, build_reference, save_reference
 from edgekit.report.render import write_bench_reports
@@ -23,6 +24,7 @@ from edgekit.runfolder import (
     COMPRESSION_FILE,
     MANIFEST_FILE,
     PROFILE_FILE,
+    REFERENCE_FILE,
     VALIDATION_FILE,
     RunFolder,
     RunRecord,
@@ -37,6 +39,14 @@ def _quiet(_: str) -> None:
     pass
 
 
+def _keep_diagnostics(folder: Path) -> None:
+    """A target that failed before its artifact was complete keeps its profile (and, written next, its
+    validation.json) only: half-written model files can be gigabytes and are no result."""
+    for item in folder.iterdir():
+        if item.name != PROFILE_FILE:
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
 def _export_target(reference: Reference, profile: TargetProfile, folder: Path, calib: CalibrationData | None,
                    progress: Progress) -> Validation:
     folder.mkdir()
@@ -46,12 +56,14 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, c
         progress(f"{profile.name}: exporting")
         manifest = backend.export(reference.spec, profile, folder, reference.source)
     except Exception as exc:  # one target's failure never stops the others
+        _keep_diagnostics(folder)
         return failure(profile, Stage.EXPORT, one_line(exc))
     if profile.precision in QUANTIZED_PRECISIONS:
         try:
             progress(f"{profile.name}: quantizing ({profile.precision})")
             manifest = backend.quantize(reference.spec, profile, folder, manifest, calib)
         except Exception as exc:
+            _keep_diagnostics(folder)
             return failure(profile, Stage.QUANTIZE, one_line(exc))
     spec = reference.spec
     manifest = replace(manifest, inputs=_length_dims(manifest.inputs, spec),
@@ -60,6 +72,36 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, c
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
     return validate_in_worker(reference, folder.parent, folder.name, manifest.precision, profile)
+
+
+def _resumable(out: Path, reference: Reference) -> Path | None:
+    """The newest staging folder a killed export to ``out`` left, if its reference data is this run's."""
+    import numpy as np
+
+    for stage in stale_stages(out):
+        try:
+            with np.load(stage / REFERENCE_FILE, allow_pickle=False) as z:
+                same = all(np.array_equal(z[f"input:{k}"], v) for k, v in reference.inputs.items()) and \
+                    all(np.array_equal(z[f"output:{k}"], v) for k, v in reference.outputs.items())
+        except (OSError, KeyError, ValueError):
+            continue
+        if same:
+            return stage
+    return None
+
+
+def _reuse(previous: Path, stage: Path, profile: TargetProfile) -> bool:
+    """Move a finished target of ``previous`` into ``stage`` if it was made under the same profile text and its
+    files still match their hashes; anything else is exported again."""
+    old = previous / profile.name
+    try:
+        if (old / PROFILE_FILE).read_text(encoding="utf-8") != profile.text or not (old / VALIDATION_FILE).is_file():
+            return False
+        verify_files(old, read_manifest(old / MANIFEST_FILE))
+    except (OSError, EdgekitError):
+        return False
+    shutil.move(str(old), str(stage / profile.name))
+    return True
 
 
 def _lengths_record(spec: ModelSpec, manifest: Manifest | None = None) -> dict:
@@ -99,14 +141,16 @@ def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) 
 def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, calib: str | Path | None = None,
            data: str | Path | None = None, preprocess: str | None = None,
            dynamic: str | dict[str, tuple[int, ...]] | None = None, lengths: tuple[int, ...] | None = None,
-           compression: CompressionRecipe | None = None, allow_pickle: bool = False,
+           compression: CompressionRecipe | None = None, allow_pickle: bool = False, resume: bool = False,
            progress: Progress = _quiet) -> RunResult:
     """Load ``source``, export it for every target, validate each against torch on real data, write a run folder.
 
     ``calib`` and ``data`` are DATA (see :mod:`edgekit.data.sources`) for calibration and for validation;
     ``preprocess`` (a preset or a TOML file) overrides the model's own; ``dynamic`` ("input_ids:1,..." or
     {name: axes}) and ``lengths`` its dynamic axes. The folder appears only when complete; a failing target
-    becomes a row with its stage and reason."""
+    becomes a row with its stage and reason. ``resume`` reuses the artifacts an interrupted export to the same
+    ``out`` had finished, when their profile, files (hashes) and reference data are the same; they are validated
+    again."""
     profiles = load_profiles(targets) if isinstance(targets, str) else list(targets)
     for profile in profiles:
         check_options(profile)
@@ -122,13 +166,19 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
         progress(f"compressing: {compression}")
         spec, compressed = compress(spec, compression)
     reference = build_reference(spec, source, validation)
-    with staged_folder(Path(out)) as stage:
+    previous = _resumable(Path(out), reference) if resume else None
+    with staged_folder(Path(out), keep=previous) as stage:
         folder = RunFolder(stage)
         save_reference(reference, folder.reference_path)
         rows = []
         for profile in profiles:
-            rows.append(_export_target(reference, profile, stage / profile.name, calibration.get(profile.name),
-                                       progress))
+            if previous is not None and _reuse(previous, stage, profile):
+                progress(f"{profile.name}: reusing the finished artifact of the interrupted run; validating")
+                manifest = read_manifest(stage / profile.name / MANIFEST_FILE)
+                rows.append(validate_in_worker(reference, stage, profile.name, manifest.precision, profile))
+            else:
+                rows.append(_export_target(reference, profile, stage / profile.name,
+                                           calibration.get(profile.name), progress))
             write_json(stage / profile.name / VALIDATION_FILE, rows[-1])
         rows = tuple(rows)
         result = RunResult(source, Path(out), reference.accuracy(), rows, compressed, reference.describe())
@@ -145,6 +195,8 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
             validated_lengths=tuple(sorted({*reference.at_lengths, *_own_length(reference)})),
             torch_accuracy=result.torch_accuracy)
         folder.write_record(record)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
         write_reports(stage, result, reference, record)
     return result
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import argparse
 import signal
-import threading
 import sys
+import threading
 from pathlib import Path
 
+from edgekit.console import console, third_party_output
 from edgekit.errors import EdgekitError, clean
 
 DEMO_MODELS = ("cnn", "attention", "fusion", "transformer")
 
 
 def _progress(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
+    print(f"  .. {message}", file=console(), flush=True)
 
 
 def _print_result(result) -> None:
@@ -32,10 +33,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgekit.compress.recipe import CompressionRecipe
 
     recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs, args.recover_lr)
-    result = export(args.source, args.target, args.out, calib=args.calib, data=args.data,
-                    preprocess=args.preprocess, dynamic=args.dynamic, lengths=args.lengths,
-                    compression=recipe, allow_pickle=args.allow_pickle,
-                    progress=_progress)
+    with third_party_output(None if args.verbose else Path(args.out)):
+        result = export(args.source, args.target, args.out, calib=args.calib, data=args.data,
+                        preprocess=args.preprocess, dynamic=args.dynamic, lengths=args.lengths,
+                        compression=recipe, allow_pickle=args.allow_pickle, resume=args.resume,
+                        progress=_progress)
     _print_result(result)
     return 1 if result.failed else 0
 
@@ -43,7 +45,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from edgekit.api import validate_run
 
-    result = validate_run(args.run_dir, progress=_progress)
+    with third_party_output(None if args.verbose else Path(args.run_dir)):
+        result = validate_run(args.run_dir, progress=_progress)
     _print_result(result)
     return 1 if result.failed else 0
 
@@ -69,17 +72,18 @@ def _bench(run_dir: str | Path, args: argparse.Namespace):
 
     from edgekit.bench.run import bench
 
-    console = Console(stderr=True)
+    bar_console = Console(file=console())
     with Progress(TextColumn("  bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console, transient=True) as bar:
+                  TextColumn("{task.description}"), console=bar_console, transient=True) as bar:
         task = bar.add_task("", total=None)
 
         def on_row(done: int, total: int, what: str) -> None:
             bar.update(task, completed=done, total=total, description=what)
-            if not console.is_terminal:
+            if not bar_console.is_terminal:
                 _progress(f"bench [{done}/{total}] {what}")
-        result = bench(run_dir, timing=_bench_timing(args), explain=not args.no_explain,
-                       allow_pickle=args.allow_pickle, on_row=on_row)
+        with third_party_output(None if args.verbose else Path(run_dir)):
+            result = bench(run_dir, timing=_bench_timing(args), explain=not args.no_explain,
+                           allow_pickle=args.allow_pickle, on_row=on_row)
     _print_bench(result)
     return result
 
@@ -174,8 +178,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     results, benched, failed = [], [], False
     targets = args.target or ",".join(demo_targets())
     for name in args.models:
-        results.append(export(f"zoo:{name}", targets, Path(args.out) / name, calib="task:calib",
-                              progress=_progress))
+        with third_party_output(None if args.verbose else Path(args.out) / name):
+            results.append(export(f"zoo:{name}", targets, Path(args.out) / name, calib="task:calib",
+                                  progress=_progress))
         failed |= results[-1].failed
         if args.no_bench:
             _print_result(results[-1])
@@ -217,6 +222,8 @@ def _bench_options(p: argparse.ArgumentParser, quick_default: bool = False) -> N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekit", description="Export PyTorch models to edge runtimes and "
                                      "prove they still work there.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show what converters and runtimes print (else it goes to edgekit.log in the folder)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("export", help="export a model for one or more targets and validate each against torch")
@@ -242,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recover-epochs", type=int, default=3)
     p.add_argument("--recover-lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the targets an interrupted export to --out had finished (same profile, hashes "
+                   "checked, validated again)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("check", help="export nothing; say per target what will not convert or will run "

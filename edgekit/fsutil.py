@@ -63,10 +63,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_stages(out: Path) -> list[Path]:
-    """Remove the staging folders an earlier edgekit left beside ``out`` when it was killed (kill -9, power
-    loss): those whose owner process is gone. A live concurrent run's folder is left alone."""
-    removed = []
+def stale_stages(out: Path) -> list[Path]:
+    """The staging folders an earlier edgekit left beside ``out`` when it was killed (kill -9, power loss):
+    those whose owner process is gone, newest first. A live concurrent run's folder is not one."""
+    found = []
     for folder in list(out.parent.glob(f".{out.name}.partial-*")) + list(out.parent.glob(f".{out.name}.old-*")):
         try:
             stale = not _alive(int((folder / OWNER_FILE).read_text(encoding="utf-8")))
@@ -74,14 +74,20 @@ def remove_stale_stages(out: Path) -> list[Path]:
             # killed before the owner was written, or a concurrent run about to write it: give it a minute
             stale = time.time() - folder.stat().st_mtime > 60
         if stale:
+            found.append(folder)
+    return sorted(found, key=lambda f: f.stat().st_mtime, reverse=True)
+
+
+def remove_stale_stages(out: Path, keep: Path | None = None) -> None:
+    for folder in stale_stages(out):
+        if folder != keep:
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path, marker: str = RUN_MARKER) -> Iterator[Path]:
-    """Build a folder beside ``out`` and move it into place only when the block succeeds.
+def staged_folder(out: Path, marker: str = RUN_MARKER, keep: Path | None = None) -> Iterator[Path]:
+    """Build a folder beside ``out`` and move it into place only when the block succeeds. Stale staging folders
+    of killed runs are removed first, but for ``keep`` (a run being resumed from).
 
     An existing ``out`` is replaced only if it is empty or edgekit made it (it has ``marker``)."""
     out = out.resolve()
@@ -89,7 +95,7 @@ def staged_folder(out: Path, marker: str = RUN_MARKER) -> Iterator[Path]:
         what = "run folder" if marker == RUN_MARKER else "bundle"
         raise EdgekitError(f"{out} exists and is not an edgekit {what}; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_stages(out)
+    remove_stale_stages(out, keep)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     os.chmod(stage, 0o777 & ~_UMASK)
     (stage / OWNER_FILE).write_text(str(os.getpid()), encoding="utf-8")

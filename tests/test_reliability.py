@@ -136,3 +136,55 @@ def test_bench_refuses_a_timeout_that_is_not_positive(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["bench", str(tmp_path), "--timeout", "-1"])
     assert exit_.value.code == 2 and "give a number of seconds > 0" in capsys.readouterr().err
+
+
+def test_a_model_past_the_protobuf_limit_keeps_its_weights_beside_the_graph(tmp_path, monkeypatch):
+    """The > 2 GB path with the limit forced down to 1 KB (a real 2 GB model is too slow for the suite): export
+    writes model.onnx + model.onnx.data, validation opens both, the manifest hashes both, a bundle carries both."""
+    from edgekit.api import export
+    from edgekit.backends import onnx as onnx_backend
+    from edgekit.bundle.make import bundle
+
+    monkeypatch.setattr(onnx_backend, "EXTERNAL_DATA_BYTES", 1024)
+    result = export(f"{Path(__file__).parent}/fixtures/user_models.py:build", "onnx-cpu-fp32", tmp_path / "run")
+    assert result.rows[0].stage is None, result.rows[0].reason
+    import json
+
+    target = tmp_path / "run" / "onnx-cpu-fp32"
+    files = [f["path"] for f in json.loads((target / "manifest.json").read_text())["files"]]
+    assert files == ["model.onnx", "model.onnx.data"] and (target / "model.onnx.data").stat().st_size > 0
+    folder = bundle(tmp_path / "run", "onnx-cpu-fp32", tmp_path / "bundle")
+    assert (folder / "model.onnx.data").is_file()
+    done = subprocess.run([sys.executable, str(folder / "run.py"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_third_party_output_goes_to_the_run_log_and_the_terminal_keeps_edgekits_lines(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", "zoo:cnn", "--target", "openvino-cpu-int8",
+                           "--calib", "task:calib", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert all(line.startswith("  .. ") for line in done.stderr.splitlines())  # edgekit's progress only
+    assert "Statistics collection" not in done.stdout  # NNCF's progress bars
+    assert "Statistics collection" in (out / "edgekit.log").read_text()
+    assert "openvino-cpu-int8" in done.stdout  # the result table
+
+
+def test_resume_reuses_the_targets_a_killed_export_had_finished(tmp_path):
+    out = tmp_path / "run"
+    targets = "onnx-cpu-fp32,tflite-cpu-fp32"
+    proc = _edgekit("export", "zoo:cnn", "--target", targets, "--out", str(out))
+    # killed after the first target is exported and validated, while the second is under way
+    assert _wait_for(lambda: any(tmp_path.glob(".run.partial-*/tflite-cpu-fp32")), 180), proc.stderr.read()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = next(tmp_path.glob(".run.partial-*/onnx-cpu-fp32"))
+    model = (finished / "model.onnx").stat().st_mtime_ns
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", "zoo:cnn", "--target", targets, "--out",
+                           str(out), "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "onnx-cpu-fp32: reusing the finished artifact" in done.stderr
+    assert "tflite-cpu-fp32: exporting" in done.stderr  # unfinished: made again
+    assert (out / "onnx-cpu-fp32" / "model.onnx").stat().st_mtime_ns == model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

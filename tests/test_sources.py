@@ -80,5 +80,7 @@ def test_failing_target_does_not_stop_the_others(tmp_path, monkeypatch):
     result = export(f"{FIXTURES}/user_models.py:build", f"{bad},onnx-cpu-fp32", tmp_path / "run")
     assert [r.target for r in result.rows] == ["bad-backend", "onnx-cpu-fp32"]
     assert result.rows[0].stage.value == "EXPORT" and "aten::mystery" in result.rows[0].reason
+    # the failed target keeps small diagnostics only, not the half-written model
+    assert sorted(p.name for p in (tmp_path / "run" / "bad-backend").iterdir()) == ["profile.toml", "validation.json"]
     assert result.rows[1].status is Status.PASS
     assert result.failed

@@ -40,6 +40,10 @@ ort.set_default_logger_severity(3)
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
 
 MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"  # the weights, beside the graph, for a model past protobuf's 2 GB limit
+# past this many bytes of parameters the weights go to DATA_FILE: a protobuf message cannot exceed 2 GiB, and the
+# graph and its metadata need room too
+EXTERNAL_DATA_BYTES = 2**31 - 2**27
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
                  "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 
@@ -47,7 +51,7 @@ QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMa
 def strip_metadata(path: Path, keep: tuple[str, ...] = ()) -> None:
     """Drop the exporter's per-node debug metadata (stack traces with local paths, FX node text): it is not
     needed to run and can be a third of a small model's file. ``keep`` names properties to leave."""
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # external weights stay where they are
     graph = model.graph
     for item in [*graph.node, *graph.value_info, *graph.input, *graph.output, *graph.initializer]:
         props = [p for p in item.metadata_props if p.key in keep]
@@ -76,9 +80,12 @@ def read_precision(path: Path, declared: str, threads: int = 1) -> Precision:
         optimized = os.path.join(tmp, "optimized.onnx")
         options = ort.SessionOptions()
         options.optimized_model_filepath = optimized
+        if (path.parent / DATA_FILE).is_file():  # a model past 2 GB is written back with its weights outside
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                             "optimized.onnx.data")
         options.intra_op_num_threads = threads
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(optimized).graph
+        graph = onnx.load(optimized, load_external_data=False).graph  # types and dims only
     weights: Counter[str] = Counter()  # elements per storage type; shape constants (int64) are not weights
     for t in graph.initializer:
         if t.data_type != onnx.TensorProto.INT64:
@@ -101,21 +108,32 @@ def read_precision(path: Path, declared: str, threads: int = 1) -> Precision:
 _EXPORTED = ConversionCache()
 
 
-def _export(spec: ModelSpec, profile: TargetProfile, path: Path) -> bytes:
-    """The dynamo export with all metadata (each target strips what it does not need)."""
+def parameter_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def _export(spec: ModelSpec, profile: TargetProfile, path: Path) -> dict[str, bytes]:
+    """The dynamo export with all metadata (each target strips what it does not need): the file's bytes, and
+    the external weights' for a model past the protobuf limit."""
+    external = parameter_bytes(spec.module) > EXTERNAL_DATA_BYTES
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import torch
 
         # outputs are named afterwards: the exporter refuses a name that one of its own values already has
         # (an output called "embedding" beside the module's embedding node)
-        torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=True, external_data=False,
+        torch.onnx.export(spec.module, spec.example_inputs, str(path), dynamo=True, external_data=external,
                           input_names=list(spec.input_names), dynamic_shapes=batch_dynamic_shapes(spec),
                           opset_version=profile.runtime.opset, verbose=False, report=False)
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
     name_outputs(model.graph, spec.output_names)
     onnx.save(model, str(path))
-    return path.read_bytes()
+    files = [path, *([path.with_name(DATA_FILE)] if external else [])]
+    return {f.name: f.read_bytes() for f in files}
+
+
+def _model_files(folder: Path) -> tuple:
+    return tuple(file_entry(folder, name) for name in (MODEL_FILE, DATA_FILE) if (folder / name).is_file())
 
 
 def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
@@ -250,15 +268,18 @@ class OnnxBackend:
             raise EdgekitError(f"{profile.name}: the onnx backend cannot make {profile.precision}; "
                                f"it makes {', '.join(self.precisions)}")
         path = folder / MODEL_FILE
-        path.write_bytes(_EXPORTED.get(spec.module, (profile.runtime.opset,), lambda: _export(spec, profile, path)))
+        exported = _EXPORTED.get(spec.module, (profile.runtime.opset, EXTERNAL_DATA_BYTES),
+                                 lambda: _export(spec, profile, path))
+        for name, content in exported.items():
+            (folder / name).write_bytes(content)
         # name scopes map nodes to torch module paths, for quantization's keep_float patterns
         strip_metadata(path, keep=("pkg.torch.onnx.name_scopes",) if profile.precision in QUANTIZED_PRECISIONS
                        else ())
         onnx.checker.check_model(str(path), full_check=True)
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
         precision = read_precision(path, "fp32")
         return Manifest(source, profile.name, self.name, "NCHW", _specs(model.graph.input),
-                        _specs(model.graph.output), precision, (file_entry(folder, MODEL_FILE),),
+                        _specs(model.graph.output), precision, _model_files(folder),
                         versions("onnx", "onnxscript", "onnxruntime"), None,
                         {"opset": profile.runtime.opset,
                          "runtime": {"threads": profile.runtime.threads, "provider": PROVIDER}})
@@ -271,13 +292,15 @@ class OnnxBackend:
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             os.replace(path, fp32)
+            if (folder / DATA_FILE).is_file():  # the graph names its weights' file relative to itself
+                os.replace(folder / DATA_FILE, Path(tmp) / DATA_FILE)
             applied = onnx_quant.quantize(fp32, path, profile.precision, profile.quantization, calib, Path(tmp))
-            strip_metadata(fp32)
-            fp32_bytes = fp32.stat().st_size
+            strip_metadata(fp32)  # the size an fp32 target of the same model has
+            fp32_bytes = sum(f.stat().st_size for f in (fp32, Path(tmp) / DATA_FILE) if f.is_file())
         strip_metadata(path)
         precision = read_precision(path, profile.precision)
         quant = quantization_record(profile, calib, fp32_bytes, **applied)
-        return replace(manifest, precision=precision, files=(file_entry(folder, MODEL_FILE),),
+        return replace(manifest, precision=precision, files=_model_files(folder),
                        extra={**manifest.extra, "quantization": quant})
 
     def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> OnnxSession:
