@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from edgekit.artifact import Manifest, TensorSpec, read_manifest, verify_files
+from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.backends.base import check_options
 from edgekit.check import CheckResult, check_model
@@ -17,6 +17,7 @@ from edgekit.data.sources import InputInfo, load_data
 from edgekit.errors import EdgekitError, one_line
 from edgekit.fsutil import jsonable, staged_folder, stale_stages, write_json, write_text
 from edgekit.isolation.validate import validate_in_worker
+from edgekit.lengths import length_dims, lengths_record, own_length
 from edgekit.reference import Reference, build_reference, save_reference
 from edgekit.report.render import write_bench_reports
 from edgekit.results import BenchResult, BenchRow, RunResult, Stage, Validation, failure
@@ -30,7 +31,6 @@ from edgekit.runfolder import (
     RunRecord,
 )
 from edgekit.source import load_source, parse_dynamic
-from edgekit.spec import ModelSpec
 
 Progress = Callable[[str], None]
 
@@ -66,8 +66,8 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, c
             _keep_diagnostics(folder)
             return failure(profile, Stage.QUANTIZE, one_line(exc))
     spec = reference.spec
-    manifest = replace(manifest, inputs=_length_dims(manifest.inputs, spec),
-                       extra={**manifest.extra, **_lengths_record(spec, manifest),
+    manifest = replace(manifest, inputs=length_dims(manifest.inputs, spec),
+                       extra={**manifest.extra, **lengths_record(spec, manifest),
                               "preprocess": None if spec.preprocess is None else jsonable(spec.preprocess)})
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
@@ -102,32 +102,6 @@ def _reuse(previous: Path, stage: Path, profile: TargetProfile) -> bool:
         return False
     shutil.move(str(old), str(stage / profile.name))
     return True
-
-
-def _lengths_record(spec: ModelSpec, manifest: Manifest | None = None) -> dict:
-    """For run.json and every manifest: which input axes vary and the lengths validated at; a manifest also says
-    which lengths the artifact accepts (an artifact with fixed batch sizes has fixed shapes: one signature each)."""
-    if not spec.dynamic_axes:
-        return {}
-    record = {"dynamic_axes": {k: list(v) for k, v in spec.dynamic_axes.items()}, "lengths": list(spec.lengths)}
-    if manifest is not None:
-        record["accepts_lengths"] = list(spec.lengths) if manifest.batch_sizes else "any the model allows"
-    return record
-
-
-def _length_dims(inputs: tuple[TensorSpec, ...], spec: ModelSpec) -> tuple[TensorSpec, ...]:
-    """The dynamic axes named "length" in the manifest, whatever symbol the converter gave them."""
-    return tuple(replace(t, shape=tuple("length" if i in spec.dynamic_axes.get(t.name, ()) else d
-                                        for i, d in enumerate(t.shape))) for t in inputs)
-
-
-def _own_length(reference: Reference) -> list[int]:
-    """The length of the validation data itself, for a model with dynamic axes."""
-    spec = reference.spec
-    if not spec.dynamic_axes:
-        return []
-    name, axes = next(iter(spec.dynamic_axes.items()))
-    return [int(reference.inputs[name].shape[axes[0]])]
 
 
 def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) -> dict[str, CalibrationData]:
@@ -184,7 +158,7 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
         result = RunResult(source, Path(out), reference.accuracy(), rows, compressed, reference.describe())
         if compressed is not None:
             write_json(stage / COMPRESSION_FILE, compressed)
-        lengths = _lengths_record(spec)
+        lengths = lengths_record(spec)
         record = RunRecord(
             source, tuple(spec.input_names), tuple(spec.output_names), tuple(p.name for p in profiles),
             task=spec.task, attention_outputs=tuple(spec.attention_outputs), labels=tuple(spec.labels),
@@ -192,7 +166,7 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
                   "labels": reference.labels is not None},
             preprocess=jsonable(spec.preprocess) if spec.preprocess is not None else None,
             dynamic_axes=lengths.get("dynamic_axes", {}), lengths=tuple(lengths.get("lengths", ())),
-            validated_lengths=tuple(sorted({*reference.at_lengths, *_own_length(reference)})),
+            validated_lengths=tuple(sorted({*reference.at_lengths, *own_length(reference.spec, reference.inputs)})),
             torch_accuracy=result.torch_accuracy)
         folder.write_record(record)
         if previous is not None:
