@@ -157,6 +157,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from edgekit.ledger import LEDGER_JSON, LEDGER_MD, ledger, summary_lines, table
+    from edgekit.report import text_table
+
+    with third_party_output(None if args.verbose else Path(args.run_dir)):
+        result = ledger(args.run_dir, samples=args.samples, allow_pickle=args.allow_pickle, progress=_progress)
+    print(f"\n{result.source}: SQNR dB per layer on {result.samples} samples (- unmatched, ! below the layer gate)")
+    print(text_table(table(result)))
+    print("\n".join(summary_lines(result)))
+    print(f"ledger: {Path(args.run_dir) / LEDGER_JSON}, {LEDGER_MD}")
+    return 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from edgekit.config import known_profiles, load_profile
 
@@ -293,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--known-hosts", help="ssh known_hosts file to use (new host keys are accepted into it)")
     p.add_argument("--run", help="a run folder whose reports get the device's rows")
     p.set_defaults(func=cmd_device_bench)
+
+    p = sub.add_parser("ledger", help="per layer, every artifact's intermediate tensors on its runtime against "
+                       "the torch module that made them: SQNR per target, the first diverging layer")
+    p.add_argument("run_dir")
+    p.add_argument("--samples", type=int, default=8, help="reference inputs to run (default 8)")
+    p.add_argument("--allow-pickle", action="store_true", help="the run's source is a .pt2 archive (uses pickle)")
+    p.set_defaults(func=cmd_ledger)
 
     p = sub.add_parser("profiles", help="list the target profiles, one line each")
     p.set_defaults(func=cmd_profiles)

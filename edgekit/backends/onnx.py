@@ -40,6 +40,7 @@ ort.set_default_logger_severity(3)
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
 
 MODEL_FILE = "model.onnx"
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # the dynamo exporter's module path of each node, kept in the file
 DATA_FILE = "model.onnx.data"  # the weights, beside the graph, for a model past protobuf's 2 GB limit
 # past this many bytes of parameters the weights go to DATA_FILE: a protobuf message cannot exceed 2 GiB, and the
 # graph and its metadata need room too
@@ -254,6 +255,27 @@ def _kernel_failure(exc: Exception, model: onnx.ModelProto, target: str) -> list
                     "it reports the first such node only")]
 
 
+_PASS_THROUGH = {"QuantizeLinear", "DequantizeLinear", "Identity"}  # carry their input's module (QDQ, renames)
+
+
+def node_module_paths(graph: onnx.GraphProto) -> dict[str, str | None]:
+    """Every node output -> the torch module path of the node that made it (the innermost scope of its
+    ``pkg.torch.onnx.name_scopes``; "" the root), None when the node carries none. Q / DQ nodes the quantizer
+    inserted after a node carry that node's module."""
+    import ast
+
+    made: dict[str, str | None] = {}
+    for node in graph.node:  # topological order
+        scopes = next((ast.literal_eval(p.value) for p in node.metadata_props if p.key == NAME_SCOPES), None)
+        path = scopes[-2] if scopes and len(scopes) >= 2 else None
+        if path is None and node.op_type in _PASS_THROUGH and node.input:
+            path = made.get(node.input[0])
+        for name in node.output:
+            if name:
+                made[name] = path
+    return made
+
+
 class OnnxBackend:
     name = "onnx"
     demo_targets = {"fp32": "onnx-cpu-fp32", "int8": "onnx-cpu-int8"}
@@ -272,9 +294,8 @@ class OnnxBackend:
                                  lambda: _export(spec, profile, path))
         for name, content in exported.items():
             (folder / name).write_bytes(content)
-        # name scopes map nodes to torch module paths, for quantization's keep_float patterns
-        strip_metadata(path, keep=("pkg.torch.onnx.name_scopes",) if profile.precision in QUANTIZED_PRECISIONS
-                       else ())
+        # name scopes map nodes to torch module paths: quantization's keep_float patterns, the ledger
+        strip_metadata(path, keep=(NAME_SCOPES,))
         onnx.checker.check_model(str(path), full_check=True)
         model = onnx.load(str(path), load_external_data=False)
         precision = read_precision(path, "fp32")
@@ -295,9 +316,9 @@ class OnnxBackend:
             if (folder / DATA_FILE).is_file():  # the graph names its weights' file relative to itself
                 os.replace(folder / DATA_FILE, Path(tmp) / DATA_FILE)
             applied = onnx_quant.quantize(fp32, path, profile.precision, profile.quantization, calib, Path(tmp))
-            strip_metadata(fp32)  # the size an fp32 target of the same model has
+            strip_metadata(fp32, keep=(NAME_SCOPES,))  # the size an fp32 target of the same model has
             fp32_bytes = sum(f.stat().st_size for f in (fp32, Path(tmp) / DATA_FILE) if f.is_file())
-        strip_metadata(path)
+        strip_metadata(path, keep=(NAME_SCOPES,))
         precision = read_precision(path, profile.precision)
         quant = quantization_record(profile, calib, fp32_bytes, **applied)
         return replace(manifest, precision=precision, files=_model_files(folder),
@@ -305,6 +326,24 @@ class OnnxBackend:
 
     def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> OnnxSession:
         return OnnxSession(folder / manifest.model_file, manifest.extra["runtime"], threads)
+
+    def intermediates(self, folder: Path, manifest: Manifest, inputs: dict[str, np.ndarray]
+                      ) -> dict[str, tuple[str | None, np.ndarray]]:
+        """Every float node output on ``inputs`` (the artifact's layout), in graph order, with the torch module
+        that made it: each is added as an extra graph output of a copy of the model (so onnxruntime does not fuse
+        it away), run in onnxruntime with the manifest's options."""
+        model = onnx.load(str(folder / manifest.model_file))  # weights included: the copy runs from memory
+        paths = node_module_paths(model.graph)
+        present = {o.name for o in model.graph.output}
+        model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in paths if name not in present)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = manifest.extra["runtime"]["threads"] or (os.cpu_count() or 1)
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=[PROVIDER])
+        names = [o.name for o in session.get_outputs()]
+        values = dict(zip(names, session.run(names, inputs)))
+        return {name: (paths[name], values[name]) for name in paths
+                if name in values and np.issubdtype(values[name].dtype, np.floating)}
 
     def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram
               ) -> list[Finding]:

@@ -5,6 +5,7 @@ otherwise, and save_model stores fp16 weights unless compress_to_fp16=False: a p
 default in force gets a warning, and the manifest says what the compiled model really runs in."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -139,13 +140,29 @@ OPTIONS = {
 _CONVERTED = ConversionCache()
 
 
+MODULE_PATHS = "edgekit_module_paths"  # model rt_info: FX node name -> torch module path, as JSON (the ledger)
+
+
 def _convert(spec: ModelSpec) -> ov.Model:
+    """convert_model on torch.export's program, through the decoder convert_model itself makes for one, so the
+    FX nodes that OpenVINO names its ops after are known: their module paths go into the model's rt_info."""
+    from edgekit.check import node_module_path
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import torch
 
         program = torch.export.export(spec.module, spec.example_inputs, dynamic_shapes=batch_dynamic_shapes(spec))
-        return ov.convert_model(program)
+        decoder, graph = _decoded(program)
+        model = ov.convert_model(decoder)
+    paths = {node.name: node_module_path(node) for node in graph.nodes if node.op == "call_function"}
+    model.set_rt_info(json.dumps({k: v for k, v in paths.items() if v is not None}), MODULE_PATHS)
+    return model
+
+
+def _fx_name(op: ov.Node) -> str:
+    """convert_model names an op "<FX node>/<aten op>/<OpenVINO op>"."""
+    return op.get_friendly_name().split("/")[0]
 
 
 _NO_RULE = re.compile(r"No conversion rule found for operations: ([^\n]+)")
@@ -279,6 +296,35 @@ class OpenVinoBackend:
             findings.append(Finding(profile.name, ERROR, "no kernel", None, None,
                                     f"the {profile.runtime.device} plugin cannot compile it: {one_line(exc)}"))
         return findings
+
+    def intermediates(self, folder: Path, manifest: Manifest, inputs: dict[str, np.ndarray]
+                      ) -> dict[str, tuple[str | None, np.ndarray]]:
+        """Every float output of every op of the IR on ``inputs``, in the model's op order, with the torch module
+        of the FX node it was converted from (module paths from the IR's rt_info; None for an IR without them,
+        or an op NNCF inserted): each is added as an output of the model (``Model.add_outputs``), which is then
+        compiled with the manifest's options on its device."""
+        runtime = manifest.extra["runtime"]
+        missing = device_missing(runtime["device"])
+        if missing:
+            raise EdgekitError(missing)
+        model = core().read_model(str(folder / manifest.model_file))
+        paths = json.loads(model.get_rt_info(MODULE_PATHS).astype(str)) if model.has_rt_info(MODULE_PATHS) else {}
+        ports, names = [], []
+        for op in model.get_ordered_ops():
+            if op.get_type_name() in _SKIP_LAYERS or op.get_type_name() == "Constant":
+                continue
+            for i, out in enumerate(op.outputs()):
+                if out.get_element_type().is_real():
+                    ports.append(out)
+                    names.append((op.get_friendly_name() + (f":{i}" if op.get_output_size() > 1 else ""),
+                                  paths.get(_fx_name(op))))
+        added = model.add_outputs(ports)  # the Result of each (an output that was one already keeps its own)
+        position = {out.get_node().get_friendly_name(): k for k, out in enumerate(model.outputs)}
+        config, _ = compile_config(runtime)
+        request = core().compile_model(model, runtime["device"], config).create_infer_request()
+        values = request.infer(inputs).to_tuple()
+        return {name: (path, np.array(values[position[out.get_node().get_friendly_name()]]))
+                for (name, path), out in zip(names, added)}
 
     def throughput(self, folder: Path, manifest: Manifest, one: dict[str, np.ndarray],
                    seconds: float) -> Throughput:

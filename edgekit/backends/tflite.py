@@ -283,6 +283,34 @@ def _prepare_failure(exc: Exception, interpreter: Interpreter, program: torch.ex
                    f"the LiteRT interpreter cannot prepare it: {str(exc).strip()[:300]}")
 
 
+def tensor_module_path(name: str) -> str | None:
+    """The torch module path in a litert-torch tensor name: each ";"-separated location is the class hierarchy
+    of an op fused into the one that wrote the tensor ("pkg.Root/pkg.Trunk_trunk/torch...Conv2d_conv1;1"); a
+    segment is "<class>_<attribute>" and the root class comes first. Several locations (e.g. a convolution and the
+    ReLU fused into it) give the module that holds them all: the tensor is not any one op's output. None when
+    the name holds no hierarchy (a signature output, a constant)."""
+    paths = []
+    for location in filter(None, name.split(";")):
+        if location.isdigit() or "/" not in location and "." not in location:  # ";1" suffixes, "b1_output_0"
+            continue
+        attributes = []
+        for segment in location.split("/")[1:]:
+            cls = segment.rpartition(".")[2].lstrip("_")
+            if "_" not in cls:
+                return None
+            attributes.append(cls.split("_", 1)[1])
+        paths.append(attributes)
+    if not paths:
+        return None
+    common = paths[0]
+    for other in paths[1:]:
+        n = 0
+        while n < min(len(common), len(other)) and common[n] == other[n]:
+            n += 1
+        common = common[:n]
+    return _unwrapped(".".join(common))
+
+
 class TfliteBackend:
     name = "tflite"
     demo_targets = {"fp32": "tflite-cpu-fp32", "int8": "tflite-cpu-int8"}
@@ -338,6 +366,49 @@ class TfliteBackend:
     def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> TfliteSession:
         with native_stderr_captured():  # "Created TensorFlow Lite XNNPACK delegate" on every load
             return TfliteSession(folder / manifest.model_file, manifest.extra["runtime"], threads)
+
+    def intermediates(self, folder: Path, manifest: Manifest, inputs: dict[str, np.ndarray]
+                      ) -> dict[str, tuple[str | None, np.ndarray]]:
+        """Every float tensor an op of the first signature writes, in op order, with the torch module its name
+        holds: the interpreter keeps them all (``experimental_preserve_all_tensors``). It runs LiteRT's builtin
+        kernels without the XNNPACK delegate, whose inner tensors the interpreter cannot read; ``inputs`` go
+        through in chunks of that signature's batch (the last one padded). Tensors stay in LiteRT's layout
+        (NHWC inside the graph)."""
+        runtime = manifest.extra["runtime"]
+        with native_stderr_captured(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "preserve_all_tensors is intended for debugging"
+            interpreter = Interpreter(model_path=str(folder / manifest.model_file),
+                                      num_threads=runtime["threads"] or (os.cpu_count() or 1),
+                                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                                      experimental_preserve_all_tensors=True)
+        # the interpreter lists the ops of subgraph 0 only: run that signature
+        name = next(n for n in runtime["signatures"] if interpreter.get_signature_runner(n)._subgraph_index == 0)
+        size = runtime["signatures"][name]
+        batch = size if isinstance(size, int) else size[0]
+        runner = interpreter.get_signature_runner(name)
+        details = {t["index"]: t for t in interpreter.get_tensor_details()}
+        outputs = {d["index"] for d in runner.get_output_details().values()}  # the model's outputs: the root's
+        # activations: float ones, and int8 ones with their scale (dequantized here); batch first
+        written = [i for op in interpreter._get_ops_details() for i in op["outputs"]
+                   if i >= 0 and len(details[i]["shape"]) and details[i]["shape"][0] == batch
+                   and (np.issubdtype(details[i]["dtype"], np.floating)
+                        or len(details[i]["quantization_parameters"]["scales"]) == 1)]
+        n = len(next(iter(inputs.values())))
+        chunks: dict[int, list[np.ndarray]] = {i: [] for i in written}
+        for start in range(0, n, batch):
+            part = {k: v[start:start + batch] for k, v in inputs.items()}
+            got = len(next(iter(part.values())))
+            part = {k: np.concatenate([v, np.repeat(v[-1:], batch - got, axis=0)]) for k, v in part.items()}
+            runner(**{runtime["signature_inputs"][k]: v for k, v in part.items()})
+            for i in written:
+                chunks[i].append(np.array(interpreter.get_tensor(i))[:got])
+        found = {}
+        for i in written:
+            value, q = np.concatenate(chunks[i]), details[i]["quantization_parameters"]
+            if not np.issubdtype(value.dtype, np.floating):
+                value = ((value.astype(np.float32) - q["zero_points"][0]) * q["scales"][0]).astype(np.float32)
+            found[details[i]["name"]] = ("" if i in outputs else tensor_module_path(details[i]["name"]), value)
+        return found
 
     def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram
               ) -> list[Finding]:

@@ -1,0 +1,326 @@
+"""The per-layer numerics ledger: every module's output in torch against the tensor its artifact computes for it
+on its own runtime, on the same real inputs, for every target of a run side by side.
+
+Torch side: a forward hook on every module of the reference model (re-loaded from the run's source) records its
+output, in the order the modules finish. Runtime side: each backend's optional ``intermediates(folder, manifest,
+inputs)`` returns its tensors with the module path its converter carried over, run in a worker process
+(``python -m edgekit.ledger JOB``) so a runtime that aborts becomes a row, not a crash. A module is matched with
+the last tensor, in graph order, made by it or a module inside it, of its output's shape (a 4-D tensor in NHWC is
+transposed back). The first diverging layer is the first in torch's order whose SQNR is below the per-layer gate
+of the target's precision; the layers that contribute most are those with the largest SQNR drop from the matched
+layer before them."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError, one_line
+from edgekit.fsutil import write_json, write_text
+from edgekit.validate.metrics import output_stats
+
+# per-layer SQNR gates (dB) by the precision the target declares: below it, a layer diverges
+LAYER_GATES_DB = {"fp32": 80.0, "fp16": 45.0, "bf16": 30.0, "int8": 30.0, "int8-dynamic": 30.0}
+DEFAULT_SAMPLES = 8
+# above this, two float32 computations differ by rounding only (identical ones give the 300 dB cap): SQNR drops
+# are counted from here down
+FLOAT32_FLOOR_DB = 120.0
+CONTRIBUTORS = 3  # how many of the largest SQNR drops a target lists
+LEDGER_JSON = "ledger.json"
+LEDGER_MD = "ledger.md"
+ROOT = "(model)"  # how the root module's row is shown
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    tensor: str  # the runtime tensor compared
+    sqnr_db: float
+    cosine: float
+    max_abs_error: float
+    note: str = ""  # e.g. "transposed from NHWC", "a ReLU is fused into this tensor"
+
+
+@dataclass(frozen=True)
+class TargetLedger:
+    target: str
+    backend: str
+    precision: str
+    gate_db: float
+    status: str  # "ok", "not supported by this backend", or the stage and reason it failed
+    layers: dict[str, LayerStats] = field(default_factory=dict)  # module path -> its comparison
+    unmatched: dict[str, str] = field(default_factory=dict)  # module path -> why no tensor was compared
+    first_divergence: str | None = None
+    contributors: tuple[tuple[str, float], ...] = ()  # (module path, SQNR drop in dB), largest first
+    unmapped_tensors: int = 0  # runtime tensors whose module the converter did not record
+
+
+@dataclass(frozen=True)
+class Ledger:
+    source: str
+    samples: int
+    modules: tuple[tuple[str, str, tuple[int, ...]], ...]  # (path, class, output shape) in execution order
+    targets: tuple[TargetLedger, ...]
+
+
+# --- torch side -------------------------------------------------------------------------------------------
+
+def torch_layers(module, inputs: dict[str, np.ndarray], names: tuple[str, ...]
+                 ) -> list[tuple[str, str, np.ndarray]]:
+    """(module path, class name, output) of every module ("" the root) in the order they finish, on ``inputs``;
+    a module called more than once keeps its last call, one returning several tensors its first float one."""
+    import torch
+
+    found: dict[str, tuple[str, np.ndarray]] = {}
+
+    def first_float(out):
+        if isinstance(out, torch.Tensor):
+            return out if out.is_floating_point() else None
+        if isinstance(out, (tuple, list)):
+            return next((t for t in map(first_float, out) if t is not None), None)
+        if isinstance(out, dict):
+            return next((t for t in map(first_float, out.values()) if t is not None), None)
+        return None
+
+    def hook(path: str):
+        def record(mod, args, out) -> None:
+            tensor = first_float(out)
+            if tensor is not None:
+                found.pop(path, None)  # re-inserted: the order is that of the last call
+                found[path] = (type(mod).__name__, tensor.detach().numpy().copy())
+        return record
+
+    handles = [m.register_forward_hook(hook(path)) for path, m in module.named_modules()]
+    try:
+        with torch.no_grad():
+            module(*[torch.from_numpy(inputs[k]) for k in names])
+    finally:
+        for h in handles:
+            h.remove()
+    return [(path, cls, value) for path, (cls, value) in found.items()]
+
+
+# --- runtime side, in a worker process --------------------------------------------------------------------
+
+def _worker(job_path: Path) -> None:
+    """Open one artifact's backend and write its intermediates (``tensors.npz`` + ``tensors.json``)."""
+    from edgekit.artifact import read_manifest, verify_files
+    from edgekit.backends import get_backend
+    from edgekit.backends.base import load_plugins
+    from edgekit.isolation.worker import die_with_parent
+
+    die_with_parent()
+    job = json.loads(job_path.read_text(encoding="utf-8"))
+    out = Path(job["out"])
+    try:
+        load_plugins()
+        folder = Path(job["folder"])
+        manifest = read_manifest(folder / "manifest.json")
+        verify_files(folder, manifest)
+        backend = get_backend(manifest.backend)
+        with np.load(out / "inputs.npz", allow_pickle=False) as z:
+            inputs = {k: z[k] for k in z.files}
+        tensors = backend.intermediates(folder, manifest, inputs)
+        np.savez(out / "tensors.npz", **{f"t{i}": v for i, (_, v) in enumerate(tensors.values())})
+        result = {"names": [[name, path] for name, (path, _) in tensors.items()]}
+    except Exception as exc:  # a Python-level failure: the target's row says why
+        result = {"error": one_line(exc)}
+    (out / "tensors.json").write_text(json.dumps(result), encoding="utf-8")
+
+
+def run_intermediates(folder: Path, inputs: dict[str, np.ndarray], timeout: float = 600.0
+                      ) -> list[tuple[str, str | None, np.ndarray]]:
+    """(tensor name, module path or None, array) of one artifact on ``inputs`` (its own layout), in graph order,
+    from a worker process; a crash, a hang or a failure raises EdgekitError saying which."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-ledger-") as scratch:
+        out = Path(scratch)
+        np.savez(out / "inputs.npz", **inputs)
+        (out / "job.json").write_text(json.dumps({"folder": str(folder.resolve()), "out": scratch}),
+                                      encoding="utf-8")
+        with open(out / "stderr.txt", "wb") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", "edgekit.ledger", str(out / "job.json")],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                    start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except BaseException:  # a hang, or Ctrl-C: the worker's whole group goes
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise EdgekitError(f"TIMEOUT: no answer within {timeout:g} s") from None
+        if code != 0 or not (out / "tensors.json").is_file():
+            tail = (out / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            raise EdgekitError(f"CRASH: the worker exited with {code} {tail[0][:200]}".strip())
+        result = json.loads((out / "tensors.json").read_text(encoding="utf-8"))
+        if "error" in result:
+            raise EdgekitError(f"RUN: {result['error']}")
+        with np.load(out / "tensors.npz", allow_pickle=False) as z:
+            return [(name, path, z[f"t{i}"]) for i, (name, path) in enumerate(result["names"])]
+
+
+# --- matching and metrics ---------------------------------------------------------------------------------
+
+def _inside(path: str | None, module: str) -> bool:
+    return path is not None and (module == "" or path == module or path.startswith(module + "."))
+
+
+def _as_torch_layout(value: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
+    if value.shape == shape:
+        return value, ""
+    if value.ndim == 4 and value.transpose(0, 3, 1, 2).shape == shape:
+        return value.transpose(0, 3, 1, 2), "transposed from NHWC"
+    return None, ""
+
+
+def compare_layer(reference: np.ndarray, tensors: list[tuple[str, str | None, np.ndarray]], module: str
+                  ) -> tuple[LayerStats | None, str]:
+    """The module's output against the last tensor (graph order) made inside it with its shape; or why none."""
+    inside = [t for t in tensors if _inside(t[1], module)]
+    if not inside:
+        return None, "no runtime tensor carries this module"
+    for name, _, value in reversed(inside):
+        actual, note = _as_torch_layout(value, reference.shape)
+        if actual is None:
+            continue
+        if actual.min(initial=0) >= 0 > reference.min(initial=0):
+            fused = output_stats(name, np.maximum(reference, 0), actual)
+            if fused.sqnr_db > output_stats(name, reference, actual).sqnr_db:  # the converter fused a ReLU
+                reference, note = np.maximum(reference, 0), ", ".join(filter(None, (note, "ReLU fused into it")))
+        stats = output_stats(name, reference, actual)
+        return LayerStats(name, round(stats.sqnr_db, 2), stats.cosine, stats.max_abs_error, note), ""
+    shapes = sorted({"x".join(map(str, t[2].shape)) for t in inside})
+    return None, f"no tensor of its output shape (the converter fused it; tensors: {', '.join(shapes[:4])})"
+
+
+def divergence(order: list[str], layers: dict[str, LayerStats], gate_db: float
+               ) -> tuple[str | None, tuple[tuple[str, float], ...]]:
+    """The first layer (in ``order``) below the gate, and the largest SQNR drops from the matched layer before."""
+    matched = [p for p in order if p in layers]
+    first = next((p for p in matched if layers[p].sqnr_db < gate_db), None)
+    # the first matched layer drops from the inputs (None), which are exact
+    level = {None: FLOAT32_FLOOR_DB, **{p: min(layers[p].sqnr_db, FLOAT32_FLOOR_DB) for p in matched}}
+    drops = [(p, round(level[q] - level[p], 2)) for q, p in zip([None, *matched], matched)]
+    top = sorted((d for d in drops if d[1] > 0), key=lambda d: -d[1])[:CONTRIBUTORS]
+    return first, tuple(top)
+
+
+def target_ledger(run, name: str, layers: list[tuple[str, str, np.ndarray]], inputs: dict[str, np.ndarray],
+                  timeout: float) -> TargetLedger:
+    from edgekit.artifact import read_manifest
+    from edgekit.backends import get_backend
+    from edgekit.backends.execute import to_artifact_layout
+
+    profile = run.profile(name)
+    gate = LAYER_GATES_DB.get(profile.precision, LAYER_GATES_DB["fp32"])
+    base = {"target": name, "backend": profile.backend, "precision": profile.precision, "gate_db": gate}
+    if not run.has_manifest(name):
+        return TargetLedger(**base, status=f"no artifact ({run.earlier_failure(name, profile).reason})")
+    folder = run.target(name)
+    manifest = read_manifest(folder / "manifest.json")
+    try:
+        backend = get_backend(manifest.backend)
+    except EdgekitError as exc:
+        return TargetLedger(**base, status=str(exc))
+    if not hasattr(backend, "intermediates"):
+        return TargetLedger(**base, status="not supported by this backend")
+    try:
+        tensors = run_intermediates(folder, to_artifact_layout(inputs, manifest), timeout)
+    except EdgekitError as exc:
+        return TargetLedger(**base, status=str(exc))
+    compared, unmatched = {}, {}
+    for path, _, reference in layers:
+        stats, why = compare_layer(reference, tensors, path)
+        if stats is None:
+            unmatched[path] = why
+        else:
+            compared[path] = stats
+    first, top = divergence([p for p, _, _ in layers], compared, gate)
+    return TargetLedger(**base, status="ok", layers=compared, unmatched=unmatched, first_divergence=first,
+                        contributors=top, unmapped_tensors=sum(t[1] is None for t in tensors))
+
+
+def ledger(run_dir: str | Path, samples: int = DEFAULT_SAMPLES, allow_pickle: bool = False, timeout: float = 600.0,
+           progress: Callable[[str], None] = lambda _: None) -> Ledger:
+    """The ledger of every target of a run on the first ``samples`` reference inputs; written into the run
+    folder as ledger.json and ledger.md."""
+    from edgekit.runfolder import RunFolder
+    from edgekit.source import load_source
+
+    if samples < 1:
+        raise EdgekitError("--samples must be at least 1")
+    run = RunFolder(run_dir)
+    record = run.record()
+    with np.load(run.reference_path, allow_pickle=False) as z:
+        inputs = {k: z[f"input:{k}"][:samples] for k in record.inputs}
+    if run.compression() is not None:
+        raise EdgekitError(f"{run.path}: a compressed run; its torch reference is the compressed model, which the "
+                           "run folder does not keep: the ledger cannot rebuild it yet")
+    progress(f"loading {record.source}")
+    spec = load_source(record.source, allow_pickle=allow_pickle)
+    layers = torch_layers(spec.module.eval(), inputs, tuple(record.inputs))
+    targets = []
+    for name in record.targets:
+        progress(f"{name}: intermediates")
+        targets.append(target_ledger(run, name, layers, inputs, timeout))
+    result = Ledger(record.source, len(next(iter(inputs.values()))),
+                    tuple((p, cls, tuple(v.shape[1:])) for p, cls, v in layers), tuple(targets))
+    write_json(run.path / LEDGER_JSON, result)
+    write_text(run.path / LEDGER_MD, markdown(result))
+    return result
+
+
+# --- presentation -----------------------------------------------------------------------------------------
+
+def table(result: Ledger) -> list[list[str]]:
+    """Rows: module paths in execution order; a column of SQNR dB per target ("-": not matched; "!": below the
+    per-layer gate)."""
+    rows = [["module", "type", *(t.target for t in result.targets)]]
+    for path, cls, _ in result.modules:
+        cells = []
+        for t in result.targets:
+            stats = t.layers.get(path)
+            cells.append("n/a" if t.status != "ok" else "-" if stats is None else
+                         f"{stats.sqnr_db:.1f}" + (" !" if stats.sqnr_db < t.gate_db else ""))
+        rows.append([path or ROOT, cls, *cells])
+    return rows
+
+
+def summary_lines(result: Ledger) -> list[str]:
+    lines = []
+    for t in result.targets:
+        if t.status != "ok":
+            lines.append(f"{t.target}: {t.status}")
+            continue
+        first = t.first_divergence
+        top = ", ".join(f"{p or ROOT} (-{d:.1f} dB)" for p, d in t.contributors) or "none"
+        lines.append(f"{t.target}: first diverging layer "
+                     + (f"{first or ROOT} ({t.layers[first].sqnr_db:.1f} dB < {t.gate_db:g} dB)" if first is not None
+                        else f"none (every matched layer >= {t.gate_db:g} dB)")
+                     + f"; {len(t.layers)} matched, {len(t.unmatched)} unmatched"
+                     + (f" ({', '.join(p or ROOT for p in t.unmatched)})" if t.unmatched else "")
+                     + f"; largest drops: {top}")
+    return lines
+
+
+def markdown(result: Ledger) -> str:
+    from edgekit.report import markdown_table
+
+    parts = [f"# Per-layer ledger: {result.source}", "",
+             (f"SQNR (dB) of each module's output on the target's runtime against torch, on {result.samples} "
+              "reference inputs; `-` no runtime tensor matched, `!` below the per-layer gate."), "",
+             markdown_table(table(result)), "", *[f"- {line}" for line in summary_lines(result)], ""]
+    for t in result.targets:
+        if t.unmatched:
+            parts += [f"## {t.target}: unmatched layers", "",
+                      *[f"- `{p or ROOT}`: {why}" for p, why in t.unmatched.items()], ""]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))
