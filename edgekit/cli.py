@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="axes beyond the batch whose size varies, sharing one length (e.g. "
                    "input_ids:1,attention_mask:1); overrides the model's own")
     p.add_argument("--lengths", type=_lengths, metavar="N,N,...",
-                   help="the lengths to validate at and to make signatures for where shapes are fixed (TFLite); "
+                   help="the lengths to validate at and to make signatures for on runtimes with fixed shapes; "
                    "default: half and all of the example's")
     p.add_argument("--prune", help="l1:AMOUNT (per layer), l1-global:AMOUNT, or channels:AMOUNT (structured)")
     p.add_argument("--recover", choices=("finetune", "distill"), help="recover accuracy after pruning")
@@ -337,8 +337,9 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except EdgekitError as exc:
@@ -354,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("edgekit: terminated", file=sys.stderr)
         return 143
+    finally:
+        if previous is not None:  # main() called from Python (tests, scripts): the caller's handler is back
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
