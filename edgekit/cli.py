@@ -15,6 +15,11 @@ from edgekit.errors import EdgekitError, clean
 DEMO_MODELS = ("cnn", "attention", "fusion", "transformer")
 
 
+def _logged(args: argparse.Namespace, folder: Path):
+    """What converters and runtimes print goes to edgekit.log in ``folder``, unless -v."""
+    return third_party_output(None if args.verbose else folder)
+
+
 def _progress(message: str) -> None:
     print(f"  .. {message}", file=console(), flush=True)
 
@@ -33,7 +38,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgekit.compress.recipe import CompressionRecipe
 
     recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs, args.recover_lr)
-    with third_party_output(None if args.verbose else Path(args.out)):
+    with _logged(args, Path(args.out)):
         result = export(args.source, args.target, args.out, calib=args.calib, data=args.data,
                         preprocess=args.preprocess, dynamic=args.dynamic, lengths=args.lengths,
                         compression=recipe, allow_pickle=args.allow_pickle, resume=args.resume,
@@ -45,7 +50,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from edgekit.api import validate_run
 
-    with third_party_output(None if args.verbose else Path(args.run_dir)):
+    with _logged(args, Path(args.run_dir)):
         result = validate_run(args.run_dir, progress=_progress)
     _print_result(result)
     return 1 if result.failed else 0
@@ -81,7 +86,7 @@ def _bench(run_dir: str | Path, args: argparse.Namespace):
             bar.update(task, completed=done, total=total, description=what)
             if not bar_console.is_terminal:
                 _progress(f"bench [{done}/{total}] {what}")
-        with third_party_output(None if args.verbose else Path(run_dir)):
+        with _logged(args, Path(run_dir)):
             result = bench(run_dir, timing=_bench_timing(args), explain=not args.no_explain,
                            allow_pickle=args.allow_pickle, on_row=on_row)
     _print_bench(result)
@@ -161,7 +166,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from edgekit.ledger import LEDGER_JSON, LEDGER_MD, ledger, summary_lines, table
     from edgekit.report import text_table
 
-    with third_party_output(None if args.verbose else Path(args.run_dir)):
+    with _logged(args, Path(args.run_dir)):
         result = ledger(args.run_dir, samples=args.samples, allow_pickle=args.allow_pickle, progress=_progress)
     print(f"\n{result.source}: SQNR dB per layer on {result.samples} samples (- unmatched, ! below the layer gate)")
     print(text_table(table(result)))
@@ -191,7 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     results, benched, failed = [], [], False
     targets = args.target or ",".join(demo_targets())
     for name in args.models:
-        with third_party_output(None if args.verbose else Path(args.out) / name):
+        with _logged(args, Path(args.out) / name):
             results.append(export(f"zoo:{name}", targets, Path(args.out) / name, calib="task:calib",
                                   progress=_progress))
         failed |= results[-1].failed

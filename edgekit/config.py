@@ -101,20 +101,32 @@ RANGES: dict[str, tuple[float, float]] = {
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def _typed(where: str, key: str, value: Any, hint: str) -> Any:
-    """``value`` checked against a field's annotation (``int``, ``float``, ``bool``, ``str``, ``tuple[X, ...]``)
-    and its range; TOML lists become tuples. A wrong type or range is a one-line error naming the key."""
+def typed_value(where: str, key: str, value: Any, hint: str,
+                ranges: dict[str, tuple[float, float]] = RANGES) -> Any:
+    """``value`` checked against a field's annotation (``int``, ``float``, ``bool``, ``str``, ``tuple[X, ...]``,
+    ``dict[...]``, ``Any``, each optionally ``| None``) and its range in ``ranges``; JSON and TOML lists become
+    tuples. A wrong type or range is a one-line error naming the key. Profiles and run records use it alike."""
+    if hint.endswith(" | None"):
+        if value is None:
+            return None
+        hint = hint.removesuffix(" | None")
+    if hint == "Any":
+        return value
+    if hint.startswith("dict["):
+        if not isinstance(value, dict):
+            raise EdgekitError(f"{where}: {key} must be a table, not {value!r}")
+        return value
     if hint.startswith("tuple["):
         item = hint[len("tuple["):].split(",")[0].strip()
         if not isinstance(value, list):
             raise EdgekitError(f"{where}: {key} must be a list of {item}s, not {value!r}")
-        return tuple(_typed(where, key, v, item) for v in value)
+        return tuple(typed_value(where, key, v, item, ranges) for v in value)
     kind = {"int": int, "float": float, "bool": bool, "str": str}[hint]
     ok = isinstance(value, bool) if kind is bool else \
         isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
     if not ok:
         raise EdgekitError(f"{where}: {key} must be {_NAMES[kind]}, not {value!r}")
-    low, high = RANGES.get(key, (None, None))
+    low, high = ranges.get(key, (None, None))
     if low is not None and not low <= value <= high:
         raise EdgekitError(f"{where}: {key} = {value!r} is out of range ({low:g}..{high:g})")
     return float(value) if kind is float else value
@@ -124,7 +136,7 @@ def _fields(where: str, cls: type, raw: dict, skip: tuple[str, ...] = ()) -> dic
     """Every key of ``raw`` typed by the dataclass ``cls``'s field annotations (unknown keys are refused first)."""
     _reject_unknown(where, raw, set(cls.__dataclass_fields__))
     types = {f.name: f.type for f in fields(cls)}
-    return {k: v if k in skip else _typed(where, k, v, types[k]) for k, v in raw.items()}
+    return {k: v if k in skip else typed_value(where, k, v, types[k]) for k, v in raw.items()}
 
 
 def _reject_unknown(where: str, got: dict, allowed: set[str]) -> None:
@@ -197,7 +209,7 @@ def _quantization(where: str, raw: dict) -> QuantRecipe:
 
 def _validation(where: str, raw: dict) -> int:
     _reject_unknown(where, raw, {"samples"})
-    return _typed(where, "samples", raw.get("samples", TargetProfile.validation_samples), "int")
+    return typed_value(where, "samples", raw.get("samples", TargetProfile.validation_samples), "int")
 
 
 def parse_profile(text: str, path: str = "<string>") -> TargetProfile:

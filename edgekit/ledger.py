@@ -4,7 +4,7 @@ on its own runtime, on the same real inputs, for every target of a run side by s
 Torch side: a forward hook on every module of the reference model (re-loaded from the run's source) records its
 output, in the order the modules finish. Runtime side: each backend's optional ``intermediates(folder, manifest,
 inputs)`` returns its tensors with the module path its converter carried over, run in a worker process
-(``python -m edgekit.ledger JOB``) so a runtime that aborts becomes a row, not a crash. A module is matched with
+(edgekit.isolation, as validation runs) so a runtime that aborts becomes a row, not a crash. A module is matched with
 the last tensor, in graph order, made by it or a module inside it, of its output's shape (a 4-D tensor in NHWC is
 transposed back). The first diverging layer is the first in torch's order whose SQNR is below the per-layer gate
 of the target's precision; the layers that contribute most are those with the largest SQNR drop from the matched
@@ -12,10 +12,6 @@ layer before them."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import EdgekitError, one_line
+from edgekit.errors import EdgekitError
 from edgekit.fsutil import write_json, write_text
 from edgekit.validate.metrics import output_stats
 
@@ -109,59 +105,24 @@ def torch_layers(module, inputs: dict[str, np.ndarray], names: tuple[str, ...]
 
 # --- runtime side, in a worker process --------------------------------------------------------------------
 
-def _worker(job_path: Path) -> None:
-    """Open one artifact's backend and write its intermediates (``tensors.npz`` + ``tensors.json``)."""
-    from edgekit.artifact import read_manifest, verify_files
-    from edgekit.backends import get_backend
-    from edgekit.backends.base import load_plugins
-    from edgekit.isolation.worker import die_with_parent
-
-    die_with_parent()
-    job = json.loads(job_path.read_text(encoding="utf-8"))
-    out = Path(job["out"])
-    try:
-        load_plugins()
-        folder = Path(job["folder"])
-        manifest = read_manifest(folder / "manifest.json")
-        verify_files(folder, manifest)
-        backend = get_backend(manifest.backend)
-        with np.load(out / "inputs.npz", allow_pickle=False) as z:
-            inputs = {k: z[k] for k in z.files}
-        tensors = backend.intermediates(folder, manifest, inputs)
-        np.savez(out / "tensors.npz", **{f"t{i}": v for i, (_, v) in enumerate(tensors.values())})
-        result = {"names": [[name, path] for name, (path, _) in tensors.items()]}
-    except Exception as exc:  # a Python-level failure: the target's row says why
-        result = {"error": one_line(exc)}
-    (out / "tensors.json").write_text(json.dumps(result), encoding="utf-8")
-
-
 def run_intermediates(folder: Path, inputs: dict[str, np.ndarray], timeout: float = 600.0
                       ) -> list[tuple[str, str | None, np.ndarray]]:
     """(tensor name, module path or None, array) of one artifact on ``inputs`` (its own layout), in graph order,
-    from a worker process; a crash, a hang or a failure raises EdgekitError saying which."""
+    from a worker process (edgekit.isolation, as validation runs); a crash, a hang or a failure raises
+    EdgekitError naming the stage."""
+    from edgekit.isolation.process import run_worker
+    from edgekit.isolation.worker import TENSORS_FILE, Job
+
     with tempfile.TemporaryDirectory(prefix="edgekit-ledger-") as scratch:
         out = Path(scratch)
         np.savez(out / "inputs.npz", **inputs)
-        (out / "job.json").write_text(json.dumps({"folder": str(folder.resolve()), "out": scratch}),
-                                      encoding="utf-8")
-        with open(out / "stderr.txt", "wb") as stderr:
-            proc = subprocess.Popen([sys.executable, "-m", "edgekit.ledger", str(out / "job.json")],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                    start_new_session=True)
-            try:
-                code = proc.wait(timeout=timeout)
-            except BaseException:  # a hang, or Ctrl-C: the worker's whole group goes
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise EdgekitError(f"TIMEOUT: no answer within {timeout:g} s") from None
-        if code != 0 or not (out / "tensors.json").is_file():
-            tail = (out / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:] or [""]
-            raise EdgekitError(f"CRASH: the worker exited with {code} {tail[0][:200]}".strip())
-        result = json.loads((out / "tensors.json").read_text(encoding="utf-8"))
-        if "error" in result:
-            raise EdgekitError(f"RUN: {result['error']}")
-        with np.load(out / "tensors.npz", allow_pickle=False) as z:
-            return [(name, path, z[f"t{i}"]) for i, (name, path) in enumerate(result["names"])]
+        job = Job("intermediates", str(folder.parent.resolve()), folder.name, scratch, measure=False,
+                  inputs=str(out / "inputs.npz"))
+        outcome = run_worker(job, timeout)
+        if outcome.stage is not None:
+            raise EdgekitError(f"{outcome.stage.value}: {outcome.reason}")
+        names = json.loads((out / TENSORS_FILE).read_text(encoding="utf-8"))
+    return [(name, path, outcome.outputs[f"tensor:{i}"]) for i, (name, path) in enumerate(names)]
 
 
 # --- matching and metrics ---------------------------------------------------------------------------------
@@ -320,7 +281,3 @@ def markdown(result: Ledger) -> str:
             parts += [f"## {t.target}: unmatched layers", "",
                       *[f"- `{p or ROOT}`: {why}" for p, why in t.unmatched.items()], ""]
     return "\n".join(parts)
-
-
-if __name__ == "__main__":
-    _worker(Path(sys.argv[1]))

@@ -10,7 +10,7 @@ import torch
 from edgekit.data.sources import Dataset
 from edgekit.data.tasks import TaskData, load_task
 from edgekit.errors import EdgekitError
-from edgekit.lengths import LENGTH_PREFIX, arrays_at_lengths, cut_to_length
+from edgekit.lengths import LENGTH_PREFIX, arrays_at_lengths, cut_to_length, own_length
 from edgekit.spec import ModelSpec
 
 BATCH = 250
@@ -102,8 +102,7 @@ LENGTH_SAMPLES = 64  # per other length: enough to see a length-dependent error,
 def _other_lengths(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> dict[int, tuple[dict, dict]]:
     if not spec.dynamic_axes:
         return {}
-    name, axes = next(iter(spec.dynamic_axes.items()))
-    have = inputs[name].shape[axes[0]]
+    have = own_length(spec, inputs)[0]
     found = {}
     for length in spec.lengths:
         if length < have:  # the data's own length is the main validation; longer ones it cannot give

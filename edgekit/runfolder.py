@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit._version import __version__
-from edgekit.config import TargetProfile, parse_profile
+from edgekit.config import TargetProfile, parse_profile, typed_value
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import RUN_MARKER, write_json
 from edgekit.results import Stage, Validation, failure
@@ -52,35 +52,12 @@ class RunRecord:
             raise EdgekitError(f"{where}: not a run record (a JSON object is expected)")
         if str(raw.get("schema", "")).rpartition("/")[0] != RUN_SCHEMA.rpartition("/")[0]:
             raise EdgekitError(f"{where}: schema {raw.get('schema')!r} is not {RUN_SCHEMA!r}; is this a run folder?")
-        values = {f.name: _checked(raw[f.name], f.type, f"{where}: {f.name}") for f in fields(RunRecord)
+        values = {f.name: typed_value(where, f.name, raw[f.name], f.type, ranges={}) for f in fields(RunRecord)
                   if f.name in raw}
         missing = [n for n in ("source", "inputs", "outputs", "targets") if n not in values]
         if missing:
             raise EdgekitError(f"{where}: missing {', '.join(missing)}; the run folder is damaged: export it again")
         return RunRecord(**values)
-
-
-_SCALARS = {"str": str, "float": (int, float), "int": int, "bool": bool}
-
-
-def _checked(value: Any, hint: str, where: str) -> Any:
-    """``value`` as the field's type (tuples from JSON lists); anything else is a one-line error."""
-    optional = hint.endswith(" | None")
-    base = hint.removesuffix(" | None")
-    if value is None and optional:
-        return None
-    if base.startswith("tuple["):
-        item = base[len("tuple["):].split(",")[0]
-        if not isinstance(value, list) or not all(isinstance(v, _SCALARS[item]) for v in value):
-            raise EdgekitError(f"{where} must be a list of {item}")
-        return tuple(value)
-    if base.startswith("dict["):
-        if not isinstance(value, dict):
-            raise EdgekitError(f"{where} must be an object")
-        return value
-    if not isinstance(value, _SCALARS[base]) or (base != "bool" and isinstance(value, bool)):
-        raise EdgekitError(f"{where} must be {'a number' if base == 'float' else 'a ' + base}")
-    return value
 
 
 class RunFolder:

@@ -16,14 +16,14 @@ if TYPE_CHECKING:
 MAX_BATCH = 4096
 
 
-def batch_dynamic_shapes(spec: ModelSpec, lengths: bool = True) -> tuple[dict[int, torch.export.Dim], ...]:
-    """Dim 0 of every input is one shared dynamic batch (the example inputs should have batch >= 2); with
-    ``lengths``, the spec's dynamic axes too, their range inferred by torch.export (a position table of 512 caps
-    a sentence encoder at 512), which fails if the model pins them."""
+def batch_dynamic_shapes(spec: ModelSpec) -> tuple[dict[int, torch.export.Dim], ...]:
+    """Dim 0 of every input is one shared dynamic batch (the example inputs should have batch >= 2), and the
+    spec's dynamic axes, their range inferred by torch.export (a position table of 512 caps a sentence encoder at
+    512), which fails if the model pins them."""
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    axes = spec.length_axes() if lengths else {}
+    axes = spec.length_axes()
     shapes = tuple({0: batch, **{a: torch.export.Dim.DYNAMIC for a in axes.get(i, ())}}
                    for i in range(len(spec.example_inputs)))
     # a forward(*inputs) (edgekit's FlatOutputs wrapper) takes its inputs as one packed argument

@@ -326,11 +326,9 @@ class TfliteBackend:
         batch_sizes = tuple(sorted(set(profile.runtime.batch_sizes)))
         made = signatures(profile, spec)
         inputs, outputs = _specs(path, spec, next(iter(made)))
-        # the batch (and the length) differ per signature; the manifest names them and lists the sizes
-        axes = spec.dynamic_axes
-        inputs = tuple(TensorSpec(s.name, ("batch", *("length" if d in axes.get(s.name, ()) else n
-                                                       for d, n in enumerate(s.shape[1:], 1))), s.dtype)
-                       for s in inputs)
+        # the batch (and the length) differ per signature; the manifest names them and lists the sizes (the
+        # inputs' declared length axes are named by the export for every backend)
+        inputs = tuple(TensorSpec(s.name, ("batch", *s.shape[1:]), s.dtype) for s in inputs)
         # an output dim that changes with the length is the length
         other = _specs(path, spec, list(made)[1])[1] if len(spec.lengths) > 1 else outputs
         outputs = tuple(TensorSpec(s.name, ("batch", *(n if n == m else "length" for n, m in
@@ -341,7 +339,7 @@ class TfliteBackend:
                         versions("litert-torch", "ai-edge-litert"), batch_sizes,
                         {"runtime": {"threads": profile.runtime.threads,
                                      "signatures": {k: b if n is None else [b, n] for k, (b, n) in made.items()},
-                                     "length_axes": {k: list(v) for k, v in axes.items()},
+                                     "length_axes": {k: list(v) for k, v in spec.dynamic_axes.items()},
                                      "signature_inputs": {s.name: f"args_{i}" for i, s in enumerate(inputs)},
                                      "signature_outputs": {s.name: f"output_{i}" for i, s in enumerate(outputs)}}})
 

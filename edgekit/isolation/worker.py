@@ -23,11 +23,12 @@ from edgekit.results import Stage
 
 RESULT_FILE = "result.json"
 OUTPUTS_FILE = "outputs.npz"
+TENSORS_FILE = "tensors.json"  # an "intermediates" job: the name and torch module path of each "tensor:I"
 
 
 @dataclass(frozen=True)
 class Job:
-    kind: str  # "artifact" or "torch"
+    kind: str  # "artifact", "torch", or "intermediates" (an artifact's per-layer tensors, for the ledger)
     run_dir: str
     target: str  # the target's folder name, or "torch"
     out: str  # the folder this worker writes into
@@ -38,6 +39,7 @@ class Job:
     allow_pickle: bool = False
     explain: str = ""  # an .npz of extra inputs to run (the occlusion batch), or ""
     measure: bool = True  # False: outputs only (validation), no timing
+    inputs: str = ""  # "intermediates": the .npz of inputs (in the artifact's layout) to run
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -49,9 +51,13 @@ class StageFailure(Exception):
         self.stage = stage
 
 
+def _prefixed(z, prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
+
+
 def _arrays(path: Path, prefix: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
-        return {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
+        return _prefixed(z, prefix)
 
 
 def _stage(stage: Stage, call):
@@ -63,9 +69,8 @@ def _stage(stage: Stage, call):
         raise StageFailure(stage, one_line(exc)) from None
 
 
-def _artifact(job: Job):
-    """(open(threads) -> Session, manifest, throughput(one, seconds) or None, artifact bytes). ``threads`` None
-    opens with the thread count the manifest records (the profile's)."""
+def _backend(job: Job):
+    """(folder, manifest, backend) of the job's artifact, its files checked against their hashes."""
     from edgekit.artifact import read_manifest, verify_files
     from edgekit.backends import get_backend
     from edgekit.backends.base import load_plugins
@@ -74,17 +79,23 @@ def _artifact(job: Job):
     folder = Path(job.run_dir) / job.target
     manifest = _stage(Stage.LOAD, lambda: read_manifest(folder / "manifest.json"))
     _stage(Stage.LOAD, lambda: verify_files(folder, manifest))
-    backend = _stage(Stage.LOAD, lambda: get_backend(manifest.backend))
+    return folder, manifest, _stage(Stage.LOAD, lambda: get_backend(manifest.backend))
+
+
+def _artifact(job: Job):
+    """(open(threads) -> Session, manifest, throughput(one, seconds) or None, artifact bytes). ``threads`` None
+    opens with the thread count the manifest records (the profile's)."""
+    folder, manifest, backend = _backend(job)
     native = getattr(backend, "throughput", None)
     throughput = (lambda one, seconds: native(folder, manifest, one, seconds)) if native else None
     return (lambda threads=None: backend.open(folder, manifest, threads)), manifest, throughput, \
         sum(f.bytes for f in manifest.files)
 
 
-def _torch(job: Job):
+def _torch(job: Job, inputs: dict[str, np.ndarray]):
     from edgekit.bench.torch_session import torch_row
 
-    return torch_row(job.source, job.allow_pickle, _arrays(Path(job.run_dir) / "reference.npz", "input:"))
+    return torch_row(job.source, job.allow_pickle, inputs)
 
 
 def _latency(session, one: dict[str, np.ndarray], job: Job):
@@ -99,21 +110,20 @@ def run(job: Job) -> dict | None:
     from edgekit.bench.throughput import parallel_sessions
     from edgekit.lengths import AT, arrays_at_lengths
 
-    reference = Path(job.run_dir) / "reference.npz"
-    inputs = _arrays(reference, "input:")
+    with np.load(Path(job.run_dir) / "reference.npz", allow_pickle=False) as z:
+        inputs = _prefixed(z, "input:")
+        at_lengths = arrays_at_lengths(z, "input")  # a model with dynamic axes: its inputs at the other lengths
     explain = _arrays(Path(job.explain), "") if job.explain else {}
     baseline = peak_rss_mb()
     t0 = time.perf_counter()
-    open_with, manifest, throughput, size = (_torch if job.kind == "torch" else _artifact)(job)
+    open_with, manifest, throughput, size = _torch(job, inputs) if job.kind == "torch" else _artifact(job)
     session = _stage(Stage.LOAD, lambda: open_with())
     # what the runtime says it runs with, for the report (a plugin's session may not say)
     applied = _stage(Stage.LOAD, getattr(session, "effective", lambda: {"precision": "not reported",
                                                                     "threads": "not reported"}))
     load_ms = (time.perf_counter() - t0) * 1000
     arrays = {f"val:{k}": v for k, v in _stage(Stage.RUN, lambda: run_batched(session, manifest, inputs)).items()}
-    with np.load(reference, allow_pickle=False) as z:
-        at_lengths = arrays_at_lengths(z, "input")
-    for length, cut in at_lengths.items():  # a model with dynamic axes, at its other lengths
+    for length, cut in at_lengths.items():
         arrays.update({f"val:{k}{AT}{length}": v for k, v in
                        _stage(Stage.RUN, lambda: run_batched(session, manifest, cut)).items()})
     if explain:
@@ -157,11 +167,21 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def intermediates(job: Job) -> None:
+    """The artifact's intermediate tensors on ``job.inputs`` (the backend's ``intermediates``): the arrays go to
+    outputs.npz as "tensor:I", their names and torch module paths to tensors.json."""
+    folder, manifest, backend = _backend(job)
+    tensors = _stage(Stage.RUN, lambda: backend.intermediates(folder, manifest, _arrays(Path(job.inputs), "")))
+    np.savez(Path(job.out) / OUTPUTS_FILE, **{f"tensor:{i}": v for i, (_, v) in enumerate(tensors.values())})
+    (Path(job.out) / TENSORS_FILE).write_text(json.dumps([[n, p] for n, (p, _) in tensors.items()]),
+                                              encoding="utf-8")
+
+
 def main(argv: list[str]) -> int:
     die_with_parent()
     job = Job(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
     try:
-        result = {"stage": None, "measurement": run(job)}
+        result = {"stage": None, "measurement": intermediates(job) if job.kind == "intermediates" else run(job)}
     except StageFailure as exc:
         result = {"stage": exc.stage.value, "reason": str(exc)}
     path = Path(job.out) / RESULT_FILE

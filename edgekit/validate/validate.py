@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.artifact import Manifest, Precision
-from edgekit.backends.base import Session
-from edgekit.backends.execute import run_batched
+from edgekit.artifact import Precision
 from edgekit.config import TargetProfile, Threshold
-from edgekit.errors import one_line
 from edgekit.lengths import AT
 from edgekit.reference import Reference, task_accuracy
 from edgekit.results import Stage, Validation, failure
@@ -38,21 +35,6 @@ def _gate(reference: Reference, stats: list[OutputStats], accuracy: float | None
         if task_values.get(metric) is not None:
             checks.append(check("task", metric, task_values[metric], gate))
     return checks
-
-
-def validate(reference: Reference, session_factory, manifest: Manifest, profile: TargetProfile) -> Validation:
-    """``session_factory()`` opens the artifact; each stage that fails becomes the row's stage and reason."""
-    try:
-        session: Session = session_factory()
-    except Exception as exc:
-        return failure(profile, Stage.LOAD, one_line(exc), manifest.precision)
-    try:
-        actual = run_batched(session, manifest, reference.inputs)
-        for length, (inputs, _) in reference.at_lengths.items():
-            actual.update({f"{k}{AT}{length}": v for k, v in run_batched(session, manifest, inputs).items()})
-    except Exception as exc:
-        return failure(profile, Stage.RUN, one_line(exc), manifest.precision)
-    return compare(reference, actual, manifest.precision, profile)
 
 
 def compare(reference: Reference, actual: dict[str, np.ndarray], precision: Precision,
