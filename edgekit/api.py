@@ -61,7 +61,13 @@ def _export_target(reference: Reference, profile: TargetProfile, folder: Path, c
     if profile.precision in QUANTIZED_PRECISIONS:
         try:
             progress(f"{profile.name}: quantizing ({profile.precision})")
-            manifest = backend.quantize(reference.spec, profile, folder, manifest, calib)
+            if profile.quantization.mixed_precision:
+                from edgekit.compress.mixed import search
+
+                manifest = search(backend, reference.spec, profile, folder, manifest, calib, reference.source,
+                                  progress)
+            else:
+                manifest = backend.quantize(reference.spec, profile, folder, manifest, calib)
         except Exception as exc:
             _keep_diagnostics(folder)
             return failure(profile, Stage.QUANTIZE, one_line(exc))
@@ -109,7 +115,7 @@ def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) 
     info = InputInfo.of(spec)
     return {p.name: load_calibration(calib, info, p.quantization.samples, p.quantization.seed,
                                      p.quantization.augment)
-            for p in profiles if p.precision == "int8"}
+            for p in profiles if p.precision == "int8" or p.quantization.mixed_precision}
 
 
 def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, calib: str | Path | None = None,

@@ -68,7 +68,12 @@ class QuantRecipe:
     per_channel: bool = True  # per-channel weight scales
     reduce_range: bool = False  # 7-bit weights: avoids int16 saturation of u8s8 kernels on x86 without VNNI
     samples: int = 200  # calibration samples (seeded draw)
-    keep_float: tuple[str, ...] = ()  # regexes of layer names to keep in float
+    keep_float: tuple[str, ...] = ()  # regexes of torch module paths (or runtime node names) to keep in float
+    # accuracy-aware mixed precision: keep the most sensitive layers in float, fewest first, until the profile's
+    # gates pass on held-out calibration samples (edgekit.compress.mixed)
+    mixed_precision: bool = False
+    max_float_layers: int = 12  # the search stops there, gates passed or not
+    search_samples: int = 64  # calibration samples the search judges on (the validation data stays unseen)
     seed: int = 0
     augment: Augment = field(default_factory=Augment)
 
@@ -96,7 +101,8 @@ _TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "run
 # The schema beyond the field types: the range each number must lie in (inclusive).
 RANGES: dict[str, tuple[float, float]] = {
     "threads": (0, 4096), "opset": (7, 30), "batch_sizes": (1, 4096), "samples": (1, 10_000_000),
-    "seed": (0, 2**32 - 1), "crop": (0, 1024), "brightness": (0.0, 1.0),
+    "seed": (0, 2**32 - 1), "max_float_layers": (1, 10_000),
+    "search_samples": (1, 100_000), "crop": (0, 1024), "brightness": (0.0, 1.0),
 }
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 

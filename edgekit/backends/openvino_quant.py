@@ -3,6 +3,7 @@ the CPU plugin's dynamic activation quantization (int8-dynamic)."""
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 
 import openvino as ov
@@ -51,17 +52,28 @@ def _range_estimator(method: str):
     return sets[method]
 
 
-def quantize(model: ov.Model, precision: str, recipe: QuantRecipe, calib: CalibrationData | None) -> tuple[ov.Model,
-                                                                                                           dict]:
-    """The quantized model and what reached NNCF, for the manifest."""
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+def kept_float_ops(module_paths: dict[str, str | None], patterns: tuple[str, ...]) -> list[str]:
+    """The ops whose torch module path (or, failing that, friendly name) matches a keep_float pattern."""
+    return sorted(name for name, path in module_paths.items()
+                  if any(re.search(p, path or "") or re.search(p, name) for p in patterns))
 
-    ignored = nncf.IgnoredScope(patterns=[f".*{p}.*" for p in recipe.keep_float], validate=False) \
-        if recipe.keep_float else None
+
+def quantize(model: ov.Model, precision: str, recipe: QuantRecipe, calib: CalibrationData | None,
+             module_paths: dict[str, str | None]) -> tuple[ov.Model, dict]:
+    """The quantized model and what reached NNCF, for the manifest. ``module_paths``: op friendly name -> the
+    torch module it came from, which keep_float patterns are matched against."""
+    import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        QuantizationParameters,
+    )
+
+    keep = kept_float_ops(module_paths, recipe.keep_float)
+    ignored = nncf.IgnoredScope(names=keep, validate=False) if keep else None
     if precision == "int8-dynamic":
         compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=ignored)
         return compressed, {"weights": "int8_asym per channel (compress_weights)", "per_channel": True,
+                            "kept_float_ops": len(keep),
                             "activations": "dynamic (CPU plugin, group size 32)"}
     transformer = has_activation_matmul(model)
     estimator = _range_estimator(recipe.method)
@@ -72,4 +84,5 @@ def quantize(model: ov.Model, precision: str, recipe: QuantRecipe, calib: Calibr
                               model_type=nncf.ModelType.TRANSFORMER if transformer else None,
                               ignored_scope=ignored, advanced_parameters=advanced)
     return quantized, {"model_type": "transformer" if transformer else "default", "method": recipe.method,
-                       "per_channel": recipe.per_channel, "weights": "int8", "activations": "int8 (calibrated)"}
+                       "per_channel": recipe.per_channel, "weights": "int8", "activations": "int8 (calibrated)",
+                       "kept_float_ops": len(keep)}

@@ -353,7 +353,7 @@ class TfliteBackend:
         try:
             with native_stderr_captured():
                 applied = tflite_quant.quantize(fp32, path, profile.precision, profile.quantization, calib,
-                                            spec.input_names, profile.runtime.layout)
+                                                spec.input_names, profile.runtime.layout, tensor_module_path)
             fp32_bytes = fp32.stat().st_size
         finally:
             fp32.unlink()

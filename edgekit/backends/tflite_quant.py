@@ -3,6 +3,8 @@ QUANTIZE/DEQUANTIZE inside) calibrated on every signature, and dynamic-range int
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,24 @@ def op_names(path: Path) -> set[str]:
     interpreter = Interpreter(model_path=str(path),
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     return {op["op_name"] for op in interpreter._get_ops_details()}
+
+
+def kept_float_scopes(path: Path, patterns: tuple[str, ...], module_of: Callable[[str], str | None]) -> list[str]:
+    """The op scopes (ai-edge-quantizer's names: the op's output tensor names) whose torch module path, read from
+    those tensor names, or the scope itself matches a keep_float pattern."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    if not patterns:
+        return []
+    model = fb.read_model(str(path))
+    scopes = set()
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            scope = fb.get_op_scope(op, subgraph.tensors)
+            modules = [module_of(name) or "" for name in scope.split(";") if name]
+            if any(re.search(p, m) for p in patterns for m in modules) or any(re.search(p, scope) for p in patterns):
+                scopes.add(scope)
+    return sorted(scopes)
 
 
 def _static_recipe(recipe: QuantRecipe, weight_ops_only: bool) -> list[dict]:
@@ -66,17 +86,22 @@ def _calibration_batches(path: Path, calib: CalibrationData, input_names: tuple[
 
 
 def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: CalibrationData | None,
-             input_names: tuple[str, ...], layout: str) -> dict:
+             input_names: tuple[str, ...], layout: str, module_of: Callable[[str], str | None]) -> dict:
+    """``module_of``: the torch module path a tensor name holds, which keep_float patterns are matched against."""
     from ai_edge_quantizer import calibrator, quantizer
     from ai_edge_quantizer import recipe as recipes
     from ai_edge_quantizer.utils import qsv_utils
 
-    keep = [{"regex": pattern, "operation": "*", "algorithm_key": "no_quantize"} for pattern in recipe.keep_float]
+    scopes = kept_float_scopes(fp32, recipe.keep_float, module_of)
+    # the narrowest (last-added) matching scope wins in ai-edge-quantizer: these come after the global ones
+    keep = [{"regex": f"^{re.escape(scope)}$", "operation": "*", "algorithm_key": "no_quantize"}
+            for scope in scopes]
     if precision == "int8-dynamic":
         q = quantizer.Quantizer(str(fp32), recipes.dynamic_wi8_afp32() + keep)
         q.quantize(None).export_model(str(out), overwrite=True)
         os.chmod(out, 0o644)
         return {"recipe": "dynamic_wi8_afp32", "weights": "int8 per channel", "per_channel": True,
+                "kept_float_ops": len(scopes),
                 "activations": "dynamic (quantized per call)"}
     weight_ops_only = "BATCH_MATMUL" in op_names(fp32)
     q = quantizer.Quantizer(str(fp32), _static_recipe(recipe, weight_ops_only) + FLOAT_IO + keep)
@@ -87,4 +112,4 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
     os.chmod(out, 0o644)  # export_model marks the file executable
     return {"recipe": "static_wi8_ai8 on weight ops only (attention model)" if weight_ops_only
             else "static_wi8_ai8", "io": "float32", "method": "minmax", "per_channel": recipe.per_channel,
-            "weights": "int8", "activations": "int8 (calibrated)"}
+            "weights": "int8", "activations": "int8 (calibrated)", "kept_float_ops": len(scopes)}

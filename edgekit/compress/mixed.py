@@ -1,0 +1,236 @@
+"""Accuracy-aware mixed precision: int8 everywhere except the fewest, most sensitive layers, kept in float until
+the profile's own gates pass.
+
+The search is the same for every backend; each one keeps layers in float through its own quantizer's mechanism
+(excluded nodes, an ignored scope, per-op recipes, a filter), reached by the recipe's ``keep_float`` patterns of
+torch module paths, which every backend matches against the module each of its ops came from. A round quantizes, runs the
+artifact on calibration samples in a worker (the validation data stays unseen, so the final
+validation is not what the search tuned on), and stops when the gates pass. Otherwise it takes the per-layer
+ledger of that artifact (each module's output on the runtime against torch) and keeps in float the layers that
+lose the most SQNR against the layer before them, then quantizes again. Layers go one at a time at first, then
+in growing steps, up to ``max_float_layers``."""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.artifact import Manifest
+from edgekit.config import TargetProfile
+from edgekit.data.calib import CalibrationData
+from edgekit.errors import EdgekitError
+from edgekit.fsutil import write_text
+from edgekit.results import Status, Validation
+from edgekit.runfolder import MANIFEST_FILE
+from edgekit.spec import ModelSpec
+
+LEDGER_SAMPLES = 16  # of the search samples, how many the per-layer ledger runs (it keeps every tensor)
+TIMEOUT = 600.0
+
+
+def keep_pattern(module: str) -> str:
+    """The keep_float regex of one torch module and everything inside it."""
+    return f"^{re.escape(module)}(\\.|$)"
+
+
+@dataclass(frozen=True)
+class Trial:
+    kept: tuple[str, ...]  # module paths kept in float in this round (the search's, not the profile's own)
+    status: str
+    reason: str
+    metrics: dict[str, float]  # the gated values on the search samples, e.g. {"logits cosine": 0.9987}
+
+    def record(self) -> dict[str, Any]:
+        return {"kept_float": list(self.kept), "status": self.status, "reason": self.reason, "metrics": self.metrics}
+
+
+def _metrics(validation: Validation) -> dict[str, float]:
+    return {f"{c.subject} {c.metric}": round(float(c.value), 6) for c in validation.checks}
+
+
+def passes(validation: Validation) -> bool:
+    """Every gate within its warn threshold: the search's goal (a WARN is not yet a pass)."""
+    return validation.stage is None and all(c.status is Status.PASS for c in validation.checks)
+
+
+def shortfall(validation: Validation) -> float:
+    """How far the checks that do not pass are beyond their warn thresholds, each relative to its threshold."""
+    from edgekit.config import HIGHER_IS_BETTER
+
+    if validation.stage is not None and not validation.checks:  # it did not run
+        return float("inf")
+    total = 0.0
+    for c in validation.checks:
+        if c.status is not Status.PASS:
+            gap = c.warn - c.value if c.metric in HIGHER_IS_BETTER else c.value - c.warn
+            total += gap / max(abs(c.warn), 1e-6) if np.isfinite(gap) else float("inf")
+    return total
+
+
+def _short(validation: Validation) -> str:
+    """The checks short of passing, for progress lines and the record."""
+    if validation.stage is not None and not validation.checks:
+        return f"{validation.stage.value}: {validation.reason}"
+    return "; ".join(f"{c.subject} {c.metric} {c.value:.4g} (warn {c.warn:g}, fail {c.fail:g})"
+                     for c in validation.checks if c.status is not Status.PASS) or validation.status.value
+
+
+def _step(kept: int) -> int:
+    """How many layers the next round adds: one at a time while few are kept, then half as many as are."""
+    return 1 if kept < 4 else (kept + 1) // 2
+
+
+def _one_at_a_time(attempt, candidates: list[str], baseline: float, target: str, progress
+                   ) -> list[tuple[str, float]]:
+    """Each candidate's sensitivity, where no per-layer tensors can be read: quantize with it alone in float and
+    see how much of the gates' shortfall goes (largest first)."""
+    gains = []
+    for i, path in enumerate(candidates, 1):
+        progress(f"{target}: mixed precision, sensitivity of {path} ({i}/{len(candidates)})")
+        gains.append((path, round(baseline - shortfall(attempt((path,))[1]), 6)))
+    return sorted((g for g in gains if g[1] > 0), key=lambda g: -g[1])
+
+
+class _Judge:
+    """Runs a quantized artifact on the search samples in a worker, against torch's outputs on them."""
+
+    def __init__(self, spec: ModelSpec, source: str, profile: TargetProfile, calib: CalibrationData,
+                 scratch: Path) -> None:
+        from edgekit.reference import Reference, run_torch, save_reference
+
+        n = min(profile.quantization.search_samples, len(calib))
+        inputs = {k: v[:n] for k, v in calib.inputs.items()}
+        outputs = run_torch(spec.module, inputs, spec.input_names, spec.output_names)
+        self.reference = Reference(source, spec, tuple(spec.input_names), tuple(spec.output_names), inputs,
+                                   outputs, None, spec.task, f"{n} calibration samples", real=True)
+        self.run_dir = scratch / "search"
+        self.run_dir.mkdir()
+        save_reference(self.reference, self.run_dir / "reference.npz")
+        self.profile = profile
+        self._layers = None
+
+    def layers(self):
+        from edgekit.ledger import torch_layers
+
+        if self._layers is None:
+            head = {k: v[:LEDGER_SAMPLES] for k, v in self.reference.inputs.items()}
+            self._layers = head, torch_layers(self.reference.spec.module.eval(), head,
+                                              self.reference.input_names)
+        return self._layers
+
+    def _linked(self, folder: Path) -> str:
+        link = self.run_dir / folder.name
+        if not link.exists():
+            link.symlink_to(folder.resolve(), target_is_directory=True)
+        return folder.name
+
+    def validate(self, folder: Path, manifest: Manifest) -> Validation:
+        from edgekit.isolation.process import run_worker
+        from edgekit.isolation.worker import Job
+        from edgekit.validate.validate import compare, failure
+
+        with tempfile.TemporaryDirectory(prefix="edgekit-search-") as out:
+            outcome = run_worker(Job("artifact", str(self.run_dir), self._linked(folder), out, measure=False),
+                                 TIMEOUT)
+        if outcome.stage is not None:
+            return failure(self.profile, outcome.stage, outcome.reason, manifest.precision)
+        return compare(self.reference, outcome.validation_outputs(), manifest.precision, self.profile)
+
+    def ranked(self, folder: Path, manifest: Manifest, kept: tuple[str, ...]) -> list[tuple[str, float]]:
+        """Layers not yet kept in float, by the SQNR they lose on the runtime (largest first)."""
+        from edgekit.backends.execute import to_artifact_layout
+        from edgekit.ledger import compare_layers, run_intermediates, sqnr_drops
+
+        head, layers = self.layers()
+        tensors = run_intermediates(self.run_dir / self._linked(folder), to_artifact_layout(head, manifest),
+                                    TIMEOUT)
+        compared, _ = compare_layers(layers, tensors)
+        drops = sqnr_drops([p for p, _, _ in layers], compared)
+        inside_kept = [p for p, _ in drops if any(p == k or p.startswith(k + ".") for k in kept)]
+        return sorted(((p, d) for p, d in drops if p and d > 0 and p not in inside_kept), key=lambda x: -x[1])
+
+
+def _parents(kept: tuple[str, ...]) -> list[str]:
+    """The modules directly holding the kept ones (the root excluded), innermost first."""
+    parents = {k.rpartition(".")[0] for k in kept} - {""}
+    return sorted(parents, key=lambda p: -p.count("."))
+
+
+def _parametrized(spec: ModelSpec) -> list[str]:
+    """Modules holding weights of their own, in definition order: the layers a quantizer puts in int8."""
+    return [path for path, m in spec.module.named_modules() if path and any(True for _ in m.parameters(False))]
+
+
+def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32: Manifest,
+           calib: CalibrationData | None, source: str, progress=lambda _: None) -> Manifest:
+    """Quantize ``folder`` (holding the float artifact ``fp32``) with the fewest layers in float that let the
+    gates pass on the search samples; the manifest's quantization record says which and why."""
+    if calib is None:
+        raise EdgekitError(f"{profile.name}: mixed precision judges on calibration samples: pass --calib")
+    recipe = profile.quantization
+    with tempfile.TemporaryDirectory(prefix="edgekit-mixed-") as tmp:
+        scratch = Path(tmp)
+        pristine = scratch / "fp32"
+        shutil.copytree(folder, pristine)
+        judge = _Judge(spec, source, profile, calib, scratch)
+        kept: tuple[str, ...] = ()
+        why: dict[str, str] = {}
+        trials: list[Trial] = []
+        by_trial: list[tuple[str, float]] | None = None  # a backend without per-layer tensors: ranked once
+
+        def attempt(keep: tuple[str, ...]) -> tuple[Manifest, Validation]:
+            shutil.rmtree(folder)
+            shutil.copytree(pristine, folder)
+            trial_profile = replace(profile, quantization=replace(
+                recipe, keep_float=(*recipe.keep_float, *map(keep_pattern, keep))))
+            manifest = backend.quantize(spec, trial_profile, folder, fp32, calib)
+            write_text(folder / MANIFEST_FILE, manifest.to_json())  # export rewrites it with the record below
+            return manifest, judge.validate(folder, manifest)
+
+        while True:
+            manifest, validation = attempt(kept)
+            trials.append(Trial(kept, "PASS" if passes(validation) else validation.status.value, _short(validation)
+                                if not passes(validation) else "", _metrics(validation)))
+            progress(f"{profile.name}: mixed precision, {len(kept)} layer(s) in float: "
+                     + ("PASS" if passes(validation) else _short(validation)))
+            if passes(validation):
+                outcome = "the gates pass on the search samples"
+                break
+            if validation.stage is not None and validation.stage.value != "MISMATCH":
+                outcome = f"stopped: the artifact did not run ({validation.reason})"
+                break
+            room = recipe.max_float_layers - len(kept)
+            if room <= 0:
+                outcome = f"stopped at max_float_layers = {recipe.max_float_layers}: the gates still fail"
+                break
+            if hasattr(backend, "intermediates"):
+                ranked = judge.ranked(folder, manifest, kept)
+                unit = "dB SQNR on the runtime"
+            else:
+                if by_trial is None:
+                    by_trial = _one_at_a_time(attempt, _parametrized(spec), shortfall(validation), profile.name,
+                                              progress)
+                ranked = [(p, g) for p, g in by_trial if p not in kept]
+                unit = "of the gates' shortfall when kept in float alone"
+            if not ranked:  # the error comes from between the layers: keep the block that holds them
+                ranked = [(parent, 0.0) for parent in _parents(kept) if parent not in kept]
+                unit = "(the block holding the layers kept so far)"
+            if not ranked:
+                outcome = "stopped: no layer left that loses accuracy on the runtime"
+                break
+            added = ranked[:min(_step(len(kept)), room)]
+            for path, drop in added:
+                what = unit if unit.startswith("(") else \
+                    f"{'loses' if unit.startswith('dB') else 'removes'} {drop:.3g} {unit}"
+                why[path] = f"round {len(trials)}: {what} ({_short(validation)})"
+            kept = (*kept, *(p for p, _ in added))
+    record = {"samples": judge.reference.samples, "judged_on": judge.reference.origin, "outcome": outcome,
+              "kept_float_layers": [{"module": p, "why": why[p]} for p in kept],
+              "rounds": [t.record() for t in trials]}
+    quant = {**manifest.extra.get("quantization", {}), "mixed_precision": record}
+    return replace(manifest, extra={**manifest.extra, "quantization": quant})

@@ -1,0 +1,115 @@
+"""Accuracy-aware mixed precision on every backend with static int8: zoo:cnn with a planted outlier channel
+(tests/fixtures/outlier_models.py) fails its int8 gates when every layer is int8; with
+``mixed_precision = true`` the search keeps the layers around the outlier in float and the artifact passes the
+same gates on the validation data, which the search never saw."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edgekit.api import export
+from edgekit.backends import get_backend
+from edgekit.compress.mixed import keep_pattern
+from edgekit.config import load_profile, parse_profile
+from edgekit.errors import EdgekitError
+from edgekit.results import Status
+
+from .conftest import BACKENDS, FIXTURES
+
+SLOW = bool(os.environ.get("EDGEKIT_SLOW_TESTS"))
+
+
+def _int8_targets() -> list[str]:
+    """Backends with per-layer tensors rank layers from one ledger per round; the others quantize once per
+    layer to rank them (ExecuTorch: about 2.5 minutes on this model), so they run with EDGEKIT_SLOW_TESTS=1."""
+    found = []
+    for b in BACKENDS:
+        if (Path(__file__).parents[1] / "targets" / f"{b}-cpu-int8.toml").is_file() and \
+                (SLOW or hasattr(get_backend(b), "intermediates")):
+            found.append(f"{b}-cpu-int8")
+    return found
+
+
+INT8 = _int8_targets()
+SOURCE = f"{FIXTURES / 'outlier_models.py'}:build"
+PLANTED = ("trunk.conv1", "trunk.conv2", "trunk")
+
+
+def _mixed(name: str, **options):
+    profile = load_profile(name)
+    return replace(profile, name=f"{name}-mixed",
+                   quantization=replace(profile.quantization, mixed_precision=True, **options))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mixed") / "run"
+    profiles = [load_profile(n) for n in INT8] + [_mixed(n) for n in INT8] + \
+        [replace(_mixed(INT8[0], max_float_layers=1), name=f"{INT8[0]}-budget1")]
+    result = export(SOURCE, profiles, out, calib="task:calib")
+    return out, {row.target: row for row in result.rows}
+
+
+def _record(out: Path, target: str) -> dict:
+    return json.loads((out / target / "manifest.json").read_text())["extra"]["quantization"]["mixed_precision"]
+
+
+def test_every_static_int8_backend_is_covered():
+    assert {"onnx-cpu-int8", "openvino-cpu-int8", "tflite-cpu-int8"} <= set(INT8)
+
+
+@pytest.mark.parametrize("target", INT8)
+def test_all_int8_fails_and_mixed_precision_passes(run, target):
+    out, rows = run
+    assert rows[target].status is Status.FAIL, rows[target]  # the outlier breaks plain int8
+    mixed = rows[f"{target}-mixed"]
+    assert mixed.status is not Status.FAIL, mixed.reason
+    record = _record(out, f"{target}-mixed")
+    kept = [k["module"] for k in record["kept_float_layers"]]
+    assert kept and set(kept) <= {"trunk.conv1", "trunk.conv2", "trunk", "fc1", "fc2"}
+    assert set(kept) & set(PLANTED), kept  # the layers around the outlier, not the classifier
+    assert all(k["why"].startswith("round ") for k in record["kept_float_layers"])
+    rounds = record["rounds"]
+    assert rounds[0]["status"] == "FAIL" and rounds[0]["kept_float"] == []
+    assert rounds[-1]["status"] == "PASS" and rounds[-1]["kept_float"] == kept
+    assert record["outcome"] == "the gates pass on the search samples"
+    assert record["judged_on"].endswith("calibration samples")  # not the validation data
+
+
+def test_the_search_stops_at_its_budget_and_says_so(run):
+    out, rows = run
+    record = _record(out, f"{INT8[0]}-budget1")
+    assert len(record["kept_float_layers"]) <= 1
+    if rows[f"{INT8[0]}-budget1"].status is Status.FAIL:
+        assert record["outcome"].startswith("stopped at max_float_layers = 1")
+
+
+def test_keep_pattern_is_the_module_and_what_is_inside_it():
+    pattern = keep_pattern("trunk.conv1")
+    assert re.search(pattern, "trunk.conv1") and re.search(pattern, "trunk.conv1.inner")
+    assert not re.search(pattern, "trunk.conv10") and not re.search(pattern, "xtrunk.conv1")
+
+
+def test_int8_kernels_are_exact_on_every_cpu_kind():
+    from edgekit.backends.onnx_session import int8_precision_mode
+
+    assert int8_precision_mode("x86_64", {"avx2", "fma"})[0] is True  # AVX2: U8S8 saturates
+    assert int8_precision_mode("x86_64", {"avx512f", "avx512bw"})[0] is True  # AVX-512 without VNNI too
+    assert int8_precision_mode("x86_64", {"avx2", "avx512f", "avx512_vnni"})[0] is False
+    assert int8_precision_mode("x86_64", {"avx2", "avx_vnni"})[0] is False
+    assert int8_precision_mode("x86_64", None)[0] is True  # unknown: the safe kernels
+    assert int8_precision_mode("aarch64", None)[0] is False
+
+
+def test_mixed_precision_options_are_typed():
+    base = 'name = "t"\nbackend = "onnx"\nprecision = "int8"\n[quantization]\n'
+    assert parse_profile(base + "mixed_precision = true\nmax_float_layers = 3\n").quantization.max_float_layers == 3
+    with pytest.raises(EdgekitError, match="mixed_precision must be true or false"):
+        parse_profile(base + 'mixed_precision = "yes"\n')
+    with pytest.raises(EdgekitError, match="max_float_layers = 0 is out of range"):
+        parse_profile(base + "mixed_precision = true\nmax_float_layers = 0\n")

@@ -1,0 +1,90 @@
+"""Int8 on a real model, per backend: fp32, plain static int8 and accuracy-aware mixed-precision int8, exported,
+validated and benched together (batch 1; one thread and all threads). Prints the README's markdown table.
+
+    python tools/int8_table.py --source tools/efficientnet_lite0.py:build \\
+        --calib tools/efficientnet_lite0.py:calibration --data tools/efficientnet_lite0.py:validation \\
+        --out runs/int8-effnet [--backends onnx,openvino,tflite] [--seconds 3]
+
+Calibration (and the mixed-precision search, which judges on calibration samples) and validation data must be
+different images; the table's agreement and cosine are on the validation data."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from edgekit.api import export
+from edgekit.artifact import read_manifest
+from edgekit.bench.run import Timing, bench
+from edgekit.config import load_profile, parse_profile
+
+RECIPES = ("fp32", "int8", "int8-mixed")
+
+
+def profile_for(backend: str, recipe: str, batch_one: bool = True):
+    """The standard CPU profile of ``backend`` for ``recipe``, batch 1 only."""
+    base = load_profile(f"{backend}-cpu-{recipe}")
+    text = base.text
+    if batch_one:
+        text = "\n".join("batch_sizes = [1]" if line.startswith("batch_sizes") else line for line in text.splitlines())
+    return parse_profile(text, base.name)
+
+
+def _kept(folder: Path) -> str:
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return "-"
+    mixed = read_manifest(manifest).extra.get("quantization", {}).get("mixed_precision")
+    if mixed is None:
+        return "-"
+    layers = [k["module"] for k in mixed["kept_float_layers"]]
+    return f"{len(layers)}: " + ", ".join(f"`{m}`" for m in layers) if layers else "0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--calib", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--backends", default="onnx,openvino,tflite")
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--dynamic", default=None)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per latency mode (>= 200 runs)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
+    backends, recipes = args.backends.split(","), args.recipes.split(",")
+    profiles = [profile_for(b, r) for b in backends for r in recipes]
+    run = export(args.source, profiles, args.out, calib=args.calib, data=args.data, dynamic=args.dynamic,
+                 progress=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
+    result = bench(run.folder, timing=Timing(200, args.seconds, args.seconds, 1800), explain=False,
+                   on_row=lambda d, t, m: print(f"  .. bench [{d}/{t}] {m}", file=sys.stderr, flush=True))
+    rows = {r.target: r for r in result.rows}
+    logits = result.reference.output_names[0]
+    print(f"{result.reference.describe()}\n")
+    print("| target | layers kept in float | p50 ms, 1 thread | p50 ms, all threads | vs own fp32 (1 thread) | "
+          f"{logits} cosine (SQNR) | top-1 agreement | size MB | status |")
+    print("|" + "---|" * 9)
+    t = result.torch.measurement
+    print(f"| torch eager fp32 | - | {t.latency_1t.median_ms:.2f} | {t.latency_all.median_ms:.2f} | - | 1 | 1 | "
+          f"{t.artifact_bytes / 1e6:.1f} | - |")
+    for row in result.rows:
+        m, v = row.measurement, row.validation
+        if m is None:
+            print(f"| {row.target} | {v.stage.value}: {v.reason} |" + " |" * 7)
+            continue
+        fp32 = rows.get(f"{v.backend}-cpu-fp32")
+        vs = "-" if fp32 is None or fp32 is row or fp32.measurement is None else \
+            f"{fp32.measurement.latency_1t.median_ms / m.latency_1t.median_ms:.2f}x"
+        stats = next((s for s in v.outputs if s.name == logits), None)
+        cosine = "-" if stats is None else f"{stats.cosine:.5f} ({stats.sqnr_db:.1f} dB)"
+        agreement = "-" if stats is None or stats.top1_agreement is None else f"{stats.top1_agreement:.3f}"
+        print(f"| {row.target} | {_kept(run.folder / row.target)} | {m.latency_1t.median_ms:.2f} | "
+              f"{m.latency_all.median_ms:.2f} ({m.threads_all}) | {vs} | {cosine} | {agreement} | "
+              f"{m.artifact_bytes / 1e6:.1f} | {v.status.value} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
