@@ -68,6 +68,8 @@ def file_entry(folder: Path, relative: str) -> FileEntry:
 def read_manifest(path: Path) -> Manifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("a JSON object is expected")
         if raw.get("schema") != MANIFEST_SCHEMA:
             raise ValueError(f"schema {raw.get('schema')!r} is not {MANIFEST_SCHEMA}")
         specs = lambda items: tuple(TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in items)  # noqa: E731
@@ -77,7 +79,7 @@ def read_manifest(path: Path) -> Manifest:
             Precision(p["declared"], p["compute"], p["weights"], p.get("evidence", {}), tuple(p.get("warnings", ()))),
             tuple(FileEntry(**f) for f in raw["files"]), raw["versions"],
             tuple(raw["batch_sizes"]) if raw.get("batch_sizes") else None, raw.get("extra", {}))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EdgekitError(f"{path}: not a readable manifest ({exc})") from None
 
 

@@ -45,6 +45,25 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def read_npz(path: Path, what: str = "") -> dict[str, Any]:
+    """Every array of an .npz file, read now (no pickles): a missing, truncated or corrupt file is one line
+    naming it, whatever layer of the zip or the array format breaks."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    label = f"{what} {path}" if what else str(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise EdgekitError(f"{label} is missing") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgekitError(f"{label}: not a readable .npz ({reason})") from None
+
+
 def write_json(path: Path, value: Any) -> None:
     write_text(path, json.dumps(jsonable(value), indent=2, ensure_ascii=False) + "\n")
 

@@ -228,8 +228,8 @@ def ledger(run_dir: str | Path, samples: int = DEFAULT_SAMPLES, allow_pickle: bo
         raise EdgekitError("--samples must be at least 1")
     run = RunFolder(run_dir)
     record = run.record()
-    with np.load(run.reference_path, allow_pickle=False) as z:
-        inputs = {k: z[f"input:{k}"][:samples] for k in record.inputs}
+    reference = run.reference(record)
+    inputs = {k: v[:samples] for k, v in reference.inputs.items()}
     if run.compression() is not None:
         raise EdgekitError(f"{run.path}: a compressed run; its torch reference is the compressed model, which the "
                            "run folder does not keep: the ledger cannot rebuild it yet")

@@ -17,9 +17,9 @@ AT = "@"  # an output at another length is named "NAME@16" in validation
 
 
 def arrays_at_lengths(z, kind: str) -> dict[int, dict[str, np.ndarray]]:
-    """The ``kind`` ("input" / "output") arrays of every other length in an open reference.npz."""
+    """The ``kind`` ("input" / "output") arrays of every other length in an open reference.npz (or its arrays)."""
     found: dict[int, dict[str, np.ndarray]] = {}
-    for key in z.files:
+    for key in (z.files if hasattr(z, "files") else list(z)):
         head, _, rest = key.partition(":")
         if head.startswith(LENGTH_PREFIX) and head[len(LENGTH_PREFIX):].isdigit() and rest.startswith(kind + ":"):
             found.setdefault(int(head[len(LENGTH_PREFIX):]), {})[rest[len(kind) + 1:]] = z[key]

@@ -10,6 +10,7 @@ import torch
 from edgekit.data.sources import Dataset
 from edgekit.data.tasks import TaskData, load_task
 from edgekit.errors import EdgekitError
+from edgekit.fsutil import read_npz
 from edgekit.lengths import LENGTH_PREFIX, arrays_at_lengths, cut_to_length, own_length
 from edgekit.spec import ModelSpec
 
@@ -127,11 +128,15 @@ def load_reference(path: Path, source: str, input_names: tuple[str, ...], output
     """Read a run's reference back; ``data`` is run.json's record of where it came from."""
     if not path.is_file():
         raise EdgekitError(f"{path} is missing: is this a run folder made by `edgekit export`?")
-    with np.load(path, allow_pickle=False) as z:
-        inputs = {k: z[f"input:{k}"] for k in input_names}
-        outputs = {k: z[f"output:{k}"] for k in output_names}
-        labels = z["labels"] if "labels" in z.files else None
-        at_inputs, at_outputs = arrays_at_lengths(z, "input"), arrays_at_lengths(z, "output")
+    z = read_npz(path, "reference data")
+    missing = [k for k in [*(f"input:{n}" for n in input_names), *(f"output:{n}" for n in output_names)]
+               if k not in z]
+    if missing:
+        raise EdgekitError(f"reference data {path}: no array {missing[0]!r} (the run's record names it)")
+    inputs = {k: z[f"input:{k}"] for k in input_names}
+    outputs = {k: z[f"output:{k}"] for k in output_names}
+    labels = z.get("labels")
+    at_inputs, at_outputs = arrays_at_lengths(z, "input"), arrays_at_lengths(z, "output")
     data = data or {}
     return Reference(source, None, input_names, output_names, inputs, outputs, labels, task,
                      data.get("origin", ""), data.get("real", True),

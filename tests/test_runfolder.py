@@ -55,3 +55,35 @@ def test_a_failed_target_with_a_malformed_validation_json_is_one_line(run, capsy
     assert main(["validate", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and "validation.json" in err[-1]
+
+
+def _truncated(path):
+    path.write_bytes(path.read_bytes()[:5000])
+
+
+def _corrupted(path):  # the zip's directory intact, an array's bytes overwritten
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = b"\xff" * 4096
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncated, _corrupted, lambda p: p.write_text("")])
+def test_a_damaged_reference_npz_is_one_line_naming_it(run, capsys, damage):
+    damage(run / "reference.npz")
+    for command in (["validate", str(run)], ["bench", str(run), "--quick"], ["ledger", str(run)],
+                    ["bundle", str(run), "--target", "onnx-cpu-fp32", "--out", str(run.parent / "b")]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "reference.npz" in err[-1] and "Traceback" not in "\n".join(err), (command, err[-3:])
+    assert not (run.parent / "b").exists()
+
+
+@pytest.mark.parametrize("text", ["", '{"schema": "edgekit.manifest/1", "source"', "[]"])
+def test_a_damaged_manifest_is_one_line_naming_it(run, capsys, text):
+    (run / "onnx-cpu-fp32" / "manifest.json").write_text(text)
+    for command in (["bundle", str(run), "--target", "onnx-cpu-fp32", "--out", str(run.parent / "b")],
+                    ["ledger", str(run)]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "manifest.json" in err[-1] and "Traceback" not in "\n".join(err), (command, err[-3:])

@@ -55,9 +55,9 @@ def _preprocess(record: RunRecord, layout: str) -> dict | None:
 
 
 def _write_golden(run: RunFolder, folder: Path, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> int:
-    with np.load(run.reference_path, allow_pickle=False) as z:
-        arrays = {f"input:{k}": z[f"input:{k}"][:GOLDEN_SAMPLES] for k in inputs}
-        arrays.update({f"output:{k}": z[f"output:{k}"][:GOLDEN_SAMPLES] for k in outputs})
+    reference = run.reference(run.record())
+    arrays = {f"input:{k}": reference.inputs[k][:GOLDEN_SAMPLES] for k in inputs}
+    arrays.update({f"output:{k}": reference.outputs[k][:GOLDEN_SAMPLES] for k in outputs})
     np.savez_compressed(folder / "golden.npz", **arrays)
     return len(next(iter(arrays.values())))
 

@@ -22,6 +22,7 @@ from edgekit.data.pixels import image_to_input
 from edgekit.data.preprocess import Preprocess
 from edgekit.data.tasks import load_task
 from edgekit.errors import EdgekitError, one_line
+from edgekit.fsutil import read_npz
 
 METADATA_SUFFIXES = {".csv", ".json", ".md", ".txt", ".toml", ".npz", ".npy"}
 # a folder of splits (as sample_data/mnist) gives its calib/ split to --calib and its val/ split to --data
@@ -138,11 +139,7 @@ def _fit(name: str, value, info: InputInfo, where: str) -> np.ndarray:
 
 
 def _npz(path: Path, info: InputInfo, role: str) -> Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise EdgekitError(f"{role} {path}: not a readable .npz ({one_line(exc)})") from None
+    arrays = read_npz(path, role)
     missing = [n for n in info.names if n not in arrays]
     if missing:
         raise EdgekitError(f"{role} {path}: no array for input(s) {', '.join(missing)} (it has "
