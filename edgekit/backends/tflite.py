@@ -311,6 +311,28 @@ def tensor_module_path(name: str) -> str | None:
     return _unwrapped(".".join(common))
 
 
+def container_aliases(module: torch.nn.Module) -> dict[str, str]:
+    """litert-torch's names leave out the containers a model iterates rather than calls (a ModuleList of blocks:
+    "_blocks.2" is named "2"): each such shortened path -> the module's own path."""
+    import torch
+
+    skipped = {path for path, m in module.named_modules()
+               if path and isinstance(m, (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.ParameterList))}
+    aliases = {}
+    for path, _ in module.named_modules():
+        parts = path.split(".")
+        short = ".".join(p for i, p in enumerate(parts) if ".".join(parts[:i + 1]) not in skipped)
+        if path and short != path and short:
+            aliases[short] = path
+    return aliases
+
+
+def module_path_of(name: str, aliases: dict[str, str]) -> str | None:
+    """The torch module path a tensor name holds, the iterated containers put back."""
+    path = tensor_module_path(name)
+    return aliases.get(path, path) if path else path
+
+
 class TfliteBackend:
     name = "tflite"
     demo_targets = {"fp32": "tflite-cpu-fp32", "int8": "tflite-cpu-int8"}
@@ -341,7 +363,8 @@ class TfliteBackend:
                                      "signatures": {k: b if n is None else [b, n] for k, (b, n) in made.items()},
                                      "length_axes": {k: list(v) for k, v in spec.dynamic_axes.items()},
                                      "signature_inputs": {s.name: f"args_{i}" for i, s in enumerate(inputs)},
-                                     "signature_outputs": {s.name: f"output_{i}" for i, s in enumerate(outputs)}}})
+                                     "signature_outputs": {s.name: f"output_{i}" for i, s in enumerate(outputs)}},
+                         "module_aliases": container_aliases(spec.module)})
 
     def quantize(self, spec: ModelSpec, profile: TargetProfile, folder: Path, manifest: Manifest,
                  calib: CalibrationData | None) -> Manifest:
@@ -353,7 +376,8 @@ class TfliteBackend:
         try:
             with native_stderr_captured():
                 applied = tflite_quant.quantize(fp32, path, profile.precision, profile.quantization, calib,
-                                                spec.input_names, profile.runtime.layout, tensor_module_path)
+                                                spec.input_names, profile.runtime.layout,
+                                                lambda n: module_path_of(n, manifest.extra.get("module_aliases", {})))
             fp32_bytes = fp32.stat().st_size
         finally:
             fp32.unlink()
@@ -405,7 +429,9 @@ class TfliteBackend:
             value, q = np.concatenate(chunks[i]), details[i]["quantization_parameters"]
             if not np.issubdtype(value.dtype, np.floating):
                 value = ((value.astype(np.float32) - q["zero_points"][0]) * q["scales"][0]).astype(np.float32)
-            found[details[i]["name"]] = ("" if i in outputs else tensor_module_path(details[i]["name"]), value)
+            found[details[i]["name"]] = ("" if i in outputs else
+                                         module_path_of(details[i]["name"], manifest.extra.get("module_aliases", {})),
+                                         value)
         return found
 
     def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram

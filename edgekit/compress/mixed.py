@@ -45,6 +45,9 @@ class Trial:
     reason: str
     metrics: dict[str, float]  # the gated values on the search samples, e.g. {"logits cosine": 0.9987}
 
+    def added(self, now: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(k for k in now if k not in self.kept)
+
     def record(self) -> dict[str, Any]:
         return {"kept_float": list(self.kept), "status": self.status, "reason": self.reason, "metrics": self.metrics}
 
@@ -142,7 +145,10 @@ class _Judge:
         return compare(self.reference, outcome.validation_outputs(), manifest.precision, self.profile)
 
     def ranked(self, folder: Path, manifest: Manifest, kept: tuple[str, ...]) -> list[tuple[str, float]]:
-        """Layers not yet kept in float, by the SQNR they lose on the runtime (largest first)."""
+        """Layers not yet kept in float, by the SQNR they lose on the runtime (largest first). Every module's drop
+        (from the matched module before it) is charged to the weight layer (conv, linear) that ran last before it
+        or is it: the norms, activations and pooling after a convolution are its stretch of the network, and
+        keeping that convolution in float is what lets the quantizers leave the stretch alone."""
         from edgekit.backends.execute import to_artifact_layout
         from edgekit.ledger import compare_layers, run_intermediates, sqnr_drops
 
@@ -150,9 +156,18 @@ class _Judge:
         tensors = run_intermediates(self.run_dir / self._linked(folder), to_artifact_layout(head, manifest),
                                     TIMEOUT)
         compared, _ = compare_layers(layers, tensors)
-        drops = sqnr_drops([p for p, _, _ in layers], compared)
-        inside_kept = [p for p, _ in drops if any(p == k or p.startswith(k + ".") for k in kept)]
-        return sorted(((p, d) for p, d in drops if p and d > 0 and p not in inside_kept), key=lambda x: -x[1])
+        weighted = set(_parametrized(self.reference.spec))
+        owner, owners = None, {}
+        for path, _, _ in layers:  # execution order
+            owner = path if path in weighted else owner
+            owners[path] = owner or path
+        charged: dict[str, float] = {}
+        for path, drop in sqnr_drops([p for p, _, _ in layers], compared):
+            if drop > 0 and owners[path]:
+                charged[owners[path]] = charged.get(owners[path], 0.0) + drop
+        fresh = [(p, round(d, 2)) for p, d in charged.items()
+                 if not any(p == k or p.startswith(k + ".") for k in kept)]
+        return sorted(fresh, key=lambda x: -x[1])
 
 
 def _parents(kept: tuple[str, ...]) -> list[str]:
@@ -162,8 +177,10 @@ def _parents(kept: tuple[str, ...]) -> list[str]:
 
 
 def _parametrized(spec: ModelSpec) -> list[str]:
-    """Modules holding weights of their own, in definition order: the layers a quantizer puts in int8."""
-    return [path for path, m in spec.module.named_modules() if path and any(True for _ in m.parameters(False))]
+    """Modules holding a weight matrix or kernel of their own (conv, linear, embedding, attention projections; not
+    the 1-D scales of norms), in definition order: the layers a quantizer puts in int8."""
+    return [path for path, m in spec.module.named_modules()
+            if path and any(p.ndim >= 2 for p in m.parameters(recurse=False))]
 
 
 def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32: Manifest,
@@ -196,7 +213,8 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
             manifest, validation = attempt(kept)
             trials.append(Trial(kept, "PASS" if passes(validation) else validation.status.value, _short(validation)
                                 if not passes(validation) else "", _metrics(validation)))
-            progress(f"{profile.name}: mixed precision, {len(kept)} layer(s) in float: "
+            progress(f"{profile.name}: mixed precision, {len(kept)} layer(s) in float"
+                     + (f" (last added: {', '.join(trials[-2].added(kept))})" if len(trials) > 1 else "") + ": "
                      + ("PASS" if passes(validation) else _short(validation)))
             if passes(validation):
                 outcome = "the gates pass on the search samples"
