@@ -3,6 +3,7 @@ planted wrong artifact caught by the independent check."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -99,3 +100,24 @@ def test_a_failed_row_keeps_its_stage():
     assert fuzz.classify(row, None, None, "fp32") == fuzz.Outcome("RUN", "shape mismatch")
     broken = Validation("onnx-cpu-fp32", "onnx", Status.PASS)
     assert fuzz.classify(broken, None, None, "fp32", check_error="ValueError: batch 32").outcome == "SILENT"
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_a_model_past_its_timeout_is_killed_and_its_targets_are_timeouts(tmp_path):
+    code = fuzz.main(["--models", "1", "--seed", str(SEED), "--out", str(tmp_path), "--model-timeout", "2"])
+    report = json.loads((tmp_path / "fuzz.json").read_text())
+    outcomes = report["records"][0]["targets"]
+    assert code == 0 and set(outcomes) == set(fuzz.target_names(False))
+    assert all(o["outcome"] == "TIMEOUT" and "more than 2 s" in o["reason"] for o in outcomes.values())
+    assert not _processes_mentioning(str(tmp_path))  # the model's process group is gone, workers included

@@ -533,13 +533,38 @@ def markdown_table(table: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-def _run_shard(args: argparse.Namespace, out: Path, model_file: Path, targets: list[str],
+def _one_model(args: argparse.Namespace, argv: list[str], index: int, out: Path, targets: list[str]) -> dict:
+    """Model ``index`` in a process of its own (``--one``), so a converter that hangs costs one model: past
+    ``--model-timeout`` seconds its process group is killed and every target is a TIMEOUT."""
+    import os
+    import signal
+
+    record_file = out / "records" / f"model_{index}.json"
+    record_file.unlink(missing_ok=True)
+    start = time.time()
+    child = subprocess.Popen([sys.executable, __file__, *argv, "--one", str(index)], start_new_session=True)
+    try:
+        child.wait(timeout=args.model_timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    if record_file.is_file():
+        return json.loads(record_file.read_text())
+    built = build(args.seed, index)
+    why = f"the model's export took more than {args.model_timeout:g} s" if child.returncode == -signal.SIGKILL \
+        else f"the model's process ended with {child.returncode} before writing its record"
+    outcome = "TIMEOUT" if child.returncode == -signal.SIGKILL else "CRASH"
+    return {"index": index, "source": f"model_{index}", **built.summary(), "seconds": round(time.time() - start, 2),
+            "targets": {t: {"outcome": outcome, "reason": why, "check": {}} for t in targets}}
+
+
+def _run_shard(args: argparse.Namespace, argv: list[str], out: Path, targets: list[str],
                partial: Path | None = None) -> list[dict]:
-    """Every jobs-th model from ``shard``; ``partial`` is rewritten after each model, so a long run that is
-    stopped still has its records."""
+    """Every jobs-th model from ``shard``, each in its own process; ``partial`` is rewritten after each model, so
+    a long run that is stopped still has its records."""
     records = []
     for index in range(args.shard, args.models, args.jobs):
-        records.append(fuzz_model(args.seed, index, out, model_file, targets, args.keep))
+        records.append(_one_model(args, argv, index, out, targets))
         print(_progress_line(records[-1]), flush=True)
         if partial is not None:
             partial.write_text(json.dumps(records))
@@ -566,7 +591,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--int8", action="store_true", help="also every backend's cpu-int8 profile")
     parser.add_argument("--keep", action="store_true", help="keep each model's run folder")
     parser.add_argument("--jobs", type=int, default=1, help="models exported in parallel processes")
+    parser.add_argument("--model-timeout", type=float, default=900.0,
+                        help="seconds one model may take (all its targets) before it is killed and its targets "
+                             "are TIMEOUT")
     parser.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)  # set for --jobs children
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # one model, in its own process
     return parser.parse_args(argv)
 
 
@@ -578,18 +607,27 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_file = out / "fuzz_models.py"
     targets = target_names(args.int8)
+    if args.one is not None:  # one model's process: its record, written for the shard to read
+        record = fuzz_model(args.seed, args.one, out, model_file, targets, args.keep)
+        (out / "records").mkdir(exist_ok=True)
+        path = out / "records" / f"model_{args.one}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(record))
+        path.with_suffix(".tmp").replace(path)
+        return 0
+    child_argv = [a for i, a in enumerate(argv) if a != "--shard" and (i == 0 or argv[i - 1] != "--shard")]
     if args.shard is not None:  # a --jobs child: its share of the models, for the parent to merge
-        _run_shard(args, out, model_file, targets, out / f"shard_{args.shard}.json")
+        _run_shard(args, child_argv, out, targets, out / f"shard_{args.shard}.json")
         return 0
     write_model_file(model_file, args.seed, args.models)
-    for stale in out.glob("shard_*.json"):  # from an earlier run into the same folder
+    for stale in [*out.glob("shard_*.json"), *out.glob("records/model_*.json")]:  # an earlier run's
         stale.unlink()
+    (out / "records").mkdir(exist_ok=True)
     start = time.time()
     if args.jobs > 1:
         records = _run_parallel(args, argv)
     else:
         args.shard = 0
-        records = _run_shard(args, out, model_file, targets)
+        records = _run_shard(args, child_argv, out, targets)
     table = counts(records, targets)
     silent = sum(row["SILENT"] for row in table.values())
     nonfinite = sum(c.get("nonfinite", 0) for r in records for o in r["targets"].values() for c in o["check"].values())

@@ -42,6 +42,29 @@ def _kept(folder: Path) -> str:
     return f"{len(layers)}: " + ", ".join(f"`{m}`" for m in layers) if layers else "0"
 
 
+def _logit_cells(validation, logits: str) -> tuple[str, str]:
+    stats = next((s for s in validation.outputs if s.name == logits), None)
+    cosine = "-" if stats is None else f"{stats.cosine:.5f} ({stats.sqnr_db:.1f} dB)"
+    agreement = "-" if stats is None or stats.top1_agreement is None else f"{stats.top1_agreement:.3f}"
+    return cosine, agreement
+
+
+def _accuracy_table(run) -> int:
+    from edgekit.runfolder import RunFolder
+
+    logits = RunFolder(run.folder).record().outputs[0]
+    print(f"{run.validated_on}\n")
+    print(f"| target | layers kept in float | {logits} cosine (SQNR) | top-1 agreement | status |")
+    print("|" + "---|" * 5)
+    for v in run.rows:
+        if v.stage is not None and not v.outputs:
+            print(f"| {v.target} | {v.stage.value}: {v.reason} | | | |")
+            continue
+        cosine, agreement = _logit_cells(v, logits)
+        print(f"| {v.target} | {_kept(run.folder / v.target)} | {cosine} | {agreement} | {v.status.value} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True)
@@ -52,12 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--dynamic", default=None)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per latency mode (>= 200 runs)")
+    parser.add_argument("--no-bench", action="store_true",
+                        help="accuracy only: export and validate, no timing (e.g. on a machine that is busy)")
     args = parser.parse_args(argv)
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
     backends, recipes = args.backends.split(","), args.recipes.split(",")
     profiles = [profile_for(b, r) for b in backends for r in recipes]
     run = export(args.source, profiles, args.out, calib=args.calib, data=args.data, dynamic=args.dynamic,
                  progress=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
+    if args.no_bench:
+        return _accuracy_table(run)
     result = bench(run.folder, timing=Timing(200, args.seconds, args.seconds, 1800), explain=False,
                    on_row=lambda d, t, m: print(f"  .. bench [{d}/{t}] {m}", file=sys.stderr, flush=True))
     rows = {r.target: r for r in result.rows}
@@ -77,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32 = rows.get(f"{v.backend}-cpu-fp32")
         vs = "-" if fp32 is None or fp32 is row or fp32.measurement is None else \
             f"{fp32.measurement.latency_1t.median_ms / m.latency_1t.median_ms:.2f}x"
-        stats = next((s for s in v.outputs if s.name == logits), None)
-        cosine = "-" if stats is None else f"{stats.cosine:.5f} ({stats.sqnr_db:.1f} dB)"
-        agreement = "-" if stats is None or stats.top1_agreement is None else f"{stats.top1_agreement:.3f}"
+        cosine, agreement = _logit_cells(v, logits)
         print(f"| {row.target} | {_kept(run.folder / row.target)} | {m.latency_1t.median_ms:.2f} | "
               f"{m.latency_all.median_ms:.2f} ({m.threads_all}) | {vs} | {cosine} | {agreement} | "
               f"{m.artifact_bytes / 1e6:.1f} | {v.status.value} |")

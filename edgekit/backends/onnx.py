@@ -345,6 +345,21 @@ class OnnxBackend:
         return {name: (paths[name], values[name]) for name in paths
                 if name in values and np.issubdtype(values[name].dtype, np.floating)}
 
+    def profile_ops(self, folder: Path, manifest: Manifest, inputs: dict[str, np.ndarray], threads: int,
+                    runs: int) -> list[tuple[str, str, str | None, float]]:
+        """(node of the optimized graph, op type, torch module or None, mean ms per inference) from onnxruntime's
+        profiler, with the options of the bench session for ``threads``, on one-sample ``inputs`` (the artifact's
+        layout)."""
+        from edgekit.backends import onnx_profile
+
+        path = folder / manifest.model_file
+        bench_session = self.open(folder, manifest, threads)._session  # its options: threads, int8 kernels
+        options, providers = bench_session.get_session_options(), bench_session.get_providers()
+        del bench_session
+        graph = onnx.load(str(path), load_external_data=False).graph
+        exported = onnx_profile.ExportedGraph(graph, node_module_paths(graph))
+        return onnx_profile.profile(path, options, providers, exported, inputs, runs)
+
     def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram
               ) -> list[Finding]:
         """Convert ``program`` in memory (report in a temp dir) and open it in onnxruntime: ops the exporter

@@ -156,8 +156,35 @@ def _convert(spec: ModelSpec) -> ov.Model:
         decoder, graph = _decoded(program)
         model = ov.convert_model(decoder)
     paths = {node.name: node_module_path(node) for node in graph.nodes if node.op == "call_function"}
+    paths.update(_renamed_convolutions(model, graph, paths))
     model.set_rt_info(json.dumps({k: v for k, v in paths.items() if v is not None}), MODULE_PATHS)
     return model
+
+
+_CONVOLUTIONS = {"aten.convolution.default", "aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default"}
+
+
+def _renamed_convolutions(model: ov.Model, graph, paths: dict[str, str | None]) -> dict[str, str | None]:
+    """convert_model's fusions can name a convolution after an op fused into it ("Multiply_13490"), which loses
+    its FX node and so its module. Such convolutions are paired with the FX convolutions whose names no op
+    carries, in graph order, when both lists have the same length and each pair's weights the same number of
+    elements; otherwise they stay unmapped."""
+    import math
+
+    named = {op.get_friendly_name().split("/")[0] for op in model.get_ops()}
+    lost = [n for n in graph.nodes if n.op == "call_function" and str(n.target) in _CONVOLUTIONS
+            and n.name not in named]
+    renamed = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")
+               and op.get_friendly_name().split("/")[0] not in paths]
+    if not lost or len(lost) != len(renamed):
+        return {}
+    pairs = {}
+    for node, op in zip(lost, renamed):
+        weight = node.args[1].meta.get("val") if hasattr(node.args[1], "meta") else None
+        if weight is None or math.prod(weight.shape) != math.prod(op.get_input_partial_shape(1).to_shape()):
+            return {}
+        pairs[op.get_friendly_name().split("/")[0]] = paths.get(node.name)
+    return pairs
 
 
 def _fx_name(op: ov.Node) -> str:
@@ -204,6 +231,16 @@ def _conversion_failures(exc: Exception, sites: OpSites, target: str) -> list[Fi
         for listed in pattern.findall(text):
             findings += op_findings(target, "unsupported op", [op.strip() for op in listed.split(",")], sites, why)
     return findings or [Finding(target, ERROR, "conversion failed", None, None, one_line(exc))]
+
+
+def _ir_with_modules(folder: Path, manifest: Manifest) -> tuple[dict, ov.Model, dict[str, str | None]]:
+    """(the manifest's runtime options, the IR, each op's torch module path); a missing device raises."""
+    runtime = manifest.extra["runtime"]
+    missing = device_missing(runtime["device"])
+    if missing:
+        raise EdgekitError(missing)
+    model = core().read_model(str(folder / manifest.model_file))
+    return runtime, model, op_module_paths(model)
 
 
 class OpenVinoBackend:
@@ -310,12 +347,7 @@ class OpenVinoBackend:
         of the FX node it was converted from (module paths from the IR's rt_info; None for an IR without them,
         or an op NNCF inserted): each is added as an output of the model (``Model.add_outputs``), which is then
         compiled with the manifest's options on its device."""
-        runtime = manifest.extra["runtime"]
-        missing = device_missing(runtime["device"])
-        if missing:
-            raise EdgekitError(missing)
-        model = core().read_model(str(folder / manifest.model_file))
-        paths = op_module_paths(model)
+        runtime, model, paths = _ir_with_modules(folder, manifest)
         ports, names = [], []
         for op in model.get_ordered_ops():
             if op.get_type_name() in _SKIP_LAYERS or op.get_type_name() == "Constant":
@@ -332,6 +364,20 @@ class OpenVinoBackend:
         values = request.infer(inputs).to_tuple()
         return {name: (path, np.array(values[position[out.get_node().get_friendly_name()]]))
                 for (name, path), out in zip(names, added)}
+
+    def profile_ops(self, folder: Path, manifest: Manifest, inputs: dict[str, np.ndarray], threads: int,
+                    runs: int) -> list[tuple[str, str, str | None, float]]:
+        """(node the plugin executed, node type, torch module or None, mean ms per inference) from OpenVINO's
+        performance counters: the IR compiled as the bench session compiles it for ``threads`` (batch 1 on a
+        batch-1 compile), plus PERF_COUNT, on one-sample ``inputs``."""
+        from edgekit.backends import openvino_profile
+
+        runtime, model, paths = _ir_with_modules(folder, manifest)
+        if one_shapes := batch_one_shapes(model):
+            model.reshape({name: ov.PartialShape(list(shape)) for name, shape in one_shapes.items()})
+        config, _ = compile_config(runtime, threads, PERF_COUNT="YES")
+        compiled = core().compile_model(model, runtime["device"], config)
+        return openvino_profile.profile(compiled, paths, inputs, runs)
 
     def throughput(self, folder: Path, manifest: Manifest, one: dict[str, np.ndarray],
                    seconds: float) -> Throughput:

@@ -116,6 +116,7 @@ class _Judge:
         save_reference(self.reference, self.run_dir / "reference.npz")
         self.profile = profile
         self._layers = None
+        self.stretches: dict[str, set[str]] = {}  # weight layer -> the leaf modules its stretch holds
 
     def layers(self):
         from edgekit.ledger import torch_layers
@@ -162,9 +163,14 @@ class _Judge:
             owner = path if path in weighted else owner
             owners[path] = owner or path
         charged: dict[str, float] = {}
+        leaves = {p for p, m in self.reference.spec.module.named_modules() if not any(True for _ in m.children())}
         for path, drop in sqnr_drops([p for p, _, _ in layers], compared):
             if drop > 0 and owners[path]:
                 charged[owners[path]] = charged.get(owners[path], 0.0) + drop
+            if owners[path] and path in leaves:
+                # a converter may name a fused op after any module of the stretch (the dynamo exporter names a
+                # convolution with its batch norm folded in after the norm): all of them are kept with it
+                self.stretches.setdefault(owners[path], set()).add(path)
         fresh = [(p, round(d, 2)) for p, d in charged.items()
                  if not any(p == k or p.startswith(k + ".") for k in kept)]
         return sorted(fresh, key=lambda x: -x[1])
@@ -203,8 +209,9 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
         def attempt(keep: tuple[str, ...]) -> tuple[Manifest, Validation]:
             shutil.rmtree(folder)
             shutil.copytree(pristine, folder)
+            stretch = sorted({m for k in keep for m in (k, *judge.stretches.get(k, ()))})
             trial_profile = replace(profile, quantization=replace(
-                recipe, keep_float=(*recipe.keep_float, *map(keep_pattern, keep))))
+                recipe, keep_float=(*recipe.keep_float, *map(keep_pattern, stretch))))
             manifest = backend.quantize(spec, trial_profile, folder, fp32, calib)
             write_text(folder / MANIFEST_FILE, manifest.to_json())  # export rewrites it with the record below
             return manifest, judge.validate(folder, manifest)
@@ -248,7 +255,8 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 why[path] = f"round {len(trials)}: {what} ({_short(validation)})"
             kept = (*kept, *(p for p, _ in added))
     record = {"samples": judge.reference.samples, "judged_on": judge.reference.origin, "outcome": outcome,
-              "kept_float_layers": [{"module": p, "why": why[p]} for p in kept],
+              "kept_float_layers": [{"module": p, "with": sorted(judge.stretches.get(p, set()) - {p}), "why": why[p]}
+                                    for p in kept],
               "rounds": [t.record() for t in trials]}
     quant = {**manifest.extra.get("quantization", {}), "mixed_precision": record}
     return replace(manifest, extra={**manifest.extra, "quantization": quant})

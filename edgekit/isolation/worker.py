@@ -83,19 +83,21 @@ def _backend(job: Job):
 
 
 def _artifact(job: Job):
-    """(open(threads) -> Session, manifest, throughput(one, seconds) or None, artifact bytes). ``threads`` None
-    opens with the thread count the manifest records (the profile's)."""
+    """(open(threads) -> Session, manifest, throughput(one, seconds) or None, artifact bytes, profile_ops(one,
+    threads, runs) or None). ``threads`` None opens with the thread count the manifest records (the profile's)."""
     folder, manifest, backend = _backend(job)
     native = getattr(backend, "throughput", None)
     throughput = (lambda one, seconds: native(folder, manifest, one, seconds)) if native else None
+    profiler = getattr(backend, "profile_ops", None)
+    profile_ops = (lambda one, threads, runs: profiler(folder, manifest, one, threads, runs)) if profiler else None
     return (lambda threads=None: backend.open(folder, manifest, threads)), manifest, throughput, \
-        sum(f.bytes for f in manifest.files)
+        sum(f.bytes for f in manifest.files), profile_ops
 
 
 def _torch(job: Job, inputs: dict[str, np.ndarray]):
     from edgekit.bench.torch_session import torch_row
 
-    return torch_row(job.source, job.allow_pickle, inputs)
+    return (*torch_row(job.source, job.allow_pickle, inputs), None)  # no per-op profile of the torch row
 
 
 def _latency(session, one: dict[str, np.ndarray], job: Job):
@@ -103,6 +105,31 @@ def _latency(session, one: dict[str, np.ndarray], job: Job):
 
     return _stage(Stage.RUN, lambda: measure(lambda: session.run(one), min_runs=job.min_runs,
                                          min_seconds=job.min_seconds))
+
+
+PROFILE_THREADS = 1  # the per-op profile is of the one-thread latency session, the one int8 and fp32 compare on
+PROFILE_MAX_RUNS = 100
+NO_PROFILER = "not available for this runtime (its backend has no per-op profiler)"
+
+
+def _profile(profile_ops, one: dict[str, np.ndarray], job: Job) -> dict:
+    """The runtime's own per-op profile (a backend's ``profile_ops``), as an OpProfile's fields; a failure of
+    the profiler is the profile's one-line error, not the row's: the row has been measured already."""
+    from edgekit.errors import one_line
+
+    runs = max(1, min(job.min_runs, PROFILE_MAX_RUNS))
+    profile = {"ops": [], "runs": runs, "threads": PROFILE_THREADS, "error": ""}
+    if profile_ops is None:
+        return {**profile, "runs": 0, "error": NO_PROFILER}
+    try:
+        ops = profile_ops(one, PROFILE_THREADS, runs)
+    except Exception as exc:
+        return {**profile, "error": f"the profiler failed: {one_line(exc)}"}
+    profile["ops"] = [{"name": name, "op_type": op_type, "module": module, "ms": float(ms)}
+                      for name, op_type, module, ms in ops]
+    if not profile["ops"]:
+        profile["error"] = "the profiler reported no ops"
+    return profile
 
 
 def run(job: Job) -> dict | None:
@@ -116,7 +143,8 @@ def run(job: Job) -> dict | None:
     explain = _arrays(Path(job.explain), "") if job.explain else {}
     baseline = peak_rss_mb()
     t0 = time.perf_counter()
-    open_with, manifest, throughput, size = _torch(job, inputs) if job.kind == "torch" else _artifact(job)
+    open_with, manifest, throughput, size, profile_ops = _torch(job, inputs) if job.kind == "torch" \
+        else _artifact(job)
     session = _stage(Stage.LOAD, lambda: open_with())
     # what the runtime says it runs with, for the report (a plugin's session may not say)
     applied = _stage(Stage.LOAD, getattr(session, "effective", lambda: {"precision": "not reported",
@@ -143,9 +171,13 @@ def run(job: Job) -> dict | None:
         def throughput(one, seconds):
             return parallel_sessions(lambda: open_with(1), one, threads_all, seconds)
     rate = _stage(Stage.RUN, lambda: throughput(one, job.throughput_seconds))
-    return {"load_ms": load_ms, "latency_1t": asdict(latency_1t), "latency_all": asdict(latency_all),
-            "threads_all": threads_all, "applied": applied, "throughput": asdict(rate), "peak_rss_mb": peak_rss_mb(),
-            "baseline_rss_mb": baseline, "artifact_bytes": size}
+    measured = {"load_ms": load_ms, "latency_1t": asdict(latency_1t), "latency_all": asdict(latency_all),
+                "threads_all": threads_all, "applied": applied, "throughput": asdict(rate),
+                "peak_rss_mb": peak_rss_mb(), "baseline_rss_mb": baseline, "artifact_bytes": size}
+    # last, so its session is not in the peak memory and cannot disturb the timings above
+    if job.kind == "artifact":
+        measured["profile"] = _profile(profile_ops, one, job)
+    return measured
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -1,5 +1,5 @@
 """The four outputs of a bench (and of an export, whose rows have no measurement yet): report.json (schema
-edgekit.report/3, documented in docs/report-schema.md), report.md, a self-contained report.html, junit.xml."""
+edgekit.report/4, documented in docs/report-schema.md), report.md, a self-contained report.html, junit.xml."""
 from __future__ import annotations
 
 import html
@@ -12,13 +12,21 @@ from edgekit._version import __version__
 from edgekit.errors import clean
 from edgekit.fsutil import jsonable, write_json, write_text
 from edgekit.report import errors_cell, markdown_table, pct, precision_cell
+from edgekit.report.speed import (
+    TOP_OPS,
+    SlowerThanFp32,
+    profile_json,
+    profile_summary,
+    slower_than_fp32,
+    top_layers_table,
+)
 from edgekit.results import stage_totals
 from edgekit.validate.gates import Status
 
 if TYPE_CHECKING:
     from edgekit.results import BenchResult, BenchRow
 
-REPORT_SCHEMA = "edgekit.report/3"  # /3 added the per-stage totals
+REPORT_SCHEMA = "edgekit.report/4"  # /3 added the per-stage totals; /4 each row's profile and slower_than_fp32
 
 
 def _ms(value: float | None) -> str:
@@ -32,7 +40,7 @@ def speedup(row: BenchRow, torch: BenchRow | None) -> float | None:
     return torch.measurement.latency_1t.median_ms / row.measurement.latency_1t.median_ms
 
 
-def row_json(row: BenchRow, torch: BenchRow | None) -> dict:
+def row_json(row: BenchRow, torch: BenchRow | None, slower: SlowerThanFp32 | None = None) -> dict:
     v = row.validation
     data = {k: jsonable(getattr(v, k)) for k in ("target", "backend", "status", "stage", "reason", "samples",
                                                   "torch_accuracy", "accuracy", "outputs", "checks", "precision",
@@ -42,6 +50,10 @@ def row_json(row: BenchRow, torch: BenchRow | None) -> dict:
                                                   "throughput_per_second": m.throughput.per_second
                                                   if m.throughput else None,
                                                   "speedup_vs_torch_1t": speedup(row, torch)}
+    if data["measurement"] is not None:  # the profile is a row field of its own, its top ops only
+        del data["measurement"]["profile"]
+    data["profile"] = profile_json(m.profile if m else None)
+    data["slower_than_fp32"] = jsonable(slower)
     data["attention"] = [{**jsonable(h), "entropy_shift": h.entropy_shift} for h in row.attention]
     data["occlusion"] = jsonable(row.occlusion)
     data["worker_seconds"] = row.seconds
@@ -60,6 +72,7 @@ def _validated_on(result: BenchResult) -> str:
 
 def report_json(result: BenchResult) -> dict:
     e = result.explanation
+    slower = slower_than_fp32(result.rows)
     compression = result.folder / "compression.json"
     return {
         "schema": REPORT_SCHEMA, "edgekit": __version__, "source": result.source, "task": result.task,
@@ -68,7 +81,7 @@ def report_json(result: BenchResult) -> dict:
         "compression": json.loads(compression.read_text(encoding="utf-8")) if compression.is_file() else None,
         "attention_outputs": list(result.attention_outputs),
         "torch": row_json(result.torch, None) if result.torch else None,
-        "rows": [row_json(r, result.torch) for r in result.rows],
+        "rows": [row_json(r, result.torch, slower.get(r.target)) for r in result.rows],
         "totals": stage_totals([r.validation for r in result.rows]),
         "explanation": None if e is None else {
             "image_input": e.plan.image_input, "samples": list(e.plan.samples), "patch": e.plan.patch,
@@ -95,9 +108,11 @@ def main_table(result: BenchResult) -> list[list[str]]:
     header = ["target", "status", "val acc", "top-1 agree", "max abs error", "p50 ms 1t", "p90 ms 1t",
               "p50 ms all", "x torch 1t", "inf/s", "peak RSS MB", "size KB", "precision (real)", "note"]
     body = []
+    slower = slower_than_fp32(result.rows)
     for row in ([result.torch] if result.torch else []) + list(result.rows):
         m = row.measurement
         x = speedup(row, result.torch)
+        flag = slower.get(row.target) if row is not result.torch else None
         body.append([row.target, row.validation.status.value, pct(row.validation.accuracy), _agreement(row),
                      errors_cell(row.validation), _ms(m and m.latency_1t.median_ms), _ms(m and m.latency_1t.p90_ms),
                      _ms(m and m.latency_all.median_ms) + (f" ({m.threads_all}t)" if m else ""),
@@ -105,8 +120,22 @@ def main_table(result: BenchResult) -> list[list[str]]:
                      "-" if m is None or m.throughput is None else f"{m.throughput.per_second:,.0f}",
                      "-" if m is None else f"{m.peak_rss_mb:.0f}",
                      "-" if m is None else f"{m.artifact_bytes / 1024:.1f}", precision_cell(row.validation),
-                     _note(row)])
+                     "; ".join(filter(None, [flag.note() if flag else "", _note(row)]))])
     return [header, *body]
+
+
+def _slower_lines(result: BenchResult) -> list[str]:
+    return [f"{target}: {flag.detail()}" for target, flag in slower_than_fp32(result.rows).items()]
+
+
+_LAYERS_INTRO = (f"Per target, the top {TOP_OPS} ops by mean time per inference, as its runtime's own profiler "
+                 "timed them (the graph after the runtime's fusions; one sample, one thread); % of the ops' "
+                 "profiled total; module: the torch module an op came from (- unknown).")
+
+
+def _profiled_rows(result: BenchResult) -> list[BenchRow]:
+    """The rows the top-layers section speaks of: every target that got as far as being benched or profiled."""
+    return [r for r in result.rows if r.measurement is not None]
 
 
 def bench_summary_table(results: list[BenchResult]) -> list[list[str]]:
@@ -151,6 +180,15 @@ def report_markdown(result: BenchResult) -> str:
              "median / this median, one thread.\n", markdown_table(main_table(result)),
              "\nRows per outcome: " + ", ".join(f"{k} {v}" for k, v in
                                                 stage_totals([r.validation for r in result.rows]).items() if v) + "\n"]
+    if lines := _slower_lines(result):
+        parts += ["**Quantized rows slower than their fp32 row** (median latency, batch 1, 1 thread):\n",
+                  *(f"- **{line}**" for line in lines), ""]
+    if rows := _profiled_rows(result):
+        parts.append(f"\n## Top layers by time\n\n{_LAYERS_INTRO}\n")
+        for row in rows:
+            parts.append(f"\n### {row.target}\n\n{profile_summary(row)}\n")
+            if table := top_layers_table(row):
+                parts.append(markdown_table(table))
     if table := attention_table(result):
         parts += ["\n## Attention against the original (per layer and head)\n", markdown_table(table)]
     if table := occlusion_table(result):
@@ -243,7 +281,7 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;backgroun
 table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:left}th{background:#eef}tr.status-PASS td:nth-child(2){background:#cfc}tr.status-WARN td:nth-child(2)
 {background:#ffc}tr.status-FAIL td:nth-child(2){background:#fcc}img{max-width:100%;border:1px solid #ddd;margin:6px 0}
-.meta{color:#555}"""
+.meta{color:#555}.flag{background:#fff3cd;border:1px solid #e0c060;padding:4px 10px;margin:8px 0}"""
 
 
 # marks the body with how many embedded plots the browser decoded (a check for tests and for humans)
@@ -259,6 +297,14 @@ def report_html(result: BenchResult, figures: list[tuple[str, str]]) -> str:
              "latency batch 1, one request; "
              f"x torch = torch eager median / this median (one thread). edgekit {__version__}.</p>",
              _html_table(main_table(result), row_ids=True), _DEVICES_START + _DEVICES_END]
+    if lines := _slower_lines(result):
+        parts += ["<div class='flag'><b>Quantized rows slower than their fp32 row</b> (median latency, batch 1, "
+                  "1 thread):<ul>", *(f"<li>{html.escape(line)}</li>" for line in lines), "</ul></div>"]
+    if rows := _profiled_rows(result):
+        parts += ["<h2>Top layers by time</h2>", f"<p class='meta'>{html.escape(_LAYERS_INTRO)}</p>"]
+        for row in rows:
+            parts += [f"<h3 id='layers-{html.escape(row.target)}'>{html.escape(row.target)}</h3>",
+                      f"<p class='meta'>{html.escape(profile_summary(row))}</p>", _html_table(top_layers_table(row))]
     if table := attention_table(result):
         parts += ["<h2>Attention against the original</h2>", _html_table(table)]
     if table := occlusion_table(result):
