@@ -1,14 +1,16 @@
 """Accuracy-aware mixed precision: int8 everywhere except the fewest, most sensitive layers, kept in float until
-the profile's own gates pass.
+every gate of the profile is within its warn threshold.
 
-The search is the same for every backend; each one keeps layers in float through its own quantizer's mechanism
-(excluded nodes, an ignored scope, per-op recipes, a filter), reached by the recipe's ``keep_float`` patterns of
-torch module paths, which every backend matches against the module each of its ops came from. A round quantizes, runs the
-artifact on calibration samples in a worker (the validation data stays unseen, so the final
-validation is not what the search tuned on), and stops when the gates pass. Otherwise it takes the per-layer
-ledger of that artifact (each module's output on the runtime against torch) and keeps in float the layers that
-lose the most SQNR against the layer before them, then quantizes again. Layers go one at a time at first, then
-in growing steps, up to ``max_float_layers``."""
+The search is the same for every backend. Each backend keeps layers in float through its own quantizer's
+mechanism (excluded nodes, an ignored scope, per-op recipes, a filter), reached by the recipe's ``keep_float``
+patterns of torch module paths, which every backend matches against the module each of its ops came from.
+
+A round quantizes and runs the artifact on calibration samples in a worker; the validation data stays unseen, so
+the final validation is not what the search tuned on. When a gate is short, the round's per-layer ledger (each
+module's output on the runtime against torch) charges every module's SQNR drop to the weight layer that ran last
+before it, and the layers with the largest drops go to float with the leaf modules of their stretch. A backend
+without per-layer tensors ranks the weight layers once, by quantizing with each alone in float. Layers go one
+at a time at first, then in growing steps, up to ``max_float_layers``."""
 from __future__ import annotations
 
 import re
