@@ -113,3 +113,17 @@ def test_mixed_precision_options_are_typed():
         parse_profile(base + 'mixed_precision = "yes"\n')
     with pytest.raises(EdgekitError, match="max_float_layers = 0 is out of range"):
         parse_profile(base + "mixed_precision = true\nmax_float_layers = 0\n")
+
+
+def test_the_ledger_names_the_planted_layer_of_every_failing_int8_target(run):
+    from edgekit.ledger import ledger
+
+    out, rows = run
+    result = {t.target: t for t in ledger(out, samples=8).targets}
+    for target in INT8:
+        if not hasattr(get_backend(rows[target].backend), "intermediates"):
+            continue
+        entry = result[target]
+        assert entry.status == "ok", entry.status
+        # the outlier channel leaves conv1 (its output's int8 scale) and reaches conv2 (weights scaled to ~0)
+        assert entry.first_divergence in PLANTED, (target, entry.first_divergence)
