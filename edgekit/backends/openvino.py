@@ -101,8 +101,10 @@ def read_precision(model_path: Path, session: OpenVinoSession, profile: TargetPr
                 executed[PRECISION_NAMES.get(name.strip().lower(), name.strip().lower())] += 1
     applied = session.effective()
     floats = {k: v for k, v in executed.items() if k in ("float32", "float16", "bfloat16")}
-    compute = "int8" if executed.get("int8", 0) > sum(floats.values()) / 2 else max(floats, key=floats.get,
-                                                                                     default="unknown")
+    widest = max(floats, key=floats.get, default="unknown")
+    # most layers int8: int8; some (an attention model's weight layers): both, since neither alone is the truth
+    compute = "int8" if executed.get("int8", 0) > sum(floats.values()) / 2 else \
+        f"int8 + {widest}" if executed.get("int8", 0) else widest
     chosen = TYPE_NAMES[session.config["INFERENCE_PRECISION_HINT"]]
     notes = []
     if profile.precision not in QUANTIZED_PRECISIONS and compute != chosen:
