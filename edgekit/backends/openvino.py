@@ -183,7 +183,8 @@ def _renamed_convolutions(model: ov.Model, graph, paths: dict[str, str | None]) 
     pairs = {}
     for node, op in zip(lost, renamed):
         weight = node.args[1].meta.get("val") if hasattr(node.args[1], "meta") else None
-        if weight is None or math.prod(weight.shape) != math.prod(op.get_input_partial_shape(1).to_shape()):
+        shape = op.get_input_partial_shape(1)
+        if weight is None or not shape.is_static or math.prod(weight.shape) != math.prod(shape.to_shape()):
             return {}
         pairs[op.get_friendly_name().split("/")[0]] = paths.get(node.name)
     return pairs
