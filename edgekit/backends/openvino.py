@@ -102,9 +102,11 @@ def read_precision(model_path: Path, session: OpenVinoSession, profile: TargetPr
     applied = session.effective()
     floats = {k: v for k, v in executed.items() if k in ("float32", "float16", "bfloat16")}
     widest = max(floats, key=floats.get, default="unknown")
-    # most layers int8: int8; some (an attention model's weight layers): both, since neither alone is the truth
+    # most layers int8: int8; in a quantized model, some (an attention model's weight layers): both, since
+    # neither alone is the truth (a float model's few int8 layers are masks and indices, not compute)
+    quantized = profile.precision in QUANTIZED_PRECISIONS
     compute = "int8" if executed.get("int8", 0) > sum(floats.values()) / 2 else \
-        f"int8 + {widest}" if executed.get("int8", 0) else widest
+        f"int8 + {widest}" if quantized and executed.get("int8", 0) else widest
     chosen = TYPE_NAMES[session.config["INFERENCE_PRECISION_HINT"]]
     notes = []
     if profile.precision not in QUANTIZED_PRECISIONS and compute != chosen:
