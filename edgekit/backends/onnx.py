@@ -276,6 +276,12 @@ def node_module_paths(graph: onnx.GraphProto) -> dict[str, str | None]:
     return made
 
 
+def node_paths(graph: onnx.GraphProto) -> dict[str, str | None]:
+    """Every node's name -> the torch module path of the value it makes first (see node_module_paths)."""
+    made = node_module_paths(graph)
+    return {n.name: made.get(n.output[0]) if n.output else None for n in graph.node}
+
+
 class OnnxBackend:
     name = "onnx"
     demo_targets = {"fp32": "onnx-cpu-fp32", "int8": "onnx-cpu-int8"}
@@ -315,7 +321,9 @@ class OnnxBackend:
             os.replace(path, fp32)
             if (folder / DATA_FILE).is_file():  # the graph names its weights' file relative to itself
                 os.replace(folder / DATA_FILE, Path(tmp) / DATA_FILE)
-            applied = onnx_quant.quantize(fp32, path, profile.precision, profile.quantization, calib, Path(tmp))
+            graph = onnx.load(str(fp32), load_external_data=False).graph
+            applied = onnx_quant.quantize(fp32, path, profile.precision, profile.quantization, calib, Path(tmp),
+                                          node_paths(graph))
             strip_metadata(fp32, keep=(NAME_SCOPES,))  # the size an fp32 target of the same model has
             fp32_bytes = sum(f.stat().st_size for f in (fp32, Path(tmp) / DATA_FILE) if f.is_file())
         strip_metadata(path, keep=(NAME_SCOPES,))
@@ -357,7 +365,7 @@ class OnnxBackend:
         options, providers = bench_session.get_session_options(), bench_session.get_providers()
         del bench_session
         graph = onnx.load(str(path), load_external_data=False).graph
-        exported = onnx_profile.ExportedGraph(graph, node_module_paths(graph))
+        exported = onnx_profile.ExportedGraph(graph, node_paths(graph))
         return onnx_profile.profile(path, options, providers, exported, inputs, runs)
 
     def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram

@@ -25,10 +25,10 @@ _LOOK_BACK = 3  # exported nodes to walk back from a fused node's last one to th
 class ExportedGraph:
     """The exported graph's nodes by name, the node that makes each value, and the torch module of each node."""
 
-    def __init__(self, graph: onnx.GraphProto, value_paths: dict[str, str | None]) -> None:
+    def __init__(self, graph: onnx.GraphProto, node_paths: dict[str, str | None]) -> None:
         self.nodes = {n.name: n for n in graph.node}
         self.producer = {out: n for n in graph.node for out in n.output if out}
-        self.paths = {n.name: value_paths.get(n.output[0]) if n.output else None for n in graph.node}
+        self.paths = node_paths
 
     def anchor(self, name: str) -> onnx.NodeProto | None:
         """The exported node an optimized node's name points at: its own name, or the value it writes (onnxruntime

@@ -1,7 +1,6 @@
 """onnxruntime post-training quantization: static QDQ (calibrated) and dynamic, for the onnx backend."""
 from __future__ import annotations
 
-import ast
 import logging
 import re
 from pathlib import Path
@@ -38,16 +37,6 @@ class _Reader(CalibrationDataReader):
         return next(self._batches, None)
 
 
-def module_path(node: onnx.NodeProto) -> str:
-    """The torch module a node came from (the dynamo exporter records its name scopes), e.g. 'encoder.layers.0.ff.0'."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            scopes = ast.literal_eval(prop.value)
-            return scopes[-2] if len(scopes) > 1 else ""
-    return ""
-
-
-
 class _Rank1PerChannelNote(logging.Filter):
     """onnxruntime logs (on the root logger) that per-channel does not apply to 1-D weights such as LayerNorm's
     and falls back to per-tensor for them: expected, and one line per weight."""
@@ -59,12 +48,10 @@ class _Rank1PerChannelNote(logging.Filter):
 logging.getLogger().addFilter(_Rank1PerChannelNote())
 
 
-def nodes_to_keep_float(model_path: Path, patterns: tuple[str, ...]) -> list[str]:
-    if not patterns:
-        return []
-    graph = onnx.load(str(model_path)).graph
-    return [n.name for n in graph.node
-            if any(re.search(p, module_path(n)) or re.search(p, n.name) for p in patterns)]
+def nodes_to_keep_float(node_paths: dict[str, str | None], patterns: tuple[str, ...]) -> list[str]:
+    """The nodes whose torch module path (or, failing that, name) matches a keep_float pattern."""
+    return [name for name, path in node_paths.items()
+            if any(re.search(p, path or "") or re.search(p, name) for p in patterns)]
 
 
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
@@ -85,9 +72,10 @@ def weight_nodes(model_path: Path) -> list[str] | None:
 
 
 def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: CalibrationData | None,
-             work: Path) -> dict:
-    """Write the quantized model to ``out``; returns what reached the quantizer, for the manifest."""
-    keep = nodes_to_keep_float(fp32, recipe.keep_float)
+             work: Path, node_paths: dict[str, str | None]) -> dict:
+    """Write the quantized model to ``out``; returns what reached the quantizer, for the manifest.
+    ``node_paths``: each node's torch module path, which keep_float patterns are matched against."""
+    keep = nodes_to_keep_float(node_paths, recipe.keep_float)
     applied = {"per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range, "weights": "int8",
                "kept_float_nodes": keep}
     if precision == "int8-dynamic":

@@ -175,11 +175,11 @@ def _renamed_convolutions(model: ov.Model, graph, paths: dict[str, str | None]) 
     elements; otherwise they stay unmapped."""
     import math
 
-    named = {op.get_friendly_name().split("/")[0] for op in model.get_ops()}
+    named = {_fx_name(op) for op in model.get_ops()}
     lost = [n for n in graph.nodes if n.op == "call_function" and str(n.target) in _CONVOLUTIONS
             and n.name not in named]
     renamed = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")
-               and op.get_friendly_name().split("/")[0] not in paths]
+               and _fx_name(op) not in paths]
     if not lost or len(lost) != len(renamed):
         return {}
     pairs = {}
@@ -188,7 +188,7 @@ def _renamed_convolutions(model: ov.Model, graph, paths: dict[str, str | None]) 
         shape = op.get_input_partial_shape(1)
         if weight is None or not shape.is_static or math.prod(weight.shape) != math.prod(shape.to_shape()):
             return {}
-        pairs[op.get_friendly_name().split("/")[0]] = paths.get(node.name)
+        pairs[_fx_name(op)] = paths.get(node.name)
     return pairs
 
 

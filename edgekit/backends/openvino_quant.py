@@ -34,31 +34,21 @@ def _is_constant(node) -> bool:
     return True
 
 
-def has_activation_matmul(model: ov.Model) -> bool:
-    """Attention multiplies two activations (Q @ K^T, weights @ V), as MatMuls or in one fused
-    ScaledDotProductAttention op (what torch's SDPA converts to): NNCF's TRANSFORMER model type is for that."""
-    for op in model.get_ops():
-        if op.get_type_name() == "ScaledDotProductAttention":
-            return True
-        if op.get_type_name() == "MatMul" and not any(_is_constant(i.get_source_output().get_node())
-                                                      for i in op.inputs()):
-            return True
-    return False
+def attention_ops(model: ov.Model) -> list[str]:
+    """Attention's products of two activations (Q @ K^T, weights @ V): MatMuls with no constant input, and the
+    fused ScaledDotProductAttention op that torch's SDPA converts to. A model with any is quantized with NNCF's
+    TRANSFORMER model type."""
+    return [op.get_friendly_name() for op in model.get_ops()
+            if op.get_type_name() == "ScaledDotProductAttention" or op.get_type_name() == "MatMul" and
+            not any(_is_constant(i.get_source_output().get_node()) for i in op.inputs())]
 
 
-def activation_products(model: ov.Model) -> list[str]:
-    """The ops of attention that do not multiply by a weight: MatMuls of two activations (Q @ K^T, weights @ V),
-    fused attention ops, and embedding lookups (Gather of a constant table). Attention models leave them in float, as the onnx and
-    tflite backends do: NNCF's all-int8 transformer mode gave MiniLM's intent logits a cosine of 0.75, the
-    word embedding its first diverging layer."""
-    names = []
-    for op in model.get_ops():
-        inputs = [i.get_source_output().get_node() for i in op.inputs()]
-        if op.get_type_name() == "MatMul" and not any(_is_constant(n) for n in inputs) or \
-                op.get_type_name() == "ScaledDotProductAttention" or \
-                op.get_type_name() == "Gather" and inputs and _is_constant(inputs[0]):
-            names.append(op.get_friendly_name())
-    return names
+def embedding_lookups(model: ov.Model) -> list[str]:
+    """Gathers from a constant table. An attention model keeps them and its attention ops in float, as on the onnx
+    and tflite backends: NNCF's all-int8 transformer mode gave MiniLM's intent logits a cosine of 0.75, the word
+    embedding its first diverging layer."""
+    return [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "Gather"
+            and op.inputs() and _is_constant(op.input(0).get_source_output().get_node())]
 
 
 def _range_estimator(method: str):
@@ -86,16 +76,19 @@ def quantize(model: ov.Model, precision: str, recipe: QuantRecipe, calib: Calibr
         QuantizationParameters,
     )
 
+    def ignoring(names: list[str]):
+        return nncf.IgnoredScope(names=sorted(set(names)), validate=False) if names else None
+
     keep = kept_float_ops(module_paths, recipe.keep_float)
-    ignored = nncf.IgnoredScope(names=keep, validate=False) if keep else None
     if precision == "int8-dynamic":
-        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=ignored)
+        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM,
+                                           ignored_scope=ignoring(keep))
         return compressed, {"weights": "int8_asym per channel (compress_weights)", "per_channel": True,
                             "kept_float_ops": len(keep),
                             "activations": "dynamic (CPU plugin, group size 32)"}
-    transformer = has_activation_matmul(model)
-    if transformer:
-        ignored = nncf.IgnoredScope(names=sorted({*keep, *activation_products(model)}), validate=False)
+    attention = attention_ops(model)
+    transformer = bool(attention)
+    ignored = ignoring(keep + attention + embedding_lookups(model) if transformer else keep)
     estimator = _range_estimator(recipe.method)
     advanced = AdvancedQuantizationParameters(
         activations_range_estimator_params=estimator,

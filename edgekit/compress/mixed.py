@@ -27,7 +27,7 @@ from edgekit.config import TargetProfile
 from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import write_text
-from edgekit.results import Status, Validation
+from edgekit.results import Stage, Status, Validation
 from edgekit.runfolder import MANIFEST_FILE
 from edgekit.spec import ModelSpec
 
@@ -119,6 +119,8 @@ class _Judge:
         self.profile = profile
         self._layers = None
         self.stretches: dict[str, set[str]] = {}  # weight layer -> the leaf modules its stretch holds
+        self.weighted = set(_parametrized(spec))
+        self.leaves = {p for p, m in spec.module.named_modules() if not any(True for _ in m.children())}
 
     def layers(self):
         from edgekit.ledger import torch_layers
@@ -136,16 +138,10 @@ class _Judge:
         return folder.name
 
     def validate(self, folder: Path, manifest: Manifest) -> Validation:
-        from edgekit.isolation.process import run_worker
-        from edgekit.isolation.worker import Job
-        from edgekit.validate.validate import compare, failure
+        from edgekit.isolation.validate import validate_in_worker
 
-        with tempfile.TemporaryDirectory(prefix="edgekit-search-") as out:
-            outcome = run_worker(Job("artifact", str(self.run_dir), self._linked(folder), out, measure=False),
-                                 TIMEOUT)
-        if outcome.stage is not None:
-            return failure(self.profile, outcome.stage, outcome.reason, manifest.precision)
-        return compare(self.reference, outcome.validation_outputs(), manifest.precision, self.profile)
+        return validate_in_worker(self.reference, self.run_dir, self._linked(folder), manifest.precision,
+                                  self.profile, TIMEOUT)
 
     def ranked(self, folder: Path, manifest: Manifest, kept: tuple[str, ...]) -> list[tuple[str, float]]:
         """Layers not yet kept in float, by the SQNR they lose on the runtime (largest first). Every module's drop
@@ -159,17 +155,15 @@ class _Judge:
         tensors = run_intermediates(self.run_dir / self._linked(folder), to_artifact_layout(head, manifest),
                                     TIMEOUT)
         compared, _ = compare_layers(layers, tensors)
-        weighted = set(_parametrized(self.reference.spec))
         owner, owners = None, {}
         for path, _, _ in layers:  # execution order
-            owner = path if path in weighted else owner
+            owner = path if path in self.weighted else owner
             owners[path] = owner or path
         charged: dict[str, float] = {}
-        leaves = {p for p, m in self.reference.spec.module.named_modules() if not any(True for _ in m.children())}
         for path, drop in sqnr_drops([p for p, _, _ in layers], compared):
             if drop > 0 and owners[path]:
                 charged[owners[path]] = charged.get(owners[path], 0.0) + drop
-            if owners[path] and path in leaves:
+            if owners[path] and path in self.leaves:
                 # a converter may name a fused op after any module of the stretch (the dynamo exporter names a
                 # convolution with its batch norm folded in after the norm): all of them are kept with it
                 self.stretches.setdefault(owners[path], set()).add(path)
@@ -220,15 +214,16 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
 
         while True:
             manifest, validation = attempt(kept)
-            trials.append(Trial(kept, "PASS" if passes(validation) else validation.status.value, _short(validation)
-                                if not passes(validation) else "", _metrics(validation)))
+            passed = passes(validation)
+            short = "" if passed else _short(validation)
+            trials.append(Trial(kept, "PASS" if passed else validation.status.value, short, _metrics(validation)))
             progress(f"{profile.name}: mixed precision, {len(kept)} layer(s) in float"
                      + (f" (last added: {', '.join(trials[-2].added(kept))})" if len(trials) > 1 else "") + ": "
-                     + ("PASS" if passes(validation) else _short(validation)))
-            if passes(validation):
+                     + (short or "PASS"))
+            if passed:
                 outcome = "the gates pass on the search samples"
                 break
-            if validation.stage is not None and validation.stage.value != "MISMATCH":
+            if validation.stage not in (None, Stage.MISMATCH):
                 outcome = f"stopped: the artifact did not run ({validation.reason})"
                 break
             room = recipe.max_float_layers - len(kept)
@@ -237,24 +232,22 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 break
             if hasattr(backend, "intermediates"):
                 ranked = judge.ranked(folder, manifest, kept)
-                unit = "dB SQNR on the runtime"
+                because = "loses {:.3g} dB SQNR on the runtime".format
             else:
                 if by_trial is None:
                     by_trial = _one_at_a_time(attempt, _parametrized(spec), shortfall(validation), profile.name,
                                               progress)
                 ranked = [(p, g) for p, g in by_trial if p not in kept]
-                unit = "of the gates' shortfall when kept in float alone"
+                because = "removes {:.3g} of the gates' shortfall when kept in float alone".format
             if not ranked:  # the error comes from between the layers: keep the block that holds them
                 ranked = [(parent, 0.0) for parent in _parents(kept) if parent not in kept]
-                unit = "(the block holding the layers kept so far)"
+                because = lambda _: "the block holding the layers kept so far"  # noqa: E731
             if not ranked:
                 outcome = "stopped: no layer left that loses accuracy on the runtime"
                 break
             added = ranked[:min(_step(len(kept)), room)]
             for path, drop in added:
-                what = unit if unit.startswith("(") else \
-                    f"{'loses' if unit.startswith('dB') else 'removes'} {drop:.3g} {unit}"
-                why[path] = f"round {len(trials)}: {what} ({_short(validation)})"
+                why[path] = f"round {len(trials)}: {because(drop)} ({short})"
             kept = (*kept, *(p for p, _ in added))
     record = {"samples": judge.reference.samples, "judged_on": judge.reference.origin, "outcome": outcome,
               "kept_float_layers": [{"module": p, "with": sorted(judge.stretches.get(p, set()) - {p}), "why": why[p]}

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edgekit.config import QUANTIZED_PRECISIONS
+
 if TYPE_CHECKING:
     from edgekit.bench.measurement import OpProfile
     from edgekit.results import BenchRow
 
 TOP_OPS = 10
-QUANTIZED = ("int8", "int8-dynamic")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def slower_than_fp32(rows: tuple[BenchRow, ...] | list[BenchRow]) -> dict[str, S
     flagged = {}
     for row in rows:
         base = fp32.get(row.validation.backend)
-        if _declared(row) not in QUANTIZED or row.measurement is None or base is None:
+        if _declared(row) not in QUANTIZED_PRECISIONS or row.measurement is None or base is None:
             continue
         mine, theirs = row.measurement.latency_1t.median_ms, base.measurement.latency_1t.median_ms
         if mine > theirs:
