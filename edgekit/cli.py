@@ -175,6 +175,19 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from edgekit.report import text_table
+    from edgekit.sweep.report import table
+    from edgekit.sweep.run import sweep
+
+    result = sweep(args.sweep_file, args.out, ray=args.ray, jobs=args.jobs, progress=_progress)
+    print(f"\n{result.sweep.path} -> {result.folder}: {len(result.cells)} cells, {result.ran} ran, "
+          f"{result.reused} reused ({result.where})")
+    print(text_table([row[:10] for row in table(result)]))
+    print(f"reports: {result.folder}/sweep.html, sweep.md, sweep.json")
+    return 1 if result.failed else 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from edgekit.config import known_profiles, load_profile
 
@@ -318,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=8, help="reference inputs to run (default 8)")
     p.add_argument("--allow-pickle", action="store_true", help="the run's source is a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("sweep", help="every source x recipe x target of a sweep file, each cell exported, "
+                       "validated and benched once (finished cells are reused: rerun to resume), locally or on Ray")
+    p.add_argument("sweep_file")
+    p.add_argument("--out", required=True, help="the sweep folder (its cells are the cache)")
+    p.add_argument("--ray", metavar="auto|ADDRESS", help="run the cells as Ray tasks on this cluster "
+                   "(pip install 'edgekit[ray]')")
+    p.add_argument("--jobs", type=int, help="at most this many cells at once here (default: cores / threads)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("profiles", help="list the target profiles, one line each")
     p.set_defaults(func=cmd_profiles)

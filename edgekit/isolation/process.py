@@ -41,7 +41,7 @@ def _reported_stage(value: object) -> Stage:
         return Stage.CRASH
 
 
-def _last_line(path: Path) -> str:
+def last_line(path: Path) -> str:
     try:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
     except OSError:
@@ -49,14 +49,14 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -64,29 +64,30 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_worker(job: Job, timeout: float) -> Outcome:
+def run_worker(job: Job, timeout: float, module: str = "edgekit.isolation.worker") -> Outcome:
+    """Run ``python -m module JOB.json`` (a worker that writes result.json and outputs.npz into ``job.out``)."""
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     job.write(out / JOB_FILE)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
     with open(out / STDERR_FILE, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "edgekit.isolation.worker", str(out / JOB_FILE)],
+        proc = subprocess.Popen([sys.executable, "-m", module, str(out / JOB_FILE)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                                 start_new_session=True, env=env)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)  # the whole group: runtimes may have started helpers
+            kill_group(proc)  # the whole group: runtimes may have started helpers
             return Outcome(Stage.TIMEOUT, f"no answer within {timeout:g} s; the worker was killed",
                            seconds=time.perf_counter() - start)
         except BaseException:  # Ctrl-C or SIGTERM of edgekit: its worker (own session, so no SIGINT) goes too
-            _kill_group(proc)
+            kill_group(proc)
             raise
     seconds = time.perf_counter() - start
-    tail = _last_line(out / STDERR_FILE)
+    tail = last_line(out / STDERR_FILE)
     if code < 0:
-        return Outcome(Stage.CRASH, f"the worker died of {_signal_name(-code)}" + (f" ({tail})" if tail else ""),
+        return Outcome(Stage.CRASH, f"the worker died of {signal_name(-code)}" + (f" ({tail})" if tail else ""),
                        seconds=seconds)
     result_path = out / RESULT_FILE
     if code != 0 or not result_path.is_file():

@@ -18,7 +18,7 @@ SHOWN = 4  # samples per figure
 MAX_GROUPS = 8
 
 
-def _png(fig) -> str:
+def png(fig) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -27,7 +27,7 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +80,7 @@ def _samples(result: BenchResult) -> list[int]:
 
 
 def attention_over_image(result: BenchResult, output: str) -> str | None:
-    plt = _pyplot()
+    plt = pyplot()
     images = _images(result)
     ref = spatial(result.reference.outputs[output])
     if images is None or ref is None:
@@ -101,12 +101,12 @@ def attention_over_image(result: BenchResult, output: str) -> str | None:
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(name, fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def attention_bars(result: BenchResult, output: str) -> str | None:
     """Mean attention per position for each class (true label), torch as bars and each runtime as markers."""
-    plt = _pyplot()
+    plt = pyplot()
     ref = spatial(result.reference.outputs[output])
     labels = result.reference.labels
     if ref is None or labels is None:
@@ -128,12 +128,12 @@ def attention_bars(result: BenchResult, output: str) -> str | None:
     axes[0][0].legend(fontsize=5)
     for k in range(len(classes), axes.size):
         axes[k // cols][k % cols].axis("off")
-    return _png(fig)
+    return png(fig)
 
 
 def token_attention(result: BenchResult, output: str) -> str | None:
     """Caption tokens (rows) over image positions (columns), heads averaged, one sample, per runtime."""
-    plt = _pyplot()
+    plt = pyplot()
     att = result.reference.outputs[output]
     tokens = next((k for k, v in result.reference.inputs.items() if v.dtype.kind in "iu" and v.ndim == 2
                    and att.ndim >= 3 and v.shape[1] == att.shape[-2]), None)
@@ -152,7 +152,7 @@ def token_attention(result: BenchResult, output: str) -> str | None:
         ax.set_yticks(range(len(words)), words if i == 0 else [""] * len(words), fontsize=6)
         ax.set_xlabel("image position", fontsize=6)
         ax.tick_params(labelsize=5)
-    return _png(fig)
+    return png(fig)
 
 
 def _words(result: BenchResult, ids: np.ndarray) -> list[str]:
@@ -168,7 +168,7 @@ def heads_side_by_side(result: BenchResult, output: str) -> str | None:
     """Each group (layer/head) of one sample, per runtime: [query x key] heat maps."""
     from edgekit.validate.attention import group_names
 
-    plt = _pyplot()
+    plt = pyplot()
     att = result.reference.outputs[output]
     groups = group_names(att.shape)
     if len(groups) < 2:
@@ -188,14 +188,14 @@ def heads_side_by_side(result: BenchResult, output: str) -> str | None:
                 ax.set_title(label, fontsize=6)
             if j == 0:
                 ax.set_ylabel(name, fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def occlusion(result: BenchResult) -> str | None:
     e = result.explanation
     if e is None:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     names = list(e.maps)
     cols = 2 + (e.saliency is not None) + len(names)
     shown = min(SHOWN, len(e.plan.samples))
@@ -216,7 +216,7 @@ def occlusion(result: BenchResult) -> str | None:
             if s == 0:
                 ax.set_title(title, fontsize=6)
         axes[s][0].set_ylabel(f"class {e.classes[s]}", fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def figures(result: BenchResult) -> list[tuple[str, str]]:
@@ -232,10 +232,10 @@ def figures(result: BenchResult) -> list[tuple[str, str]]:
                              attention_bars),
                             (f"{output}: caption tokens attending over image positions", token_attention),
                             (f"{output}: layers and heads side by side, one sample", heads_side_by_side)):
-            png = make(result, output)
-            if png:
-                out.append((title, png))
-    if png := occlusion(result):
+            image = make(result, output)
+            if image:
+                out.append((title, image))
+    if image := occlusion(result):
         out.append(("Occlusion sensitivity on each runtime (red: hiding the patch lowers the class probability), "
-                    "with torch gradient saliency", png))
+                    "with torch gradient saliency", image))
     return out

@@ -241,7 +241,7 @@ def add_devices(folder: Path) -> None:
         page = html_path.read_text(encoding="utf-8")
         start, end = page.find(_DEVICES_START), page.find(_DEVICES_END)
         if start >= 0 and end > start:
-            block = f"<h2>On devices</h2>{_html_table(table)}" if table else ""
+            block = f"<h2>On devices</h2>{html_table(table)}" if table else ""
             write_text(html_path, page[:start + len(_DEVICES_START)] + block + page[end:])
 
 
@@ -266,7 +266,7 @@ def junit_xml(result: BenchResult) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
 
-def _html_table(table: list[list[str]], row_ids: bool = False) -> str:
+def html_table(table: list[list[str]], row_ids: bool = False) -> str:
     if not table:
         return ""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
@@ -277,7 +277,7 @@ def _html_table(table: list[list[str]], row_ids: bool = False) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fff}
+CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fff}
 table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:left}th{background:#eef}tr.status-PASS td:nth-child(2){background:#cfc}tr.status-WARN td:nth-child(2)
 {background:#ffc}tr.status-FAIL td:nth-child(2){background:#fcc}img{max-width:100%;border:1px solid #ddd;margin:6px 0}
@@ -285,7 +285,7 @@ text-align:left}th{background:#eef}tr.status-PASS td:nth-child(2){background:#cf
 
 
 # marks the body with how many embedded plots the browser decoded (a check for tests and for humans)
-_IMAGES_LOADED = ("<script>addEventListener('load',()=>{document.body.dataset.imagesLoaded=[...document.images]"
+IMAGES_LOADED = ("<script>addEventListener('load',()=>{document.body.dataset.imagesLoaded=[...document.images]"
                   ".filter(i=>i.complete&&i.naturalWidth>0).length})</script>")
 
 
@@ -296,7 +296,7 @@ def report_html(result: BenchResult, figures: list[tuple[str, str]]) -> str:
              f"<p class='meta'>{html.escape(_validated_on(result))}torch accuracy {pct(result.torch_accuracy)}; "
              "latency batch 1, one request; "
              f"x torch = torch eager median / this median (one thread). edgekit {__version__}.</p>",
-             _html_table(main_table(result), row_ids=True), _DEVICES_START + _DEVICES_END]
+             html_table(main_table(result), row_ids=True), _DEVICES_START + _DEVICES_END]
     if lines := _slower_lines(result):
         parts += ["<div class='flag'><b>Quantized rows slower than their fp32 row</b> (median latency, batch 1, "
                   "1 thread):<ul>", *(f"<li>{html.escape(line)}</li>" for line in lines), "</ul></div>"]
@@ -304,18 +304,18 @@ def report_html(result: BenchResult, figures: list[tuple[str, str]]) -> str:
         parts += ["<h2>Top layers by time</h2>", f"<p class='meta'>{html.escape(_LAYERS_INTRO)}</p>"]
         for row in rows:
             parts += [f"<h3 id='layers-{html.escape(row.target)}'>{html.escape(row.target)}</h3>",
-                      f"<p class='meta'>{html.escape(profile_summary(row))}</p>", _html_table(top_layers_table(row))]
+                      f"<p class='meta'>{html.escape(profile_summary(row))}</p>", html_table(top_layers_table(row))]
     if table := attention_table(result):
-        parts += ["<h2>Attention against the original</h2>", _html_table(table)]
+        parts += ["<h2>Attention against the original</h2>", html_table(table)]
     if table := occlusion_table(result):
         parts += ["<h2>Occlusion maps against the original</h2>",
                   f"<p class='meta'>torch gradient saliency vs torch occlusion: Spearman rho "
-                  f"{_rho(e)}</p>", _html_table(table)]
+                  f"{_rho(e)}</p>", html_table(table)]
     for title, png in figures:
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
                      f"src='data:image/png;base64,{png}'>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgekit {html.escape(result.source)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}{_IMAGES_LOADED}</body></html>\n")
+            f"<style>{CSS}</style></head><body>{''.join(parts)}{IMAGES_LOADED}</body></html>\n")
 
 
 def write_bench_reports(result: BenchResult, plots: bool = True) -> None:
