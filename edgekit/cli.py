@@ -37,6 +37,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgekit.api import export
     from edgekit.compress.recipe import CompressionRecipe
 
+    if args.segments is not None:
+        from edgekit.segments.export import export_segments
+        from edgekit.segments.report import text
+
+        unused = [f"--{k.replace('_', '-')}" for k in ("prune", "recover", "dynamic", "lengths", "resume")
+                  if getattr(args, k)]
+        if unused:
+            raise EdgekitError(f"--segments does not take {', '.join(unused)} (yet); export without them")
+        with _logged(args, Path(args.out)):
+            split = export_segments(args.source, args.segments, args.target, args.out, calib=args.calib,
+                                    data=args.data, preprocess=args.preprocess, allow_pickle=args.allow_pickle,
+                                    progress=_progress)
+        print(f"\n{text(split)}")
+        return 1 if split.failed else 0
+
     recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs, args.recover_lr)
     with _logged(args, Path(args.out)):
         result = export(args.source, args.target, args.out, calib=args.calib, data=args.data,
@@ -124,18 +139,33 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_line(result) -> str:
+    if result.error:
+        return f"{result.device} {result.target}: ERROR {result.error}"
+    b = result.bench
+    return (f"{result.device} {result.target}: check {result.check['status']} ({result.check['samples']} golden "
+            f"samples); p50 {b['latency_1t']['median_ms']:.3f} ms (1 thread), {b['latency_all']['median_ms']:.3f} ms "
+            f"({b['latency_all']['threads']} threads)")
+
+
 def cmd_device_bench(args: argparse.Namespace) -> int:
     from edgekit.bundle.device import device_bench, record
+    from edgekit.bundle.farm import device_farm, load_devices
 
-    result = device_bench(args.bundle, args.device, python=args.python, seconds=args.seconds,
-                          identity=args.identity, known_hosts=args.known_hosts)
+    if (args.device is None) == (args.devices is None):
+        raise EdgekitError("device-bench needs either --device URI or --devices FARM.toml")
+    if args.devices:
+        results = device_farm(args.bundle, load_devices(args.devices), seconds=args.seconds)
+    else:
+        results = [device_bench(args.bundle, args.device, python=args.python, seconds=args.seconds,
+                                identity=args.identity, known_hosts=args.known_hosts)]
+    for result in results:
+        if args.run:
+            record(args.run, result)
+        print(_device_line(result))
     if args.run:
-        record(args.run, result)
-    b = result.bench
-    print(f"{result.device} {result.target}: check {result.check['status']} ({result.check['samples']} golden "
-          f"samples); p50 {b['latency_1t']['median_ms']:.3f} ms (1 thread), {b['latency_all']['median_ms']:.3f} ms "
-          f"({b['latency_all']['threads']} threads)" + (f"; rows added to {args.run}/report.*" if args.run else ""))
-    return 1 if result.check["status"] == "FAIL" else 0
+        print(f"rows added to {args.run}/report.*")
+    return 1 if any(r.error or r.check["status"] == "FAIL" for r in results) else 0
 
 
 def _print_check(source: str, results: list) -> None:
@@ -261,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="zoo:NAME | path/file.py:factory | package.module:factory | file.pt2")
     p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
     p.add_argument("--out", required=True, help="the run folder to write (replaced if it is an earlier run)")
+    p.add_argument("--segments", metavar="N|MODULE,...",
+                   help="split the model into N segments (cuts balanced by FLOPs at top-level module boundaries) "
+                   "or at the named modules (each begins a segment); --target then names one target per segment, "
+                   "in order. The chain is validated end to end and benched as a pipeline against the unsplit "
+                   "model")
     data_kinds = ("an image folder (class sub-folders give labels), a .npz of arrays named by the inputs "
                   "(optional labels), FILE.py:FACTORY yielding input dicts, or task:SPLIT")
     p.add_argument("--calib", metavar="DATA", help=f"calibration data for int8: {data_kinds}")
@@ -317,7 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("device-bench", help="copy a bundle to a device, run its check and bench there, bring the "
                        "results back")
     p.add_argument("bundle")
-    p.add_argument("--device", required=True, help="local | ssh://user@host[:port] | adb://SERIAL")
+    p.add_argument("--device", help="local | ssh://user@host[:port] | adb://SERIAL")
+    p.add_argument("--devices", metavar="FARM.toml", help="many devices at once: [[device]] tables with uri (and "
+                   "optional name, python, identity, known_hosts); a row per device")
     p.add_argument("--python", default="python3", help="the Python on the device (with numpy and the runtime)")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per latency mode on the device")
     p.add_argument("--identity", help="ssh private key file")

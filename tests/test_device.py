@@ -155,3 +155,54 @@ def test_a_bundle_whose_manifest_is_not_json_is_one_line(fusion_bundle, tmp_path
     assert main(["device-bench", str(broken), "--device", "local"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "manifest.json: not a bundle manifest" in err[0]
+
+
+def test_a_device_farm_benches_every_device_and_a_dead_one_is_its_row(fusion_bundle, sshd, zoo_run, tmp_path,
+                                                                     capsys):
+    farm = tmp_path / "farm.toml"
+    farm.write_text(f"""
+[[device]]
+uri = "{sshd['url']}"
+name = "board-a"
+python = "{sys.executable}"
+identity = "{sshd['identity']}"
+known_hosts = "{sshd['known_hosts']}"
+
+[[device]]
+uri = "local"
+name = "host"
+python = "{sys.executable}"
+
+[[device]]
+uri = "ssh://nobody@127.0.0.1:1"
+name = "unplugged"
+identity = "{sshd['identity']}"
+known_hosts = "{sshd['known_hosts']}"
+""")
+    run = tmp_path / "run"
+    shutil.copytree(zoo_run("fusion").folder, run)
+    code = main(["device-bench", str(fusion_bundle), "--devices", str(farm), "--seconds", "0.05", "--run", str(run)])
+    out = capsys.readouterr().out
+    assert code == 1  # a device could not be benched
+    devices = {d["device"]: d for d in json.loads((run / "report.json").read_text())["devices"]}
+    assert set(devices) == {"board-a", "host", "unplugged"}
+    for name in ("board-a", "host"):
+        assert devices[name]["check"]["status"] == "PASS" and devices[name]["bench"]["latency_1t"]["median_ms"] > 0
+    assert "is not reachable" in devices["unplugged"]["error"] and not devices["unplugged"]["bench"]
+    assert "unplugged" in (run / "report.md").read_text() and "ERROR" in (run / "report.html").read_text()
+    assert "unplugged " + fp32_profile("onnx") + ": ERROR" in out
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[[device]]\nname = 'x'\n", "uri ="),
+    ("[[device]]\nuri = 'ftp://x'\n", "use local, ssh://"),
+    ("[[device]]\nuri = 'local'\ncolour = 'red'\n", "unknown key 'colour'"),
+    ("[[device]]\nuri = 'local'\n[[device]]\nuri = 'local'\n", "two devices are named"),
+    ("title = 1\n", "expected [[device]]"),
+])
+def test_a_bad_farm_file_is_one_line(fusion_bundle, tmp_path, capsys, text, says):
+    farm = tmp_path / "farm.toml"
+    farm.write_text(text)
+    assert main(["device-bench", str(fusion_bundle), "--devices", str(farm)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err

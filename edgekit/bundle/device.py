@@ -131,6 +131,7 @@ class DeviceResult:
     target: str
     check: dict
     bench: dict
+    error: str = ""  # a device of a farm that could not be benched: why (check and bench are then empty)
 
 
 def _json(done: Completed, what: str, device: str) -> dict:
@@ -146,17 +147,21 @@ def _json(done: Completed, what: str, device: str) -> dict:
         raise EdgekitError(f"run.py {what} on {device} printed no JSON: {done.stdout.strip()[-200:]}") from None
 
 
-def device_bench(bundle: str | Path, device: str, *, python: str = "python3", seconds: float = 1.0,
-                 identity: str | None = None, known_hosts: str | None = None, timeout: float = 900) -> DeviceResult:
-    bundle = Path(bundle)
+def bundle_target(bundle: Path) -> str:
+    """The target a bundle was made for, from its manifest (a folder that is not a bundle: one line)."""
     manifest_path = bundle / "manifest.json"
     if not manifest_path.is_file():
         raise EdgekitError(f"{bundle} is not a bundle (no manifest.json); make one with `edgekit bundle`")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        target = manifest["target"]
+        return json.loads(manifest_path.read_text(encoding="utf-8"))["target"]
     except (ValueError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise EdgekitError(f"{manifest_path}: not a bundle manifest ({one_line(exc)})") from None
+
+
+def device_bench(bundle: str | Path, device: str, *, python: str = "python3", seconds: float = 1.0,
+                 identity: str | None = None, known_hosts: str | None = None, timeout: float = 900) -> DeviceResult:
+    bundle = Path(bundle)
+    target = bundle_target(bundle)
     transport = transport_for(device, identity, known_hosts)
     try:
         remote = transport.push(bundle)

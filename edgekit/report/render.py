@@ -214,14 +214,17 @@ def devices_table(devices: list[dict], host_rows: list[dict]) -> list[list[str]]
     host = {r["target"]: r.get("measurement") for r in host_rows}
     body = []
     for d in devices:
+        if d.get("error"):  # a farm's device that could not be benched: its reason, no numbers
+            body.append([d["device"], d["target"], "ERROR", "-", "-", "-", "-", "-", "-", d["error"]])
+            continue
         b, h = d["bench"], host.get(d["target"])
         body.append([d["device"], d["target"], d["check"]["status"], str(d["check"]["samples"]),
                      _ms(b["latency_1t"]["median_ms"]), _ms(b["latency_1t"]["p90_ms"]),
                      f"{_ms(b['latency_all']['median_ms'])} ({b['latency_all']['threads']}t)",
                      "-" if b.get("peak_rss_mb") is None else f"{b['peak_rss_mb']:.0f}",
-                     "-" if not h else _ms(h["latency_1t"]["median_ms"])])
+                     "-" if not h else _ms(h["latency_1t"]["median_ms"]), ""])
     header = ["device", "target", "check", "samples", "p50 ms 1t", "p90 ms 1t", "p50 ms all", "peak RSS MB",
-              "host p50 ms 1t"]
+              "host p50 ms 1t", "note"]
     return [header, *body] if body else []
 
 
