@@ -47,7 +47,7 @@ def _keep_diagnostics(folder: Path) -> None:
             shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
-def _export_target(reference: Reference, profile: TargetProfile, folder: Path, calib: CalibrationData | None,
+def export_target(reference: Reference, profile: TargetProfile, folder: Path, calib: CalibrationData | None,
                    progress: Progress) -> Validation:
     folder.mkdir()
     write_text(folder / PROFILE_FILE, profile.text)
@@ -110,7 +110,7 @@ def _reuse(previous: Path, stage: Path, profile: TargetProfile) -> bool:
     return True
 
 
-def _calibration(spec, profiles: list[TargetProfile], calib: str | Path | None) -> dict[str, CalibrationData]:
+def calibration_for(spec, profiles: list[TargetProfile], calib: str | Path | None) -> dict[str, CalibrationData]:
     """Calibration data per static-int8 profile, loaded before anything is written (bad input: exit 2)."""
     info = InputInfo.of(spec)
     return {p.name: load_calibration(calib, info, p.quantization.samples, p.quantization.seed,
@@ -137,7 +137,7 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
     progress(f"loading {source}")
     spec = load_source(source, allow_pickle=allow_pickle, preprocess=preprocess,
                        dynamic=parse_dynamic(dynamic) if isinstance(dynamic, str) else dynamic, lengths=lengths)
-    calibration = _calibration(spec, profiles, calib)
+    calibration = calibration_for(spec, profiles, calib)
     validation = None
     if data is not None:
         validation = load_data(data, InputInfo.of(spec), "--data", max(p.validation_samples for p in profiles))
@@ -157,7 +157,7 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
                 manifest = read_manifest(stage / profile.name / MANIFEST_FILE)
                 rows.append(validate_in_worker(reference, stage, profile.name, manifest.precision, profile))
             else:
-                rows.append(_export_target(reference, profile, stage / profile.name,
+                rows.append(export_target(reference, profile, stage / profile.name,
                                            calibration.get(profile.name), progress))
             write_json(stage / profile.name / VALIDATION_FILE, rows[-1])
         rows = tuple(rows)

@@ -46,11 +46,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         if unused:
             raise EdgekitError(f"--segments does not take {', '.join(unused)} (yet); export without them")
         with _logged(args, Path(args.out)):
-            split = export_segments(args.source, args.segments, args.target, args.out, calib=args.calib,
-                                    data=args.data, preprocess=args.preprocess, allow_pickle=args.allow_pickle,
-                                    progress=_progress)
-        print(f"\n{text(split)}")
-        return 1 if split.failed else 0
+            segmented = export_segments(args.source, args.segments, args.target, args.out, calib=args.calib,
+                                        data=args.data, preprocess=args.preprocess, allow_pickle=args.allow_pickle,
+                                        progress=_progress)
+        print(f"\n{text(segmented)}")
+        return 1 if segmented.failed else 0
 
     recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs, args.recover_lr)
     with _logged(args, Path(args.out)):
@@ -128,12 +128,37 @@ def _print_bench(result) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     result = _bench(args.run_dir, args)
-    return 1 if result.failed else 0
+    failed = result.failed
+    if _segmented(args.run_dir):  # the chain too: a pipeline of the segments against the unsplit model
+        from edgekit.report import text_table
+        from edgekit.segments.bench import bench_segments
+        from edgekit.segments.report import pipeline_table, stage_lines
+
+        with _logged(args, Path(args.run_dir)):
+            pipeline = bench_segments(args.run_dir, _bench_timing(args))
+        print(text_table(pipeline_table(pipeline)))
+        print("\n".join(stage_lines(pipeline)))
+        failed = failed or pipeline.stage is not None
+    return 1 if failed else 0
+
+
+def _segmented(run_dir: str | Path) -> bool:
+    from edgekit.segments.record import SEGMENTS_FILE
+
+    return (Path(run_dir) / SEGMENTS_FILE).is_file()
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from edgekit.bundle.make import bundle
 
+    if args.target is None:
+        if not _segmented(args.run_dir):
+            raise EdgekitError("bundle needs --target NAME (a segmented run bundles all of its segments without it)")
+        from edgekit.segments.bundle import bundle_segments
+
+        folder = bundle_segments(args.run_dir, args.out)
+        print(f"bundle: {folder}  (on the device: python {folder}/run.py --check | --bench)")
+        return 0
     folder = bundle(args.run_dir, args.target, args.out, c_array=args.c_array)
     print(f"bundle: {folder}  (on the device: python {folder}/run.py --check | --bench | --input IMAGE)")
     return 0
@@ -343,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bundle", help="write what goes onto the device for one target of a run: model, manifest, "
                        "golden data, a runner that needs only numpy and the runtime")
     p.add_argument("run_dir")
-    p.add_argument("--target", required=True, help="the target (profile name) of the run to bundle")
+    p.add_argument("--target", help="the target (profile name) of the run to bundle; a segmented run without it: "
+                   "every segment and a runner that chains them")
     p.add_argument("--out", required=True, help="the bundle folder to write")
     p.add_argument("--c-array", action="store_true", help="also the model as a C array (c/g_model.h, .c) and a "
                    "C program that checks it against the model file")
