@@ -2,6 +2,7 @@
 cells, and the same sweep on a real two-node Ray cluster on 127.0.0.1 matching the local run."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -150,19 +151,37 @@ def test_a_sweep_killed_midway_resumes_only_the_unfinished_cells(local_sweep):
     assert [c["key"] for c in again.cells] == [c["key"] for c in resumed.cells]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports: all held open until every one is picked (closing each at once lets the next bind
+    reuse it, and two Ray servers on one port is a GCS that never comes up)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
-def _ports(node: int) -> list[str]:
+PORT_OPTIONS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
+
+
+def _ports(ports: list[int], node: int) -> list[str]:
     """Every port a node listens on, its own (Ray's defaults are fixed numbers that a second node would share)."""
-    names = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
-    args = [a for name in names for a in (name, str(_free_port()))]
+    args = [a for name, port in zip(PORT_OPTIONS, ports) for a in (name, str(port))]
     start = 20000 + (os.getpid() % 100) * 200 + node * 100  # worker ports: a range per node
     return args + ["--min-worker-port", str(start), "--max-worker-port", str(start + 99)]
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-600:]
+    except OSError:
+        return ""
 
 
 @pytest.fixture(scope="module")
@@ -172,31 +191,35 @@ def ray_cluster():
     ray_bin = Path(sys.executable).parent / "ray"
     if not ray_bin.is_file():
         pytest.fail("ray is not installed: the test command installs edgekit[ray] (pip install 'edgekit[ray]')")
-    temp = tempfile.mkdtemp(prefix="ekray-", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
-    address = f"127.0.0.1:{_free_port()}"
+    temp = Path(tempfile.mkdtemp(prefix="ekray-", dir="/tmp"))  # short: Ray's unix socket paths must fit 107 bytes
+    ports = _free_ports(1 + 2 * len(PORT_OPTIONS))
+    address = f"127.0.0.1:{ports[0]}"
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats", "--block"]
-    head = subprocess.Popen([str(ray_bin), "start", "--head", "--port", address.split(":")[1], "--temp-dir", temp,
-                             "--include-dashboard", "false", "--ray-client-server-port", str(_free_port()),
-                             *_ports(0), *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    logs = [temp / "head.log", temp / "worker.log"]
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--port", str(ports[0]), "--temp-dir", str(temp),
+                             "--include-dashboard", "false", *_ports(ports[1:], 0), *common],
+                            stdout=open(logs[0], "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     nodes = [head]
+
+    def status() -> subprocess.CompletedProcess:
+        return subprocess.run([str(ray_bin), "status", "--address", address], capture_output=True, text=True)
+
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status = subprocess.run([str(ray_bin), "status", "--address", address], capture_output=True, text=True)
-            if status.returncode == 0:
-                break
+        deadline = time.monotonic() + 180
+        while status().returncode != 0:
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Ray head did not come up: {_tail(logs[0])}")
             time.sleep(1)
-        nodes.append(subprocess.Popen([str(ray_bin), "start", "--address", address, *_ports(1), *common],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        while time.monotonic() < deadline:
-            status = subprocess.run([str(ray_bin), "status", "--address", address], capture_output=True, text=True)
-            active = status.stdout.split("Active:")[-1].split("Pending:")[0]
-            if active.count("node_") == 2:
+        nodes.append(subprocess.Popen([str(ray_bin), "start", "--address", address,
+                                       *_ports(ports[1 + len(PORT_OPTIONS):], 1), *common],
+                                      stdout=open(logs[1], "wb"), stderr=subprocess.STDOUT, start_new_session=True))
+        while True:
+            done = status()
+            if done.stdout.split("Active:")[-1].split("Pending:")[0].count("node_") == 2:
                 break
+            if nodes[1].poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the second Ray node did not join: {_tail(logs[1])} {done.stderr[-300:]}")
             time.sleep(1)
-        else:
-            pytest.fail(f"the two-node Ray cluster did not come up: {status.stdout[-300:]} {status.stderr[-300:]}")
         yield address
     finally:
         for proc in reversed(nodes):
@@ -204,7 +227,8 @@ def ray_cluster():
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
 
 
