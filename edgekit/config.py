@@ -74,6 +74,9 @@ class QuantRecipe:
     mixed_precision: bool = False
     max_float_layers: int = 12  # the search stops there, gates passed or not
     search_samples: int = 64  # calibration samples the search judges on (the validation data stays unseen)
+    # after the search: layers whose ops the runtime's profiler times slower in int8 than in fp32 go to float too,
+    # if the whole artifact gets faster and the gates still hold (runtimes with a per-op profiler)
+    speed_check: bool = True
     seed: int = 0
     augment: Augment = field(default_factory=Augment)
 

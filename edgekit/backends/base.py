@@ -47,6 +47,7 @@ COMMON_OPTIONS = {
     "quantization.mixed_precision": Option(QUANTIZED_PRECISIONS),
     "quantization.max_float_layers": Option(QUANTIZED_PRECISIONS),
     "quantization.search_samples": Option(QUANTIZED_PRECISIONS),
+    "quantization.speed_check": Option(QUANTIZED_PRECISIONS),
 }
 
 

@@ -33,6 +33,12 @@ from edgekit.spec import ModelSpec
 
 LEDGER_SAMPLES = 16  # of the search samples, how many the per-layer ledger runs (it keeps every tensor)
 TIMEOUT = 600.0
+# the speed check: a layer goes to float when its ops take SLOWER times as long in int8 as in fp32 (one thread,
+# the runtime's profiler, mean of the profiled runs) and the difference is at least MIN_SHARE of the fp32
+# artifact's profiled time, which keeps it above the profiler's noise
+SLOWER = 1.10
+MIN_SHARE = 0.01
+SPEED_RUNS = 100
 
 
 def keep_pattern(module: str) -> str:
@@ -143,6 +149,27 @@ class _Judge:
         return validate_in_worker(self.reference, self.run_dir, self._linked(folder), manifest.precision,
                                   self.profile, TIMEOUT)
 
+    def owners(self) -> dict[str, str]:
+        """Each module that runs, in execution order, to the weight layer that ran last before it (or is it)."""
+        owner, owners = None, {}
+        for path, _, _ in self.layers()[1]:
+            owner = path if path in self.weighted else owner
+            owners[path] = owner or path
+        return owners
+
+    def timed(self, folder: Path, scratch: Path):
+        """(measurement, "") of the artifact benched in a worker on one-sample inputs (one-thread median,
+        per-op profile), or (None, why) when it did not run there."""
+        from edgekit.isolation.process import run_worker
+        from edgekit.isolation.worker import Job
+
+        name = self._linked(folder)
+        outcome = run_worker(Job("artifact", str(self.run_dir.resolve()), name, str(scratch / f"bench-{name}"),
+                                 SPEED_RUNS, 0.5, 0.05), TIMEOUT)
+        if outcome.stage is not None:
+            return None, f"{name}: {outcome.stage.value}: {outcome.reason}"
+        return outcome.measurement, ""
+
     def ranked(self, folder: Path, manifest: Manifest, kept: tuple[str, ...]) -> list[tuple[str, float]]:
         """Layers not yet kept in float, by the SQNR they lose on the runtime (largest first). Every module's drop
         (from the matched module before it) is charged to the weight layer (conv, linear) that ran last before it
@@ -155,10 +182,7 @@ class _Judge:
         tensors = run_intermediates(self.run_dir / self._linked(folder), to_artifact_layout(head, manifest),
                                     TIMEOUT)
         compared, _ = compare_layers(layers, tensors)
-        owner, owners = None, {}
-        for path, _, _ in layers:  # execution order
-            owner = path if path in self.weighted else owner
-            owners[path] = owner or path
+        owners = self.owners()
         charged: dict[str, float] = {}
         for path, drop in sqnr_drops([p for p, _, _ in layers], compared):
             if drop > 0 and owners[path]:
@@ -185,6 +209,72 @@ def _parametrized(spec: ModelSpec) -> list[str]:
             if path and any(p.ndim >= 2 for p in m.parameters(recurse=False))]
 
 
+def by_layer(ops, owners: dict[str, str], weighted: set[str]) -> dict[str, float]:
+    """Profiled ms per weight layer: each op charged to the layer whose stretch its torch module is in; ops the
+    runtime added itself (reorders, no module) are nobody's."""
+    times: dict[str, float] = {}
+    for op in ops:
+        module = op.module
+        while module and module not in owners and module not in weighted:
+            module = module.rpartition(".")[0]
+        layer = owners.get(module, module if module in weighted else None) if module else None
+        if layer:
+            times[layer] = times.get(layer, 0.0) + op.ms
+    return times
+
+
+def slower_layers(int8_ops, fp32_ops, owners: dict[str, str], weighted: set[str], kept: tuple[str, ...]
+                  ) -> list[tuple[str, float, float]]:
+    """(layer, int8 ms, fp32 ms) of the layers not yet in float whose ops run slower in int8 than in fp32 by
+    SLOWER and by MIN_SHARE of the fp32 total, the largest loss first."""
+    mine, theirs = by_layer(int8_ops, owners, weighted), by_layer(fp32_ops, owners, weighted)
+    floor = MIN_SHARE * sum(op.ms for op in fp32_ops)
+    slow = [(layer, round(ms, 5), round(theirs[layer], 5)) for layer, ms in mine.items()
+            if layer in theirs and layer not in kept and ms > SLOWER * theirs[layer] and ms - theirs[layer] > floor]
+    return sorted(slow, key=lambda s: s[2] - s[1])
+
+
+def _median(measurement) -> float | None:
+    return None if measurement is None else round(measurement.latency_1t.median_ms, 5)
+
+
+def _speed_check(judge: _Judge, attempt, backend, pristine: Path, folder: Path, scratch: Path,
+                 state: tuple[Manifest, Validation, tuple[str, ...]], progress, name: str
+                 ) -> tuple[Manifest, tuple[str, ...], dict[str, Any], list[tuple[str, float, float]]]:
+    """Whether the int8 artifact is slower than the fp32 one on this runtime, and where the runtime has a
+    per-op profiler, the layers whose int8 ops are slower than their fp32 ops moved to float when that makes the
+    artifact faster without a gate getting worse. Returns (manifest, kept, record, layers moved)."""
+    manifest, validation, kept = state
+    progress(f"{name}: mixed precision, timing int8 against fp32 on the runtime")
+    (fp32_m, fp32_why), (int8_m, int8_why) = judge.timed(pristine, scratch), judge.timed(folder, scratch)
+    record: dict[str, Any] = {"fp32_ms": _median(fp32_m), "int8_ms": _median(int8_m), "threads": 1}
+    if fp32_m is None or int8_m is None:
+        return manifest, kept, {**record, "outcome": f"not timed: {fp32_why or int8_why}"}, []
+    record["slower_than_fp32"] = int8_m.latency_1t.median_ms > fp32_m.latency_1t.median_ms
+    if not hasattr(backend, "profile_ops") or not int8_m.profile or not int8_m.profile.ops or \
+            not fp32_m.profile or not fp32_m.profile.ops:
+        why = (int8_m.profile.error if int8_m.profile and int8_m.profile.error else "no per-op profile")
+        return manifest, kept, {**record, "outcome": f"per-layer speed not checked: {why}"}, []
+    slow = slower_layers(int8_m.profile.ops, fp32_m.profile.ops, judge.owners(), judge.weighted, kept)
+    record["slower_layers"] = [{"module": m, "int8_ms": i, "fp32_ms": f} for m, i, f in slow]
+    if not slow:
+        return manifest, kept, {**record, "outcome": "no layer is slower in int8 than in fp32"}, []
+    trial = (*kept, *(m for m, _, _ in slow))
+    progress(f"{name}: mixed precision, {len(slow)} layer(s) slower in int8 than in fp32: trying them in float")
+    manifest2, validation2 = attempt(trial)
+    timed2, _ = judge.timed(folder, scratch)
+    gates_hold = passes(validation2) if passes(validation) else shortfall(validation2) <= shortfall(validation)
+    faster = timed2 is not None and timed2.latency_1t.median_ms < int8_m.latency_1t.median_ms
+    record["int8_ms_with_them_in_float"] = _median(timed2)
+    if gates_hold and faster:
+        return manifest2, trial, {**record, "outcome": f"{len(slow)} layer(s) moved to float for speed",
+                                  "int8_ms": _median(timed2), "int8_ms_before": _median(int8_m),
+                                  "slower_than_fp32": timed2.latency_1t.median_ms > fp32_m.latency_1t.median_ms}, slow
+    manifest, _ = attempt(kept)  # back to the searched artifact
+    because = "a gate got worse" if not gates_hold else "the artifact was not faster"
+    return manifest, kept, {**record, "outcome": f"left in int8: with them in float {because}"}, []
+
+
 def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32: Manifest,
            calib: CalibrationData | None, source: str, progress=lambda _: None) -> Manifest:
     """Quantize ``folder`` (holding the float artifact ``fp32``) with the fewest layers in float that let the
@@ -196,6 +286,7 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
         scratch = Path(tmp)
         pristine = scratch / "fp32"
         shutil.copytree(folder, pristine)
+        write_text(pristine / MANIFEST_FILE, fp32.to_json())  # export writes the folder's own only at the end
         judge = _Judge(spec, source, profile, calib, scratch)
         kept: tuple[str, ...] = ()
         why: dict[str, str] = {}
@@ -249,9 +340,16 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
             for path, drop in added:
                 why[path] = f"round {len(trials)}: {because(drop)} ({short})"
             kept = (*kept, *(p for p, _ in added))
+        speed: dict[str, Any] = {"outcome": "not checked (speed_check = false)"}
+        if recipe.speed_check and validation.stage in (None, Stage.MISMATCH):
+            manifest, kept, speed, moved = _speed_check(judge, attempt, backend, pristine, folder, scratch,
+                                                        (manifest, validation, kept), progress, profile.name)
+            for path, int8_ms, fp32_ms in moved:
+                why[path] = (f"speed: its ops took {int8_ms:.4g} ms in int8 against {fp32_ms:.4g} ms in fp32 "
+                             "(one thread, the runtime's profiler)")
     record = {"samples": judge.reference.samples, "judged_on": judge.reference.origin, "outcome": outcome,
               "kept_float_layers": [{"module": p, "with": sorted(judge.stretches.get(p, set()) - {p}), "why": why[p]}
                                     for p in kept],
-              "rounds": [t.record() for t in trials]}
+              "rounds": [t.record() for t in trials], "speed": speed}
     quant = {**manifest.extra.get("quantization", {}), "mixed_precision": record}
     return replace(manifest, extra={**manifest.extra, "quantization": quant})
