@@ -64,27 +64,36 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def run_child(module: str, job_file: Path, log: Path, timeout: float, *, with_stdout: bool = False
+              ) -> tuple[int | None, float]:
+    """``python -m module JOB_FILE`` in a process group of its own, its stderr (and ``with_stdout``, its stdout)
+    to ``log``: (exit code, seconds), the code None when it was killed at ``timeout``. Ctrl-C or SIGTERM of
+    edgekit kills the group too (its own session gets no SIGINT); so does a timeout, since runtimes may have
+    started helpers."""
+    start = time.perf_counter()
+    with open(log, "wb") as output:
+        proc = subprocess.Popen([sys.executable, "-m", module, str(job_file)], stdin=subprocess.DEVNULL,
+                                stdout=output if with_stdout else subprocess.DEVNULL, stderr=output,
+                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            code = None
+        except BaseException:
+            kill_group(proc)
+            raise
+    return code, time.perf_counter() - start
+
+
 def run_worker(job: Job, timeout: float, module: str = "edgekit.isolation.worker") -> Outcome:
     """Run ``python -m module JOB.json`` (a worker that writes result.json and outputs.npz into ``job.out``)."""
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     job.write(out / JOB_FILE)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    start = time.perf_counter()
-    with open(out / STDERR_FILE, "wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", module, str(out / JOB_FILE)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True, env=env)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)  # the whole group: runtimes may have started helpers
-            return Outcome(Stage.TIMEOUT, f"no answer within {timeout:g} s; the worker was killed",
-                           seconds=time.perf_counter() - start)
-        except BaseException:  # Ctrl-C or SIGTERM of edgekit: its worker (own session, so no SIGINT) goes too
-            kill_group(proc)
-            raise
-    seconds = time.perf_counter() - start
+    code, seconds = run_child(module, out / JOB_FILE, out / STDERR_FILE, timeout)
+    if code is None:
+        return Outcome(Stage.TIMEOUT, f"no answer within {timeout:g} s; the worker was killed", seconds=seconds)
     tail = last_line(out / STDERR_FILE)
     if code < 0:
         return Outcome(Stage.CRASH, f"the worker died of {signal_name(-code)}" + (f" ({tail})" if tail else ""),

@@ -136,32 +136,3 @@ def summary(streams: list[Stream]) -> dict:
             "latency_median_ms": float(np.median(latencies)), "latency_p90_ms": float(np.percentile(latencies, 90)),
             "stage_median_ms": medians, "stage_p90_ms": [float(np.percentile(ms, 90)) for ms in stage_ms],
             "balance": max(medians) / float(np.mean(medians)) if medians and np.mean(medians) > 0 else 1.0}
-
-
-def parallel(runs: list[Callable[[Arrays], Arrays]], samples: list[Arrays], seconds: float) -> dict:
-    """The unsplit model's data-parallel alternative on the same threads: one session per thread, each taking
-    whole samples; samples per second over ``seconds`` after a short warm-up."""
-    for run in runs:
-        for sample in samples[:3]:
-            run(sample)
-    counts = [0] * len(runs)
-    start = threading.Barrier(len(runs) + 1)
-    deadline = [0.0]
-
-    def loop(i: int) -> None:
-        start.wait()
-        while time.perf_counter() < deadline[0]:
-            runs[i](samples[counts[i] % len(samples)])
-            counts[i] += 1
-
-    workers = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(len(runs))]
-    for w in workers:
-        w.start()
-    t0 = time.perf_counter()
-    deadline[0] = t0 + seconds
-    start.wait()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - t0
-    return {"per_second": sum(counts) / elapsed if elapsed > 0 else 0.0, "streams": len(runs),
-            "samples": sum(counts), "seconds": elapsed}

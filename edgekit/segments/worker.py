@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.bench.throughput import parallel_runs
 from edgekit.isolation.worker import (
     OUTPUTS_FILE,
     RESULT_FILE,
@@ -28,7 +29,6 @@ from edgekit.results import Stage as FailedStage
 from edgekit.segments.pipeline import (
     QUEUE_SIZE,
     Stage,
-    parallel,
     run_chain,
     stream,
     summary,
@@ -141,7 +141,7 @@ def _unsplit(folder: Path, samples: list[dict], threads: int, streams: int, job:
     rows = {"profile_threads": _at(FailedStage.RUN, label, _loop, _opened(folder, label, None, False), samples, job),
             "stage_threads": _at(FailedStage.RUN, label, _loop, _opened(folder, label, threads, False), samples, job)}
     runs = [_opened(folder, label, threads, False) for _ in range(streams)]
-    rows["parallel"] = _at(FailedStage.RUN, label, parallel, runs, samples, job.throughput_seconds)
+    rows["parallel"] = _at(FailedStage.RUN, label, parallel_runs, runs, samples, job.throughput_seconds)
     return rows
 
 

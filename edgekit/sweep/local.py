@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 import queue
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekit.isolation.process import kill_group, last_line, signal_name
+from edgekit.isolation.process import last_line, run_child, signal_name
 from edgekit.sweep.cell import CELL_FILE, CellJob
 
 Done = Callable[[CellJob, dict[str, Any]], None]
@@ -56,21 +53,9 @@ def run_cell_process(job: CellJob, scratch: Path, log: Path, timeout: float) -> 
     scratch.mkdir(parents=True, exist_ok=True)
     job_file = scratch / f"{job.key}.json"
     job.write(job_file)
-    start = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edgekit.sweep.cell", str(job_file)], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            return failed_record(job, "TIMEOUT", f"no result within {timeout:g} s; the cell was killed",
-                                 time.perf_counter() - start)
-        except BaseException:
-            kill_group(proc)
-            raise
-    seconds = time.perf_counter() - start
+    code, seconds = run_child("edgekit.sweep.cell", job_file, log, timeout, with_stdout=True)
+    if code is None:
+        return failed_record(job, "TIMEOUT", f"no result within {timeout:g} s; the cell was killed", seconds)
     record = read_cell(Path(job.out))
     if record is not None:
         return record
@@ -81,8 +66,9 @@ def run_cell_process(job: CellJob, scratch: Path, log: Path, timeout: float) -> 
 
 
 def run_local(jobs: list[CellJob], scratch: Path, logs: Path, timeout: float, threads: int, parallel: int | None,
-              done: Done) -> None:
-    """Every job on a slot of its own cores; ``done`` is called (from a slot's thread) as each finishes."""
+              done: Done) -> list[tuple[int, ...]]:
+    """Every job on a slot of its own cores; ``done`` is called (from a slot's thread) as each finishes. Returns
+    the pool's slots."""
     pending: queue.Queue[CellJob] = queue.Queue()
     for job in jobs:
         pending.put(job)
@@ -101,8 +87,8 @@ def run_local(jobs: list[CellJob], scratch: Path, logs: Path, timeout: float, th
                 errors.append(exc)
                 return
 
-    workers = [threading.Thread(target=slot, args=(cores,), daemon=True)
-               for cores in core_slots(threads, parallel)[:max(1, len(jobs))]]
+    slots = core_slots(threads, parallel)
+    workers = [threading.Thread(target=slot, args=(cores,), daemon=True) for cores in slots[:max(1, len(jobs))]]
     for w in workers:
         w.start()
     for w in workers:
@@ -110,3 +96,4 @@ def run_local(jobs: list[CellJob], scratch: Path, logs: Path, timeout: float, th
             w.join(0.5)  # a short join keeps Ctrl-C deliverable to this thread
     if errors:
         raise errors[0]
+    return slots

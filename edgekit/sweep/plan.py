@@ -126,7 +126,7 @@ def _tree_digest(root: Path, pattern: str) -> str:
     return _digest(*(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() for p in files))
 
 
-def _edgekit_digest() -> str:
+def edgekit_digest() -> str:
     """The package's own code: a result made by other edgekit code is not this edgekit's result."""
     return _tree_digest(Path(__file__).resolve().parents[1], "*.py")
 
@@ -136,14 +136,13 @@ def _path_digest(path: Path) -> str:
 
 
 def source_digest(source: str) -> str:
-    """What the model's result depends on, as far as it can be read without running it: the zoo's code and
-    weights, the user's file, an installed package's version, or the .pt2 itself. A file a user's module imports
+    """What the model's result depends on, as far as it can be read without running it: the zoo's weights (its
+    code is edgekit's, in every key), the user's file, an installed package's version, or the .pt2 itself. A file a user's module imports
     from beside it is not read (a caveat the README states)."""
     from edgekit.data.mnist import sample_data_root
 
     if source.startswith("zoo:"):
-        return _digest(source.encode(), _edgekit_digest().encode(),
-                       _path_digest(sample_data_root() / "weights").encode())
+        return _digest(source.encode(), _path_digest(sample_data_root() / "weights").encode())
     target = source.rpartition(":")[0] or source
     path = Path(target)
     if path.is_file():
@@ -179,12 +178,12 @@ def runtime_versions(backend: str) -> dict[str, str]:
     return versions
 
 
-def cell_key(source: SourceEntry, recipe: Recipe, profile: TargetProfile, source_hash: str) -> str:
+def cell_key(source: SourceEntry, recipe: Recipe, profile: TargetProfile, source_hash: str, code_hash: str) -> str:
     record = {
         "source": source.source, "source_hash": source_hash, "calib": _data_digest(source.calib),
         "data": _data_digest(source.data), "dynamic": source.dynamic,
         "recipe": {k: v for k, v in asdict(recipe).items() if k != "name"},
-        "profile": profile.text, "versions": runtime_versions(profile.backend), "edgekit_code": _edgekit_digest(),
+        "profile": profile.text, "versions": runtime_versions(profile.backend), "edgekit_code": code_hash,
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -271,14 +270,14 @@ def load_sweep(path: str | Path) -> Sweep:
         if not isinstance(families, list) or not families or not all(isinstance(f, str) for f in families):
             raise EdgekitError("[targets] families = [\"onnx-cpu\", ...] is required (FAMILY-PRECISION names a "
                                "profile)")
-        hashes = {s.name: source_digest(s.source) for s in sources}
+        hashes, code = {s.name: source_digest(s.source) for s in sources}, edgekit_digest()
         cells = []
         for source in sources:
             for recipe in recipes:
                 for family in families:
                     profile = _profile(family, recipe.precision)
                     check_options(profile)
-                    cells.append(Cell(cell_key(source, recipe, profile, hashes[source.name]), source, recipe,
+                    cells.append(Cell(cell_key(source, recipe, profile, hashes[source.name], code), source, recipe,
                                       family, profile))
     except EdgekitError as exc:
         raise EdgekitError(f"{path}: {exc}") from None

@@ -36,7 +36,7 @@ class SweepResult:
     cells: tuple[dict[str, Any], ...]  # one record per cell, in the sweep's order, "reused" set on each
     reused: int
     ran: int
-    where: str  # "local, 2 slots of 1 core" or "ray at ADDRESS, N nodes"
+    where: str  # "this machine, 2 slot(s) of 1 core(s) each, ..." or "ray at ADDRESS: N node(s), ..."
 
     @property
     def failed(self) -> bool:
@@ -112,10 +112,7 @@ def sweep(path: str | Path, out: str | Path, *, ray: str | None = None, jobs: in
                 f"ray at {ray} (nothing to run)"
         else:
             with tempfile.TemporaryDirectory(prefix="edgekit-sweep-") as scratch:
-                run_local(todo, Path(scratch), out / LOGS, plan.cell_timeout, plan.threads, jobs, done)
-            from edgekit.sweep.local import core_slots
-
-            slots = core_slots(plan.threads, jobs)
+                slots = run_local(todo, Path(scratch), out / LOGS, plan.cell_timeout, plan.threads, jobs, done)
             where = f"this machine, {len(slots)} slot(s) of {plan.threads} core(s) each, every cell pinned"
         ordered = tuple(records[c.key] for c in plan.cells)
         result = SweepResult(plan, out, ordered, reused, len(todo), where)
