@@ -13,13 +13,39 @@ batch silently narrows its upper bound (to 15 for models with a convolution), so
 from __future__ import annotations
 
 import os
+import sys
+import types
 import weakref
 from pathlib import Path
 
 import numpy as np
 import torch
-from executorch.extension.pybindings import portable_lib
-from executorch.runtime import Runtime
+
+
+def _import_runtime() -> None:
+    """Import the runtime without the compiler. executorch 1.5.1's pybindings import ``executorch.exir`` (the
+    whole compiler: 6-8 s here) only for its ``_warnings`` module. A process that has not imported the compiler
+    loads that one file under a bare package, then drops the bare package, so a later ``import executorch.exir``
+    in the same process (an export) still runs the real one."""
+    if "executorch.exir" in sys.modules:
+        return
+    import executorch
+
+    bare = types.ModuleType("executorch.exir")
+    bare.__path__ = [str(Path(executorch.__path__[0]) / "exir")]
+    sys.modules["executorch.exir"] = bare
+    try:
+        import executorch.extension.pybindings.portable_lib  # noqa: F401
+    finally:
+        sys.modules.pop("executorch.exir", None)
+        sys.modules.pop("executorch.exir._warnings", None)
+        if getattr(executorch, "exir", None) is bare:
+            del executorch.exir
+
+
+_import_runtime()
+from executorch.extension.pybindings import portable_lib  # noqa: E402
+from executorch.runtime import Runtime  # noqa: E402
 
 # ExecuTorch's ScalarType codes (TensorInfo.dtype()) -> numpy, for the warm-up inputs
 SCALAR_TYPES = {0: np.uint8, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.int64, 5: np.float16, 6: np.float32,
