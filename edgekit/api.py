@@ -51,10 +51,21 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
                    progress: Progress) -> Validation:
     folder.mkdir()
     write_text(folder / PROFILE_FILE, profile.text)
+    exported, rounding = reference.spec, None
+    if profile.precision == "int8" and profile.quantization.weight_rounding == "gptq" and calib is not None:
+        from edgekit.compress.gptq import cached_gptq
+
+        progress(f"{profile.name}: rounding the weights (GPTQ on {len(calib)} calibration samples)")
+        try:
+            exported, rounding = cached_gptq(reference.spec, calib, per_channel=profile.quantization.per_channel,
+                                             keep_float=profile.quantization.keep_float)
+        except Exception as exc:
+            _keep_diagnostics(folder)
+            return failure(profile, Stage.QUANTIZE, f"GPTQ weight rounding: {one_line(exc)}")
     try:
         backend = get_backend(profile.backend)
         progress(f"{profile.name}: exporting")
-        manifest = backend.export(reference.spec, profile, folder, reference.source)
+        manifest = backend.export(exported, profile, folder, reference.source)
     except Exception as exc:  # one target's failure never stops the others
         _keep_diagnostics(folder)
         return failure(profile, Stage.EXPORT, one_line(exc))
@@ -64,13 +75,17 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
             if profile.quantization.mixed_precision:
                 from edgekit.compress.mixed import search
 
-                manifest = search(backend, reference.spec, profile, folder, manifest, calib, reference.source,
-                                  progress)
+                # judged against the original model: the rounding is part of what the gates measure
+                manifest = search(backend, exported, profile, folder, manifest, calib, reference.source,
+                                  progress, original=reference.spec)
             else:
-                manifest = backend.quantize(reference.spec, profile, folder, manifest, calib)
+                manifest = backend.quantize(exported, profile, folder, manifest, calib)
         except Exception as exc:
             _keep_diagnostics(folder)
             return failure(profile, Stage.QUANTIZE, one_line(exc))
+        if rounding is not None:
+            quantization = {**manifest.extra.get("quantization", {}), "weight_rounding": rounding.record()}
+            manifest = replace(manifest, extra={**manifest.extra, "quantization": quantization})
     spec = reference.spec
     manifest = replace(manifest, inputs=length_dims(manifest.inputs, spec),
                        extra={**manifest.extra, **lengths_record(spec, manifest),

@@ -58,6 +58,7 @@ class RuntimeOptions:
 
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class QuantRecipe:
     # after the search: layers whose ops the runtime's profiler times slower in int8 than in fp32 go to float too,
     # if the whole artifact gets faster and the gates still hold (runtimes with a per-op profiler)
     speed_check: bool = True
+    # int8 static: "gptq" rounds the torch weights onto the int8 grid on the calibration data before export
+    # (edgekit.compress.gptq), every backend's quantizer then keeps them; "nearest" leaves rounding to it
+    weight_rounding: str = "nearest"
     seed: int = 0
     augment: Augment = field(default_factory=Augment)
 
@@ -208,6 +212,9 @@ def _quantization(where: str, raw: dict) -> QuantRecipe:
     recipe = QuantRecipe(**{**values, "augment": Augment(**_fields(f"{where}.augment", Augment, aug))})
     if recipe.method not in CALIBRATION_METHODS:
         raise EdgekitError(f"{where}: method {recipe.method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    if recipe.weight_rounding not in WEIGHT_ROUNDINGS:
+        raise EdgekitError(f"{where}: weight_rounding {recipe.weight_rounding!r} is not one of "
+                           f"{', '.join(WEIGHT_ROUNDINGS)}")
     for pattern in recipe.keep_float:
         try:
             re.compile(pattern)

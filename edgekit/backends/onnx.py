@@ -25,7 +25,7 @@ from edgekit.backends.common import (
     storage_type,
     versions,
 )
-from edgekit.backends.onnx_session import PROVIDER, OnnxSession
+from edgekit.backends.onnx_session import DISABLED_OPTIMIZERS, PROVIDER, OnnxSession
 from edgekit.config import CALIBRATION_METHODS, QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.errors import EdgekitError
 
@@ -85,7 +85,8 @@ def read_precision(path: Path, declared: str, threads: int = 1) -> Precision:
             options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
                                              "optimized.onnx.data")
         options.intra_op_num_threads = threads
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=DISABLED_OPTIMIZERS)  # the graph the sessions run
         graph = onnx.load(optimized, load_external_data=False).graph  # types and dims only
     weights: Counter[str] = Counter()  # elements per storage type; shape constants (int64) are not weights
     for t in graph.initializer:
@@ -347,7 +348,8 @@ class OnnxBackend:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = manifest.extra["runtime"]["threads"] or (os.cpu_count() or 1)
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=[PROVIDER])
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=[PROVIDER],
+                                       disabled_optimizers=DISABLED_OPTIMIZERS)
         names = [o.name for o in session.get_outputs()]
         values = dict(zip(names, session.run(names, inputs)))
         return {name: (paths[name], values[name]) for name in paths

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from edgekit.backends.onnx_session import DISABLED_OPTIMIZERS
+
 KERNEL_SUFFIX = "_kernel_time"
 # what onnxruntime's graph optimizers add to the name of a node they fuse, split or re-lay out
 _FUSED_PREFIX = "fused "
@@ -84,7 +86,8 @@ def profile(model_path: Path, options: ort.SessionOptions, providers: list[str],
     with tempfile.TemporaryDirectory(prefix="edgekit-ort-profile-") as tmp:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "profile")
-        session = ort.InferenceSession(str(model_path), options, providers=providers)
+        session = ort.InferenceSession(str(model_path), options, providers=providers,
+                                       disabled_optimizers=DISABLED_OPTIMIZERS)
         for _ in range(warmup + runs):
             session.run(None, inputs)
         trace = session.end_profiling()

@@ -276,9 +276,12 @@ def _speed_check(judge: _Judge, attempt, backend, pristine: Path, folder: Path, 
 
 
 def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32: Manifest,
-           calib: CalibrationData | None, source: str, progress=lambda _: None) -> Manifest:
-    """Quantize ``folder`` (holding the float artifact ``fp32``) with the fewest layers in float that let the
-    gates pass on the search samples; the manifest's quantization record says which and why."""
+           calib: CalibrationData | None, source: str, progress=lambda _: None,
+           original: ModelSpec | None = None) -> Manifest:
+    """Quantize ``folder`` (holding the float artifact ``fp32``, exported from ``spec``) with the fewest layers in
+    float that let the gates pass on the search samples; the manifest's quantization record says which and why.
+    The gates and the ledger compare with ``original`` (default ``spec``): the model before its weights were
+    rounded."""
     if calib is None:
         raise EdgekitError(f"{profile.name}: mixed precision judges on calibration samples: pass --calib")
     recipe = profile.quantization
@@ -287,7 +290,7 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
         pristine = scratch / "fp32"
         shutil.copytree(folder, pristine)
         write_text(pristine / MANIFEST_FILE, fp32.to_json())  # export writes the folder's own only at the end
-        judge = _Judge(spec, source, profile, calib, scratch)
+        judge = _Judge(original or spec, source, profile, calib, scratch)
         kept: tuple[str, ...] = ()
         why: dict[str, str] = {}
         trials: list[Trial] = []
