@@ -94,3 +94,12 @@ def test_the_runtime_quantizer_keeps_the_gptq_levels(tmp_path):
         weight = layer.weight.detach().numpy()
         assert any(np.allclose(d, w, rtol=1e-5, atol=1e-7) for d in dequantized for w in (weight, weight.T)
                    if d.shape == w.shape), f"{name}: no int8 initializer holds its GPTQ levels"
+
+
+def test_per_tensor_rounding_keeps_one_scale_per_layer():
+    spec = load("cnn")
+    rounded, _ = gptq(spec, load_calibration("task:calib", InputInfo.of(spec), 64), per_channel=False)
+    for name, layer in weight_layers(rounded.module).items():
+        levels = layer.weight.detach().reshape(len(layer.weight), -1) / _scale(layer.weight, False)
+        assert torch.allclose(levels, torch.round(levels), atol=1e-3), name
+        assert abs(levels.abs().max().item() - QMAX) < 1e-3, name

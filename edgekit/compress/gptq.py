@@ -130,11 +130,9 @@ def _observe(module: torch.nn.Module, layers: dict[str, torch.nn.Module], batche
     return seen
 
 
-def gptq_groups(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, damp: float
-                ) -> tuple[torch.Tensor, int]:
+def gptq_groups(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, damp: float) -> torch.Tensor:
     """GPTQ of ``weight`` (groups, rows, cols) under ``hessian`` (groups, cols, cols) with per-row ``scale``
-    (groups, rows, 1): the integer levels in [-127, 127], and how many rows had their largest weight put back on
-    +-127 (so that the runtime's max / 127 scale is the one rounded to)."""
+    (groups, rows, 1): the integer levels in [-127, 127]."""
     w = weight.clone().double()
     h = hessian.clone().double()
     cols = w.shape[2]
@@ -162,14 +160,17 @@ def gptq_groups(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor
         q[:, :, i] = level
         err = (column - level * s[:, :, 0]) / upper[:, i, i][:, None]
         w[:, :, i + 1:] -= err[:, :, None] * upper[:, None, i, i + 1:]
-    q = torch.gather(q, 2, torch.argsort(order, dim=1)[:, None, :].expand_as(q))
-    # the runtime re-derives each scale from the largest weight: keep that one at +-127
-    top = weight.abs().argmax(dim=2, keepdim=True)
-    drifted = q.abs().amax(dim=2, keepdim=True) < QMAX
-    sign = torch.sign(torch.gather(weight, 2, top)).double()
-    pinned = torch.where(drifted, sign * QMAX, torch.gather(q, 2, top))
-    q.scatter_(2, top, pinned)
-    return q, int(drifted.sum())
+    return torch.gather(q, 2, torch.argsort(order, dim=1)[:, None, :].expand_as(q))
+
+
+def _pin(levels: torch.Tensor, weight: torch.Tensor) -> int:
+    """The runtime derives each scale from the largest weight of its rows (out, cols): where GPTQ moved that
+    weight off +-127, put it back, so the scale is the one rounded to. Returns how many were put back."""
+    top = weight.abs().argmax(dim=1, keepdim=True)
+    drifted = levels.abs().amax(dim=1, keepdim=True) < QMAX
+    sign = torch.sign(torch.gather(weight, 1, top)).to(levels.dtype)
+    levels.scatter_(1, top, torch.where(drifted, sign * QMAX, torch.gather(levels, 1, top)))
+    return int(drifted.sum())
 
 
 def _scale(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -186,8 +187,11 @@ def round_layer(layer: torch.nn.Module, hessian: torch.Tensor, per_channel: bool
     out = weight.shape[0]
     scale = _scale(weight, per_channel).double()
     w = weight.reshape(groups, out // groups, -1).double()
-    q, pinned = gptq_groups(w, hessian, scale.reshape(groups, out // groups, 1), damp)
-    rounded = (q * scale.reshape(groups, out // groups, 1)).reshape(weight.shape).to(weight.dtype)
+    levels = gptq_groups(w, hessian, scale.reshape(groups, out // groups, 1), damp).reshape(out, -1)
+    # per channel every row has its own largest weight; per tensor only the whole tensor's counts
+    flat = w.reshape(out, -1)
+    pinned = _pin(levels, flat) if per_channel else _pin(levels.reshape(1, -1), flat.reshape(1, -1))
+    rounded = (levels * scale).reshape(weight.shape).to(weight.dtype)
     with torch.no_grad():
         layer.weight.copy_(rounded)
     return pinned
@@ -217,6 +221,18 @@ def gptq(spec: ModelSpec, calib: Dataset, *, per_channel: bool = True, damp: flo
         done.append(name)
     rounding = Rounding("gptq", tuple(done), skipped, len(calib), damp, time.perf_counter() - start, pinned)
     return replace(spec, module=module), rounding
+
+
+def with_weights_of(rounded: ModelSpec, original: ModelSpec, modules: list[str]) -> ModelSpec:
+    """A copy of ``rounded`` whose weight layers among ``modules`` have ``original``'s weights again. Every
+    layer's rounding was computed on the float model's inputs, so the other layers' stay what GPTQ made them."""
+    module = copy.deepcopy(rounded.module)
+    source, target = weight_layers(original.module), weight_layers(module)
+    with torch.no_grad():
+        for name in modules:
+            if name in source and name in target:
+                target[name].weight.copy_(source[name].weight)
+    return replace(rounded, module=module)
 
 
 _CACHE: dict[tuple, tuple[ModelSpec, Rounding]] = {}

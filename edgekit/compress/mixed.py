@@ -28,7 +28,7 @@ from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import write_text
 from edgekit.results import Stage, Status, Validation
-from edgekit.runfolder import MANIFEST_FILE
+from edgekit.runfolder import MANIFEST_FILE, PROFILE_FILE
 from edgekit.spec import ModelSpec
 
 LEDGER_SAMPLES = 16  # of the search samples, how many the per-layer ledger runs (it keeps every tensor)
@@ -298,11 +298,20 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
 
         def attempt(keep: tuple[str, ...]) -> tuple[Manifest, Validation]:
             shutil.rmtree(folder)
-            shutil.copytree(pristine, folder)
             stretch = sorted({m for k in keep for m in (k, *judge.stretches.get(k, ()))})
             trial_profile = replace(profile, quantization=replace(
                 recipe, keep_float=(*recipe.keep_float, *map(keep_pattern, stretch))))
-            manifest = backend.quantize(spec, trial_profile, folder, fp32, calib)
+            trial, trial_fp32 = spec, fp32
+            if original is None or not stretch:
+                shutil.copytree(pristine, folder)
+            else:  # a layer kept in float keeps its own weights, not their int8 rounding: exported again
+                from edgekit.compress.gptq import with_weights_of
+
+                trial = with_weights_of(spec, original, stretch)
+                folder.mkdir()
+                shutil.copy2(pristine / PROFILE_FILE, folder / PROFILE_FILE)
+                trial_fp32 = backend.export(trial, profile, folder, source)
+            manifest = backend.quantize(trial, trial_profile, folder, trial_fp32, calib)
             write_text(folder / MANIFEST_FILE, manifest.to_json())  # export rewrites it with the record below
             return manifest, judge.validate(folder, manifest)
 
