@@ -1,8 +1,8 @@
 """GPTQ rounding (Frantar et al., 2022) of a torch model's weights onto the int8 grid that every backend's
 quantizer uses for weights: symmetric, narrow range [-127, 127], scale = max |w| / 127 per output channel (or per
 tensor). The weights stay float in the torch model, so each runtime's own quantizer, run afterwards as usual,
-finds values already on its grid and keeps them: the rounding travels through onnxruntime, NNCF,
-ai-edge-quantizer and the XNNPACK quantizer alike. A per-channel grid survives the batch-norm folding the
+finds values already on its grid and keeps them: the rounding travels through every backend's quantizer
+alike. A per-channel grid survives the batch-norm folding the
 converters do, because folding scales whole output channels.
 
 Nearest rounding makes each weight's error as small as it can be alone; GPTQ rounds one input column at a time
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from edgekit.data.sources import Dataset
 from edgekit.spec import ModelSpec
 
-QMAX = 127  # int8 weights, narrow range: onnxruntime, NNCF, TFLite and XNNPACK all use [-127, 127]
+QMAX = 127  # int8 weights, narrow range: the quantizers of all four backends use [-127, 127]
 POSITIONS = 1024  # patches per sample a conv's Hessian is taken from (EfficientNet's stem has 12544)
 
 
