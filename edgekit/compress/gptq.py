@@ -1,8 +1,7 @@
 """GPTQ rounding (Frantar et al., 2022) of a torch model's weights onto the int8 grid that every backend's
 quantizer uses for weights: symmetric, narrow range [-127, 127], scale = max |w| / 127 per output channel (or per
 tensor). The weights stay float in the torch model, so each runtime's own quantizer, run afterwards as usual,
-finds values already on its grid and keeps them: the rounding travels through every backend's quantizer
-alike. A per-channel grid survives the batch-norm folding the
+finds values already on its grid and keeps them. A per-channel grid survives the batch-norm folding the
 converters do, because folding scales whole output channels.
 
 Nearest rounding makes each weight's error as small as it can be alone; GPTQ rounds one input column at a time
@@ -41,13 +40,15 @@ class Rounding:
     damp: float = 0.01
     seconds: float = 0.0
     max_pinned: int = 0  # output channels whose largest weight had drifted off +-127 and was put back
+    per_channel: bool = True
 
     def record(self) -> dict:
+        grid = "per output channel" if self.per_channel else "per tensor"
         return {"method": self.method, "layers": len(self.layers), "skipped": self.skipped,
                 "samples": self.samples, "damp": self.damp, "seconds": round(self.seconds, 1),
                 "max_pinned": self.max_pinned,
-                "how": "GPTQ on the torch weights before export (per output channel, symmetric, [-127, 127]); "
-                       "the runtime's quantizer then finds them on its grid"}
+                "how": f"GPTQ on the torch weights before export ({grid}, symmetric, [-127, 127]); the runtime's "
+                       "quantizer then finds them on its grid"}
 
 
 class _Hessians:
@@ -57,18 +58,16 @@ class _Hessians:
     def __init__(self, layers: dict[str, torch.nn.Module]) -> None:
         self.by_weight = {id(m.weight): name for name, m in layers.items()}
         self.h: dict[str, torch.Tensor] = {}
-        self.count: dict[str, int] = {}
         self.rng = torch.Generator().manual_seed(0)
 
-    def _add(self, name: str, h: torch.Tensor, n: int) -> None:
+    def _add(self, name: str, h: torch.Tensor) -> None:
         self.h[name] = self.h[name] + h if name in self.h else h
-        self.count[name] = self.count.get(name, 0) + n
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor) -> None:
         name = self.by_weight.get(id(weight))
         if name is not None:
             cols = x.detach().reshape(-1, x.shape[-1]).float()
-            self._add(name, (cols.T @ cols)[None].double(), len(cols))
+            self._add(name, (cols.T @ cols)[None].double())
 
     def conv2d(self, x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int) -> None:
         name = self.by_weight.get(id(weight))
@@ -87,14 +86,15 @@ class _Hessians:
         else:
             cols = F.unfold(x, kernel, dilation=dilation, padding=_pair(padding), stride=_pair(stride))
             cols = cols.transpose(0, 1).reshape(cols.shape[1], 1, -1)
-        if cols.shape[2] > POSITIONS * len(x):  # a seeded subset of the patches: H is an average, not a sum
+        # a seeded subset of the patches: the damping is relative, so only the shape of H matters
+        if cols.shape[2] > POSITIONS * len(x):
             keep = torch.randperm(cols.shape[2], generator=self.rng)[:POSITIONS * len(x)]
             cols = cols[:, :, keep]
         rows, positions = cols.shape[0], cols.shape[2]
         # unfold orders rows channel-major, so a group's rows are contiguous
         cols = cols.view(groups, rows // groups, positions)
         h = torch.einsum("gip,gjp->gij", cols, cols) if groups > 1 else (cols[0] @ cols[0].T)[None]
-        self._add(name, h.double(), positions)
+        self._add(name, h.double())
 
 
 def _pair(value) -> tuple[int, int]:
@@ -219,7 +219,8 @@ def gptq(spec: ModelSpec, calib: Dataset, *, per_channel: bool = True, damp: flo
             skipped[name] = str(exc)
             continue
         done.append(name)
-    rounding = Rounding("gptq", tuple(done), skipped, len(calib), damp, time.perf_counter() - start, pinned)
+    rounding = Rounding("gptq", tuple(done), skipped, len(calib), damp, time.perf_counter() - start, pinned,
+                        per_channel)
     return replace(spec, module=module), rounding
 
 
