@@ -12,22 +12,10 @@ import torch
 from onnx import numpy_helper
 
 from edgekit.api import export
-from edgekit.compress.gptq import QMAX, _scale, cached_gptq, gptq, weight_layers
+from edgekit.compress.gptq import QMAX, cached_gptq, gptq, grid_scale, nearest, weight_layers
 from edgekit.data.calib import load_calibration
 from edgekit.data.sources import InputInfo, load_data
 from edgekit.zoo import load
-
-
-def _nearest(module: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    out = copy.deepcopy(module)
-    with torch.no_grad():
-        for layer in weight_layers(out).values():
-            scale = _scale(layer.weight, True)
-            w = layer.weight.reshape(len(layer.weight), -1)
-            layer.weight.copy_((torch.clamp(torch.round(w / scale), -QMAX, QMAX) * scale).reshape(layer.weight.shape))
-    return out
 
 
 def _outputs(module: torch.nn.Module, data, names) -> np.ndarray:
@@ -45,7 +33,7 @@ def test_gptq_weights_are_on_the_grid_and_closer_than_nearest_on_held_out_data(m
     rounded, record = gptq(spec, calib)
     assert record.layers and not record.skipped, record.skipped
     for name, layer in weight_layers(rounded.module).items():
-        levels = layer.weight.detach().reshape(len(layer.weight), -1) / _scale(layer.weight, True)
+        levels = layer.weight.detach().reshape(len(layer.weight), -1) / grid_scale(layer.weight, True)
         assert torch.allclose(levels, torch.round(levels), atol=1e-3), name
         # every channel's largest weight is +-127, so a runtime's max / 127 scale is the one rounded to
         assert torch.all(levels.abs().amax(dim=1) > QMAX - 1e-3), name
@@ -54,7 +42,7 @@ def test_gptq_weights_are_on_the_grid_and_closer_than_nearest_on_held_out_data(m
     names = spec.input_names
     ref = _outputs(spec.module, held_out, names)
     err_gptq = np.mean((_outputs(rounded.module, held_out, names) - ref) ** 2)
-    err_nearest = np.mean((_outputs(_nearest(spec.module), held_out, names) - ref) ** 2)
+    err_nearest = np.mean((_outputs(nearest(spec.module), held_out, names) - ref) ** 2)
     assert err_gptq < 0.8 * err_nearest, (err_gptq, err_nearest)
 
 
@@ -100,6 +88,6 @@ def test_per_tensor_rounding_keeps_one_scale_per_layer():
     spec = load("cnn")
     rounded, _ = gptq(spec, load_calibration("task:calib", InputInfo.of(spec), 64), per_channel=False)
     for name, layer in weight_layers(rounded.module).items():
-        levels = layer.weight.detach().reshape(len(layer.weight), -1) / _scale(layer.weight, False)
+        levels = layer.weight.detach().reshape(len(layer.weight), -1) / grid_scale(layer.weight, False)
         assert torch.allclose(levels, torch.round(levels), atol=1e-3), name
         assert abs(levels.abs().max().item() - QMAX) < 1e-3, name

@@ -8,26 +8,15 @@ stay float, so this is the weights' share of the int8 error.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import numpy as np
 import torch
 
-from edgekit.compress.gptq import QMAX, _scale, gptq, weight_layers
+from edgekit.compress.gptq import gptq, nearest
 from edgekit.data.calib import load_calibration
 from edgekit.data.sources import InputInfo, load_data
 from edgekit.source import load_source
-
-
-def nearest(module: torch.nn.Module) -> torch.nn.Module:
-    out = copy.deepcopy(module)
-    with torch.no_grad():
-        for layer in weight_layers(out).values():
-            w = layer.weight.reshape(len(layer.weight), -1)
-            scale = _scale(layer.weight, True)
-            layer.weight.copy_((torch.clamp(torch.round(w / scale), -QMAX, QMAX) * scale).reshape(layer.weight.shape))
-    return out
 
 
 def logits(module: torch.nn.Module, data, names) -> np.ndarray:

@@ -173,11 +173,23 @@ def _pin(levels: torch.Tensor, weight: torch.Tensor) -> int:
     return int(drifted.sum())
 
 
-def _scale(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
+def grid_scale(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
     """Per output channel (or whole tensor) max |w| / 127, shape (out, 1)."""
     flat = weight.detach().reshape(weight.shape[0], -1).abs()
     top = flat.amax(dim=1, keepdim=True) if per_channel else flat.max().expand(weight.shape[0], 1)
     return torch.where(top > 0, top / QMAX, torch.ones_like(top))
+
+
+def nearest(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` with every weight layer rounded to the nearest point of its per-channel int8 grid:
+    what a runtime's quantizer does on its own, the baseline GPTQ is measured against."""
+    out = copy.deepcopy(module)
+    with torch.no_grad():
+        for layer in weight_layers(out).values():
+            w = layer.weight.reshape(len(layer.weight), -1)
+            scale = grid_scale(layer.weight, True)
+            layer.weight.copy_((torch.clamp(torch.round(w / scale), -QMAX, QMAX) * scale).reshape(layer.weight.shape))
+    return out
 
 
 def round_layer(layer: torch.nn.Module, hessian: torch.Tensor, per_channel: bool, damp: float) -> int:
@@ -185,7 +197,7 @@ def round_layer(layer: torch.nn.Module, hessian: torch.Tensor, per_channel: bool
     weight = layer.weight.detach()
     groups = getattr(layer, "groups", 1)
     out = weight.shape[0]
-    scale = _scale(weight, per_channel).double()
+    scale = grid_scale(weight, per_channel).double()
     w = weight.reshape(groups, out // groups, -1).double()
     levels = gptq_groups(w, hessian, scale.reshape(groups, out // groups, 1), damp).reshape(out, -1)
     # per channel every row has its own largest weight; per tensor only the whole tensor's counts
@@ -236,7 +248,9 @@ def with_weights_of(rounded: ModelSpec, original: ModelSpec, modules: list[str])
     return replace(rounded, module=module)
 
 
-_CACHE: dict[tuple, tuple[ModelSpec, Rounding]] = {}
+# (the model it was made from, its key, the result). The model is held, so the id in the key cannot be reused by
+# another model while the entry lives.
+_CACHE: list[tuple[torch.nn.Module, tuple, tuple[ModelSpec, Rounding]]] = []
 
 
 def cached_gptq(spec: ModelSpec, calib: Dataset, *, per_channel: bool, keep_float: tuple[str, ...] = (),
@@ -247,9 +261,9 @@ def cached_gptq(spec: ModelSpec, calib: Dataset, *, per_channel: bool, keep_floa
     for name in sorted(calib.inputs):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(calib.inputs[name]).tobytes())
-    key = (id(spec.module), digest.hexdigest(), per_channel, keep_float, damp)
-    if key not in _CACHE:
-        _CACHE.clear()  # one model at a time: a rounded copy is as big as the model
-        _CACHE[key] = gptq(spec, calib, per_channel=per_channel, damp=damp,
-                           skip=lambda name: any(re.search(p, name) for p in keep_float))
-    return _CACHE[key]
+    key = (digest.hexdigest(), per_channel, keep_float, damp)
+    if not _CACHE or _CACHE[0][0] is not spec.module or _CACHE[0][1] != key:
+        result = gptq(spec, calib, per_channel=per_channel, damp=damp,
+                      skip=lambda name: any(re.search(p, name) for p in keep_float))
+        _CACHE[:] = [(spec.module, key, result)]  # one model at a time: a rounded copy is as big as the model
+    return _CACHE[0][2]

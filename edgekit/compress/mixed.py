@@ -291,6 +291,7 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
         shutil.copytree(folder, pristine)
         write_text(pristine / MANIFEST_FILE, fp32.to_json())  # export writes the folder's own only at the end
         judge = _Judge(original or spec, source, profile, calib, scratch)
+        rounded = original is not None and original is not spec  # the export's weights are not the model's
         kept: tuple[str, ...] = ()
         why: dict[str, str] = {}
         trials: list[Trial] = []
@@ -302,7 +303,7 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
             trial_profile = replace(profile, quantization=replace(
                 recipe, keep_float=(*recipe.keep_float, *map(keep_pattern, stretch))))
             trial, trial_fp32 = spec, fp32
-            if original is None or not stretch:
+            if not rounded or not stretch:
                 shutil.copytree(pristine, folder)
             else:  # a layer kept in float keeps its own weights, not their int8 rounding: exported again
                 from edgekit.compress.gptq import with_weights_of
