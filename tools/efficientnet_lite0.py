@@ -51,7 +51,7 @@ CALIBRATION_CROPS = 160
 VALIDATION_CROPS = 60
 
 
-def _crops(images: list[Image.Image], count: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _crops(images: list[Image.Image], count: int, rng: np.random.Generator) -> list[Image.Image]:
     """``count`` random crops (50-100% of each side), half of them mirrored, cycling through ``images``."""
     out = []
     for i in range(count):
@@ -60,32 +60,43 @@ def _crops(images: list[Image.Image], count: int, rng: np.random.Generator) -> l
         cw, ch = int(w * rng.uniform(0.5, 1.0)), int(h * rng.uniform(0.5, 1.0))
         x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         crop = image.crop((x, y, x + cw, y + ch))
-        out.append(to_input(crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop))
+        out.append(crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop)
     return out
+
+
+def calibration_images() -> list[Image.Image]:
+    """Crops of the photos not in VALIDATION_PHOTOS (any ImageNet model of tools/ calibrates on these)."""
+    images = [im for name, im in photos().items() if name not in VALIDATION_PHOTOS]
+    return _crops(images, CALIBRATION_CROPS, np.random.default_rng(0))
+
+
+def validation_images() -> list[Image.Image]:
+    """VALIDATION_PHOTOS whole and 60 crops of them: 67 real images."""
+    images = [im for name, im in photos().items() if name in VALIDATION_PHOTOS]
+    return images + _crops(images, VALIDATION_CROPS, np.random.default_rng(1))
 
 
 def calibration() -> Iterator[dict[str, np.ndarray]]:
     """--calib tools/efficientnet_lite0.py:calibration: crops of the photos not in VALIDATION_PHOTOS."""
-    images = [im for name, im in photos().items() if name not in VALIDATION_PHOTOS]
-    for array in _crops(images, CALIBRATION_CROPS, np.random.default_rng(0)):
-        yield {"image": array}
+    for image in calibration_images():
+        yield {"image": to_input(image)}
 
 
 def validation() -> Iterator[dict[str, np.ndarray]]:
     """--data tools/efficientnet_lite0.py:validation: VALIDATION_PHOTOS whole (centre square) and 60 crops of
     them: 67 real images."""
-    images = [im for name, im in photos().items() if name in VALIDATION_PHOTOS]
-    for array in [to_input(im) for im in images] + _crops(images, VALIDATION_CROPS, np.random.default_rng(1)):
-        yield {"image": array}
+    for image in validation_images():
+        yield {"image": to_input(image)}
 
 
-def to_input(image: Image.Image) -> np.ndarray:
+def to_input(image: Image.Image, mean: tuple[float, ...] = (MEAN,) * 3, std: tuple[float, ...] = (STD,) * 3
+             ) -> np.ndarray:
     """Center crop to a square, resize to 224, normalize: float32 [3, 224, 224]."""
     w, h = image.size
     side = min(w, h)
     box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
     pixels = np.asarray(image.crop(box).resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float32) / 255
-    return ((pixels - MEAN) / STD).transpose(2, 0, 1).copy()
+    return ((pixels - np.float32(mean)) / np.float32(std)).astype(np.float32).transpose(2, 0, 1).copy()
 
 
 def build() -> ModelSpec:
