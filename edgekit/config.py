@@ -59,6 +59,7 @@ class RuntimeOptions:
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
+RANKINGS = ("accuracy", "accuracy_per_ms")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class QuantRecipe:
     # after the search: layers whose ops the runtime's profiler times slower in int8 than in fp32 go to float too,
     # if the whole artifact gets faster and the gates still hold (runtimes with a per-op profiler)
     speed_check: bool = True
+    # how the search orders the layers to keep in float: by the accuracy they lose in int8 ("accuracy"), or by that
+    # loss per ms the layer costs in float instead of int8, from the runtime's per-op profiler ("accuracy_per_ms";
+    # runtimes without one rank by accuracy and the record says so)
+    rank_by: str = "accuracy"
     # int8 static: "gptq" rounds the torch weights onto the int8 grid on the calibration data before export
     # (edgekit.compress.gptq), every backend's quantizer then keeps them; "nearest" leaves rounding to it
     weight_rounding: str = "nearest"
@@ -212,6 +217,8 @@ def _quantization(where: str, raw: dict) -> QuantRecipe:
     recipe = QuantRecipe(**{**values, "augment": Augment(**_fields(f"{where}.augment", Augment, aug))})
     if recipe.method not in CALIBRATION_METHODS:
         raise EdgekitError(f"{where}: method {recipe.method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    if recipe.rank_by not in RANKINGS:
+        raise EdgekitError(f"{where}: rank_by {recipe.rank_by!r} is not one of {', '.join(RANKINGS)}")
     if recipe.weight_rounding not in WEIGHT_ROUNDINGS:
         raise EdgekitError(f"{where}: weight_rounding {recipe.weight_rounding!r} is not one of "
                            f"{', '.join(WEIGHT_ROUNDINGS)}")

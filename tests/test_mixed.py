@@ -50,7 +50,8 @@ def _mixed(name: str, **options):
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mixed") / "run"
     profiles = [load_profile(n) for n in INT8] + [_mixed(n) for n in INT8] + \
-        [replace(_mixed(INT8[0], max_float_layers=1, speed_check=False), name=f"{INT8[0]}-budget1")]
+        [replace(_mixed(INT8[0], max_float_layers=1, speed_check=False), name=f"{INT8[0]}-budget1"),
+         replace(_mixed(INT8[0], rank_by="accuracy_per_ms", speed_check=False), name=f"{INT8[0]}-per-ms")]
     result = export(SOURCE, profiles, out, calib="task:calib")
     return out, {row.target: row for row in result.rows}
 
@@ -126,6 +127,36 @@ def test_slower_layers_follow_the_rule():
     assert slower_layers(int8, fp32, owners, weighted, ("conv2",)) == []  # already in float
 
 
+def test_layers_rank_by_accuracy_per_ms_of_float_time():
+    from edgekit.bench.measurement import OpTime
+    from edgekit.compress.mixed import float_costs, per_ms
+
+    owners = {"conv1": "conv1", "bn1": "conv1", "conv2": "conv2", "fc": "fc"}
+    fp32 = [OpTime("a", "Conv", "conv1", 1.0), OpTime("b", "Conv", "conv2", 1.0), OpTime("c", "Gemm", "fc", 0.5)]
+    int8 = [OpTime("a", "QLinearConv", "conv1", 0.4), OpTime("q", "QuantizeLinear", "bn1", 0.1),
+            OpTime("b", "QLinearConv", "conv2", 1.3), OpTime("c", "QGemm", "fc", 0.25)]
+    costs = float_costs(int8, fp32, owners, {"conv1", "conv2", "fc"})
+    assert costs == {"conv1": 0.5, "conv2": -0.3, "fc": 0.25}  # conv2 is faster in float
+    ranked = [("conv1", 6.0), ("fc", 4.0), ("conv2", 0.9), ("other", 3.0)]
+    # dB per (ms, at least 0, + floor 0.1): fc 4/0.35 = 11.4, conv1 6/0.6 = 10, conv2 0.9/0.1 = 9,
+    # other (not profiled: the median cost, 0.25) 3/0.35 = 8.6
+    assert [p for p, _ in per_ms(ranked, costs, 0.1)] == ["fc", "conv1", "conv2", "other"]
+    assert per_ms(ranked, costs, 0.1)[0] == ("fc", 4.0)  # the dB stay what the layer loses
+
+
+def test_the_search_ranks_per_ms_where_the_runtime_profiles_and_says_so(run):
+    out, rows = run
+    target = f"{INT8[0]}-per-ms"
+    assert rows[target].status is not Status.FAIL, rows[target].reason
+    record = _record(out, target)
+    ranking = record["ranking"]
+    assert ranking["by"] == "accuracy_per_ms", ranking
+    assert ranking["fp32_profile_ms"] > 0 and ranking["int8_profile_ms"] > 0 and ranking["float_cost_ms"]
+    for layer in record["kept_float_layers"]:
+        if layer["module"] in ranking["float_cost_ms"]:
+            assert " ms more in float" in layer["why"]
+
+
 def test_the_search_stops_at_its_budget_and_says_so(run):
     out, rows = run
     record = _record(out, f"{INT8[0]}-budget1")
@@ -154,6 +185,9 @@ def test_int8_kernels_are_exact_on_every_cpu_kind():
 def test_mixed_precision_options_are_typed():
     base = 'name = "t"\nbackend = "onnx"\nprecision = "int8"\n[quantization]\n'
     assert parse_profile(base + "mixed_precision = true\nmax_float_layers = 3\n").quantization.max_float_layers == 3
+    assert parse_profile(base + 'rank_by = "accuracy_per_ms"\n').quantization.rank_by == "accuracy_per_ms"
+    with pytest.raises(EdgekitError, match="rank_by 'speed' is not one of accuracy, accuracy_per_ms"):
+        parse_profile(base + 'rank_by = "speed"\n')
     with pytest.raises(EdgekitError, match="mixed_precision must be true or false"):
         parse_profile(base + 'mixed_precision = "yes"\n')
     with pytest.raises(EdgekitError, match="max_float_layers = 0 is out of range"):

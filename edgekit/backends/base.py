@@ -48,6 +48,7 @@ COMMON_OPTIONS = {
     "quantization.max_float_layers": Option(QUANTIZED_PRECISIONS),
     "quantization.search_samples": Option(QUANTIZED_PRECISIONS),
     "quantization.speed_check": Option(QUANTIZED_PRECISIONS),
+    "quantization.rank_by": Option(QUANTIZED_PRECISIONS),
     "quantization.weight_rounding": Option(("int8",)),
 }
 

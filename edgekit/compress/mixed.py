@@ -234,6 +234,40 @@ def slower_layers(int8_ops, fp32_ops, owners: dict[str, str], weighted: set[str]
     return sorted(slow, key=lambda s: s[2] - s[1])
 
 
+def float_costs(int8_ops, fp32_ops, owners: dict[str, str], weighted: set[str]) -> dict[str, float]:
+    """The ms each weight layer costs when it runs in float instead of int8: its ops' fp32 time minus their int8
+    time, one thread, the runtime's profiler (negative where the runtime's int8 ops are the slower)."""
+    mine, theirs = by_layer(int8_ops, owners, weighted), by_layer(fp32_ops, owners, weighted)
+    return {layer: round(theirs[layer] - ms, 5) for layer, ms in mine.items() if layer in theirs}
+
+
+def per_ms(ranked: list[tuple[str, float]], costs: dict[str, float], floor: float) -> list[tuple[str, float]]:
+    """``ranked`` (layer, dB lost) ordered by dB lost per ms the layer costs in float. A layer that is free or
+    faster in float costs ``floor`` (the profiler's noise), added to every cost so that none divides by zero; a
+    layer the profile did not time costs the median of the others."""
+    known = sorted(costs.values())
+    unknown = known[len(known) // 2] if known else 0.0
+    return sorted(ranked, key=lambda r: -r[1] / (max(costs.get(r[0], unknown), 0.0) + floor))
+
+
+def _profiled_costs(judge: _Judge, backend, pristine: Path, folder: Path, scratch: Path
+                    ) -> tuple[dict[str, float], float, dict[str, Any]]:
+    """(cost in ms of each weight layer in float, the floor, the record) from the fp32 artifact and the plain
+    int8 one in ``folder``, each profiled in a worker; no costs (rank by accuracy) where that is not possible."""
+    if not hasattr(backend, "profile_ops"):
+        return {}, 0.0, {"by": "accuracy", "why": "the runtime has no per-op profiler"}
+    (fp32_m, fp32_why), (int8_m, int8_why) = judge.timed(pristine, scratch), judge.timed(folder, scratch)
+    profiles = [m.profile if m is not None else None for m in (fp32_m, int8_m)]
+    if any(p is None or not p.ops for p in profiles):
+        why = fp32_why or int8_why or next((p.error for p in profiles if p is not None and p.error), "no profile")
+        return {}, 0.0, {"by": "accuracy", "why": f"not profiled: {why}"}
+    costs = float_costs(profiles[1].ops, profiles[0].ops, judge.owners(), judge.weighted)
+    floor = MIN_SHARE * profiles[0].total_ms
+    return costs, floor, {"by": "accuracy_per_ms", "fp32_profile_ms": round(profiles[0].total_ms, 5),
+                          "int8_profile_ms": round(profiles[1].total_ms, 5), "floor_ms": round(floor, 5),
+                          "float_cost_ms": costs}
+
+
 def _median(measurement) -> float | None:
     return None if measurement is None else round(measurement.latency_1t.median_ms, 5)
 
@@ -296,6 +330,9 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
         why: dict[str, str] = {}
         trials: list[Trial] = []
         by_trial: list[tuple[str, float]] | None = None  # a backend without per-layer tensors: ranked once
+        costs: dict[str, float] | None = None  # rank_by = "accuracy_per_ms": each layer's ms in float
+        floor, ranking = 0.0, {"by": "accuracy"} if recipe.rank_by == "accuracy" else \
+            {"by": "accuracy", "why": "no layer was ranked per ms (no per-layer tensors, or no layer needed)"}
 
         def attempt(keep: tuple[str, ...]) -> tuple[Manifest, Validation]:
             shutil.rmtree(folder)
@@ -337,6 +374,11 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
             if hasattr(backend, "intermediates"):
                 ranked = judge.ranked(folder, manifest, kept)
                 because = "loses {:.3g} dB SQNR on the runtime".format
+                if recipe.rank_by == "accuracy_per_ms":
+                    if costs is None:  # the first round's artifact: every layer in int8
+                        progress(f"{profile.name}: mixed precision, profiling int8 against fp32 per layer")
+                        costs, floor, ranking = _profiled_costs(judge, backend, pristine, folder, scratch)
+                    ranked = per_ms(ranked, costs, floor) if costs else ranked
             else:
                 if by_trial is None:
                     by_trial = _one_at_a_time(attempt, _parametrized(spec), shortfall(validation), profile.name,
@@ -351,7 +393,8 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 break
             added = ranked[:min(_step(len(kept)), room)]
             for path, drop in added:
-                why[path] = f"round {len(trials)}: {because(drop)} ({short})"
+                cost = f", {costs[path]:.4g} ms more in float" if costs and path in costs else ""
+                why[path] = f"round {len(trials)}: {because(drop)}{cost} ({short})"
             kept = (*kept, *(p for p, _ in added))
         speed: dict[str, Any] = {"outcome": "not checked (speed_check = false)"}
         if recipe.speed_check and validation.stage in (None, Stage.MISMATCH):
@@ -363,6 +406,6 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
     record = {"samples": judge.reference.samples, "judged_on": judge.reference.origin, "outcome": outcome,
               "kept_float_layers": [{"module": p, "with": sorted(judge.stretches.get(p, set()) - {p}), "why": why[p]}
                                     for p in kept],
-              "rounds": [t.record() for t in trials], "speed": speed}
+              "rounds": [t.record() for t in trials], "ranking": ranking, "speed": speed}
     quant = {**manifest.extra.get("quantization", {}), "mixed_precision": record}
     return replace(manifest, extra={**manifest.extra, "quantization": quant})
