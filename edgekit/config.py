@@ -83,6 +83,8 @@ class QuantRecipe:
     # loss per ms the layer costs in float instead of int8, from the runtime's per-op profiler ("accuracy_per_ms";
     # runtimes without one rank by accuracy and the record says so)
     rank_by: str = "accuracy"
+    # int8-dynamic: one activation scale per tensor, or per row (token); backends that apply it say which they take
+    dynamic_activations: str = "per_tensor"
     # int8 static: "gptq" rounds the torch weights onto the int8 grid on the calibration data before export
     # (edgekit.compress.gptq), every backend's quantizer then keeps them; "nearest" leaves rounding to it
     weight_rounding: str = "nearest"

@@ -180,6 +180,17 @@ def sqnr_drops(order: list[str], layers: dict[str, LayerStats]) -> list[tuple[st
     return [(p, round(level[q] - level[p], 2)) for q, p in zip([None, *matched], matched)]
 
 
+def noise_growth(order: list[str], layers: dict[str, LayerStats]) -> list[tuple[str, float]]:
+    """(module path, the noise-to-signal power it adds over the matched layer before it) for every matched layer,
+    in ``order``. Unlike a dB drop, which makes the first int8 layer after float ones look the worst (120 dB down
+    to 35 dB is a large drop of a noise that is still 3e-4 of the signal), this is what the layer adds to the noise
+    that reaches the outputs, to first order."""
+    matched = [p for p in order if p in layers]
+    ratio = {None: 10 ** (-FLOAT32_FLOOR_DB / 10),
+             **{p: 10 ** (-min(layers[p].sqnr_db, FLOAT32_FLOOR_DB) / 10) for p in matched}}
+    return [(p, ratio[p] - ratio[q]) for q, p in zip([None, *matched], matched)]
+
+
 def divergence(order: list[str], layers: dict[str, LayerStats], gate_db: float
                ) -> tuple[str | None, tuple[tuple[str, float], ...]]:
     """The first layer (in ``order``) below the gate, and the largest SQNR drops from the matched layer before."""

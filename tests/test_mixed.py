@@ -138,10 +138,10 @@ def test_layers_rank_by_accuracy_per_ms_of_float_time():
     costs = float_costs(int8, fp32, owners, {"conv1", "conv2", "fc"})
     assert costs == {"conv1": 0.5, "conv2": -0.3, "fc": 0.25}  # conv2 is faster in float
     ranked = [("conv1", 6.0), ("fc", 4.0), ("conv2", 0.9), ("other", 3.0)]
-    # dB per (ms, at least 0, + floor 0.1): fc 4/0.35 = 11.4, conv1 6/0.6 = 10, conv2 0.9/0.1 = 9,
+    # noise per (ms, at least 0, + floor 0.1): fc 4/0.35 = 11.4, conv1 6/0.6 = 10, conv2 0.9/0.1 = 9,
     # other (not profiled: the median cost, 0.25) 3/0.35 = 8.6
     assert [p for p, _ in per_ms(ranked, costs, 0.1)] == ["fc", "conv1", "conv2", "other"]
-    assert per_ms(ranked, costs, 0.1)[0] == ("fc", 4.0)  # the dB stay what the layer loses
+    assert per_ms(ranked, costs, 0.1)[0] == ("fc", 4.0)  # the values stay the noise the layer adds
 
 
 def test_the_search_ranks_per_ms_where_the_runtime_profiles_and_says_so(run):

@@ -186,6 +186,7 @@ OPTIONS = {
     "quantization.method": Option(("int8",), CALIBRATION_METHODS),
     "quantization.per_channel": Option(QUANTIZED_PRECISIONS),
     "quantization.reduce_range": Option(QUANTIZED_PRECISIONS),
+    "quantization.dynamic_activations": Option(("int8-dynamic",), ("per_tensor", "per_row")),
 }
 
 

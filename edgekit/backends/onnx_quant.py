@@ -15,6 +15,7 @@ from onnxruntime.quantization import (
     quantize_dynamic,
     quantize_static,
 )
+from onnxruntime.quantization.registry import IntegerOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgekit.config import QuantRecipe
@@ -79,10 +80,22 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
     applied = {"per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range, "weights": "int8",
                "kept_float_nodes": keep}
     if precision == "int8-dynamic":
-        quantize_dynamic(str(fp32), str(out), per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                         weight_type=QuantType.QInt8,
-                         nodes_to_exclude=keep)
-        return {**applied, "activations": "dynamic (quantized per call)"}
+        source, op_types, rows = fp32, None, 0
+        if recipe.dynamic_activations == "per_row":
+            from edgekit.backends import onnx_per_row
+
+            model, rows = onnx_per_row.quantize(onnx.load(str(fp32)), set(keep), recipe.per_channel,
+                                                recipe.reduce_range)
+            source = work / "per_row.onnx"
+            onnx.save(model, str(source))
+            op_types = [op for op in IntegerOpsRegistry if op != "MatMul"]  # the rest as onnxruntime does it
+        quantize_dynamic(str(source), str(out), per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=keep, op_types_to_quantize=op_types)
+        if rows:
+            return {**applied, "activations": f"dynamic, one scale per row (token) at {rows} MatMuls; "
+                                              "per tensor elsewhere", "dynamic_activations": "per_row"}
+        return {**applied, "activations": "dynamic (quantized per call, one scale per tensor)",
+                "dynamic_activations": "per_tensor"}
     prepared = work / "prepared.onnx"
     # shape inference only: onnxruntime's graph optimization here drops the nodes' name scopes on transformers
     # (no node of MiniLM's int8 graph kept its torch module, so neither keep_float nor the ledger could find

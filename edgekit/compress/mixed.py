@@ -7,8 +7,9 @@ patterns of torch module paths, which every backend matches against the module e
 
 A round quantizes and runs the artifact on calibration samples in a worker; the validation data stays unseen, so
 the final validation is not what the search tuned on. When a gate is short, the round's per-layer ledger (each
-module's output on the runtime against torch) charges every module's SQNR drop to the weight layer that ran last
-before it, and the layers with the largest drops go to float with the leaf modules of their stretch. A backend
+module's output on the runtime against torch) charges every module's growth of the noise-to-signal power to the
+weight layer that ran last before it, and the layers that add the most noise go to float with the leaf modules of
+their stretch (``rank_by = "accuracy_per_ms"``: the most noise per ms they cost in float). A backend
 without per-layer tensors ranks the weight layers once, by quantizing with each alone in float. Layers go one
 at a time at first, then in growing steps, up to ``max_float_layers``."""
 from __future__ import annotations
@@ -171,12 +172,13 @@ class _Judge:
         return outcome.measurement, ""
 
     def ranked(self, folder: Path, manifest: Manifest, kept: tuple[str, ...]) -> list[tuple[str, float]]:
-        """Layers not yet kept in float, by the SQNR they lose on the runtime (largest first). Every module's drop
-        (from the matched module before it) is charged to the weight layer (conv, linear) that ran last before it
-        or is it: the norms, activations and pooling after a convolution are its stretch of the network, and
-        keeping that convolution in float is what lets the quantizers leave the stretch alone."""
+        """Layers not yet kept in float, by the noise they add on the runtime (largest first). Every module's growth
+        of the noise-to-signal power (over the matched module before it) is charged to the weight layer (conv,
+        linear) that ran last before it or is it: the norms, activations and pooling after a convolution are its
+        stretch of the network, and keeping that convolution in float is what lets the quantizers leave the
+        stretch alone."""
         from edgekit.backends.execute import to_artifact_layout
-        from edgekit.ledger import compare_layers, run_intermediates, sqnr_drops
+        from edgekit.ledger import compare_layers, noise_growth, run_intermediates
 
         head, layers = self.layers()
         tensors = run_intermediates(self.run_dir / self._linked(folder), to_artifact_layout(head, manifest),
@@ -184,14 +186,14 @@ class _Judge:
         compared, _ = compare_layers(layers, tensors)
         owners = self.owners()
         charged: dict[str, float] = {}
-        for path, drop in sqnr_drops([p for p, _, _ in layers], compared):
-            if drop > 0 and owners[path]:
-                charged[owners[path]] = charged.get(owners[path], 0.0) + drop
+        for path, growth in noise_growth([p for p, _, _ in layers], compared):
+            if growth > 0 and owners[path]:
+                charged[owners[path]] = charged.get(owners[path], 0.0) + growth
             if owners[path] and path in self.leaves:
                 # a converter may name a fused op after any module of the stretch (the dynamo exporter names a
                 # convolution with its batch norm folded in after the norm): all of them are kept with it
                 self.stretches.setdefault(owners[path], set()).add(path)
-        fresh = [(p, round(d, 2)) for p, d in charged.items()
+        fresh = [(p, float(f"{g:.4g}")) for p, g in charged.items()
                  if not any(p == k or p.startswith(k + ".") for k in kept)]
         return sorted(fresh, key=lambda x: -x[1])
 
@@ -242,7 +244,7 @@ def float_costs(int8_ops, fp32_ops, owners: dict[str, str], weighted: set[str]) 
 
 
 def per_ms(ranked: list[tuple[str, float]], costs: dict[str, float], floor: float) -> list[tuple[str, float]]:
-    """``ranked`` (layer, dB lost) ordered by dB lost per ms the layer costs in float. A layer that is free or
+    """``ranked`` (layer, noise it adds) ordered by that noise per ms the layer costs in float. A layer that is free or
     faster in float costs ``floor`` (the profiler's noise), added to every cost so that none divides by zero; a
     layer the profile did not time costs the median of the others."""
     known = sorted(costs.values())
@@ -373,7 +375,7 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 break
             if hasattr(backend, "intermediates"):
                 ranked = judge.ranked(folder, manifest, kept)
-                because = "loses {:.3g} dB SQNR on the runtime".format
+                because = "adds {:.3g} to the noise-to-signal power on the runtime".format
                 if recipe.rank_by == "accuracy_per_ms":
                     if costs is None:  # the first round's artifact: every layer in int8
                         progress(f"{profile.name}: mixed precision, profiling int8 against fp32 per layer")

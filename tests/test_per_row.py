@@ -1,0 +1,83 @@
+"""onnx int8-dynamic with one activation scale per row (per token): the rewrite computes what per-row int8
+arithmetic gives, quantizes a row once for every MatMul that reads it, keeps each node's torch module, honours
+keep_float, and runs in onnxruntime through edgekit's own export on a real attention model."""
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.api import export
+from edgekit.artifact import read_manifest
+from edgekit.backends.onnx import NAME_SCOPES, node_paths
+from edgekit.backends.onnx_per_row import PREFIX, quantize
+from edgekit.config import load_profile
+from edgekit.results import Status
+
+
+def _two_matmuls(rng) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """y1 = x @ w1, y2 = x @ w2 on x [2, 3, 8]: two MatMuls reading one activation."""
+    w1, w2 = rng.normal(size=(8, 5)).astype(np.float32), rng.normal(size=(8, 4)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["y1"], name="mm1"),
+             helper.make_node("MatMul", ["x", "w2"], ["y2"], name="mm2")]
+    for node, scope in zip(nodes, ("['', 'q', 'linear']", "['', 'k', 'linear']")):  # module path, then the op
+        node.metadata_props.add(key=NAME_SCOPES, value=scope)
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y1", "y2")],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), w1, w2
+
+
+def _per_row_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per-row symmetric int8 activations, per-channel symmetric int8 weights, exact integer products."""
+    step = np.abs(x).max(-1, keepdims=True) / 127
+    x_q = np.round(x / step)
+    w_step = np.abs(w).max(0) / 127
+    w_q = np.clip(np.round(w / w_step), -127, 127)
+    return (x_q @ w_q) * step * w_step
+
+
+def test_the_rewrite_is_per_row_int8_arithmetic_and_quantizes_a_row_once():
+    rng = np.random.default_rng(0)
+    model, w1, w2 = _two_matmuls(rng)
+    x = rng.normal(size=(2, 3, 8)).astype(np.float32)
+    x[0, 1] *= 50  # one loud token: with one scale per tensor it would set every other token's step
+    rewritten, count = quantize(model, set(), per_channel=True, reduce_range=False)
+    assert count == 2
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("MatMulInteger") == 2 and ops.count("Abs") == 1 and "MatMul" not in ops
+    assert {i.name for i in rewritten.graph.initializer} >= {f"{PREFIX}0_weight", f"{PREFIX}1_weight"}
+    assert not {"w1", "w2"} & {i.name for i in rewritten.graph.initializer}  # the float weights are gone
+    session = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"])
+    y1, y2 = session.run(None, {"x": x})
+    np.testing.assert_allclose(y1, _per_row_reference(x, w1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y2, _per_row_reference(x, w2), rtol=1e-4, atol=1e-4)
+    # the quiet tokens keep their precision next to the loud one
+    quiet = np.abs(y1[0, 0] - x[0, 0] @ w1).max() / np.abs(x[0, 0] @ w1).max()
+    assert quiet < 0.03
+    # every new node still names the torch module of the MatMul it replaced; a kept one stays float
+    paths = node_paths(rewritten.graph)
+    assert {paths[n.name] for n in rewritten.graph.node if n.op_type == "MatMulInteger"} == {"q", "k"}
+    kept, count = quantize(_two_matmuls(rng)[0], {"mm2"}, per_channel=True, reduce_range=False)
+    assert count == 1 and [n.name for n in kept.graph.node if n.op_type == "MatMul"] == ["mm2"]
+
+
+def test_a_transformer_runs_per_row_dynamic_int8_in_onnxruntime(tmp_path):
+    per_tensor = load_profile("onnx-cpu-int8-dynamic")
+    per_tensor = replace(per_tensor, name="per-tensor",
+                         quantization=replace(per_tensor.quantization, dynamic_activations="per_tensor"))
+    result = export("zoo:transformer", [load_profile("onnx-cpu-int8-dynamic"), per_tensor], tmp_path / "run",
+                    calib="task:calib")
+    rows = {r.target: r for r in result.rows}
+    row = rows["onnx-cpu-int8-dynamic"]
+    assert load_profile("onnx-cpu-int8-dynamic").quantization.dynamic_activations == "per_row"
+    assert row.status is not Status.FAIL and row.stage is None, row.reason
+    assert row.precision.compute == "int8"
+    assert result.torch_accuracy - row.accuracy <= 0.005
+    quant = read_manifest(tmp_path / "run" / row.target / "manifest.json").extra["quantization"]
+    assert quant["dynamic_activations"] == "per_row" and "per row" in quant["activations"]
+    assert rows["per-tensor"].status is not Status.FAIL
+    model = onnx.load(str(tmp_path / "run" / row.target / "model.onnx"))
+    rewritten = [n for n in model.graph.node if n.op_type == "MatMulInteger" and n.name.startswith(PREFIX)]
+    assert rewritten and all(node_paths(model.graph)[n.name] for n in rewritten)
