@@ -7,8 +7,8 @@ inputs)`` returns its tensors with the module path its converter carried over, r
 (edgekit.isolation, as validation runs) so a runtime that aborts becomes a row, not a crash. A module is matched with
 the last tensor, in graph order, made by it or a module inside it, of its output's shape (a 4-D tensor in NHWC is
 transposed back). The first diverging layer is the first in torch's order whose SQNR is below the per-layer gate
-of the target's precision; the layers that contribute most are those with the largest SQNR drop from the matched
-layer before them."""
+of the target's precision; the layers that contribute most are those that add the most noise-to-signal power over
+the matched layer before them."""
 from __future__ import annotations
 
 import json
@@ -26,10 +26,10 @@ from edgekit.validate.metrics import output_stats
 # per-layer SQNR gates (dB) by the precision the target declares: below it, a layer diverges
 LAYER_GATES_DB = {"fp32": 80.0, "fp16": 45.0, "bf16": 30.0, "int8": 30.0, "int8-dynamic": 30.0}
 DEFAULT_SAMPLES = 8
-# above this, two float32 computations differ by rounding only (identical ones give the 300 dB cap): SQNR drops
-# are counted from here down
+# above this, two float32 computations differ by rounding only (identical ones give the 300 dB cap): noise growth
+# is counted from here up
 FLOAT32_FLOOR_DB = 120.0
-CONTRIBUTORS = 3  # how many of the largest SQNR drops a target lists
+CONTRIBUTORS = 3  # how many of the layers that add the most noise a target lists
 LEDGER_JSON = "ledger.json"
 LEDGER_MD = "ledger.md"
 ROOT = "(model)"  # how the root module's row is shown
@@ -54,7 +54,7 @@ class TargetLedger:
     layers: dict[str, LayerStats] = field(default_factory=dict)  # module path -> its comparison
     unmatched: dict[str, str] = field(default_factory=dict)  # module path -> why no tensor was compared
     first_divergence: str | None = None
-    contributors: tuple[tuple[str, float], ...] = ()  # (module path, SQNR drop in dB), largest first
+    contributors: tuple[tuple[str, float], ...] = ()  # (module path, noise-to-signal power it adds), largest first
     unmapped_tensors: int = 0  # runtime tensors whose module the converter did not record
 
 
@@ -172,14 +172,6 @@ def compare_layers(layers: list[tuple[str, str, np.ndarray]], tensors: list[tupl
     return compared, unmatched
 
 
-def sqnr_drops(order: list[str], layers: dict[str, LayerStats]) -> list[tuple[str, float]]:
-    """(module path, dB lost from the matched layer before it) for every matched layer, in ``order``."""
-    matched = [p for p in order if p in layers]
-    # the first matched layer drops from the inputs (None), which are exact
-    level = {None: FLOAT32_FLOOR_DB, **{p: min(layers[p].sqnr_db, FLOAT32_FLOOR_DB) for p in matched}}
-    return [(p, round(level[q] - level[p], 2)) for q, p in zip([None, *matched], matched)]
-
-
 def noise_growth(order: list[str], layers: dict[str, LayerStats]) -> list[tuple[str, float]]:
     """(module path, the noise-to-signal power it adds over the matched layer before it) for every matched layer,
     in ``order``. Unlike a dB drop, which makes the first int8 layer after float ones look the worst (120 dB down
@@ -193,9 +185,11 @@ def noise_growth(order: list[str], layers: dict[str, LayerStats]) -> list[tuple[
 
 def divergence(order: list[str], layers: dict[str, LayerStats], gate_db: float
                ) -> tuple[str | None, tuple[tuple[str, float], ...]]:
-    """The first layer (in ``order``) below the gate, and the largest SQNR drops from the matched layer before."""
+    """The first layer (in ``order``) below the gate, and the layers that add the most noise over the matched layer
+    before them."""
     first = next((p for p in order if p in layers and layers[p].sqnr_db < gate_db), None)
-    top = sorted((d for d in sqnr_drops(order, layers) if d[1] > 0), key=lambda d: -d[1])[:CONTRIBUTORS]
+    top = sorted(((p, float(f"{g:.4g}")) for p, g in noise_growth(order, layers) if g > 0),
+                 key=lambda d: -d[1])[:CONTRIBUTORS]
     return first, tuple(top)
 
 
@@ -281,13 +275,13 @@ def summary_lines(result: Ledger) -> list[str]:
             lines.append(f"{t.target}: {t.status}")
             continue
         first = t.first_divergence
-        top = ", ".join(f"{p or ROOT} (-{d:.1f} dB)" for p, d in t.contributors) or "none"
+        top = ", ".join(f"{p or ROOT} (+{g:.3g})" for p, g in t.contributors) or "none"
         lines.append(f"{t.target}: first diverging layer "
                      + (f"{first or ROOT} ({t.layers[first].sqnr_db:.1f} dB < {t.gate_db:g} dB)" if first is not None
                         else f"none (every matched layer >= {t.gate_db:g} dB)")
                      + f"; {len(t.layers)} matched, {len(t.unmatched)} unmatched"
                      + (f" ({', '.join(p or ROOT for p in t.unmatched)})" if t.unmatched else "")
-                     + f"; largest drops: {top}")
+                     + f"; most noise added (noise-to-signal power): {top}")
     return lines
 
 
