@@ -5,6 +5,8 @@ validated and benched together (batch 1; one thread and all threads). Prints the
         --calib tools/efficientnet_lite0.py:calibration --data tools/efficientnet_lite0.py:validation \\
         --out runs/int8-effnet [--backends onnx,openvino,tflite] [--seconds 3]
 
+On a busy machine, export with --no-bench, then time the run alone later: ``--out RUN --bench-only``.
+
 Calibration (and the mixed-precision search, which judges on calibration samples) and validation data must be
 different images; the table's agreement and cosine are on the validation data."""
 from __future__ import annotations
@@ -67,9 +69,9 @@ def _accuracy_table(run) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--calib", required=True)
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--source")
+    parser.add_argument("--calib")
+    parser.add_argument("--data")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--backends", default="onnx,openvino,tflite")
     parser.add_argument("--recipes", default=",".join(RECIPES))
@@ -77,15 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per latency mode (>= 200 runs)")
     parser.add_argument("--no-bench", action="store_true",
                         help="accuracy only: export and validate, no timing (e.g. on a machine that is busy)")
+    parser.add_argument("--bench-only", action="store_true",
+                        help="no export: bench the run already at --out (made with --no-bench) and print the table")
     args = parser.parse_args(argv)
+    if not args.bench_only and not (args.source and args.calib and args.data):
+        parser.error("--source, --calib and --data are required (except with --bench-only)")
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
-    backends, recipes = args.backends.split(","), args.recipes.split(",")
-    profiles = [profile_for(b, r) for b in backends for r in recipes]
-    run = export(args.source, profiles, args.out, calib=args.calib, data=args.data, dynamic=args.dynamic,
-                 progress=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
-    if args.no_bench:
-        return _accuracy_table(run)
-    result = bench(run.folder, timing=Timing(200, args.seconds, args.seconds, 1800), explain=False,
+    if not args.bench_only:
+        backends, recipes = args.backends.split(","), args.recipes.split(",")
+        profiles = [profile_for(b, r) for b in backends for r in recipes]
+        run = export(args.source, profiles, args.out, calib=args.calib, data=args.data, dynamic=args.dynamic,
+                     progress=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
+        if args.no_bench:
+            return _accuracy_table(run)
+    return _bench_table(args.out, args.seconds)
+
+
+def _bench_table(folder: Path, seconds: float) -> int:
+    result = bench(folder, timing=Timing(200, seconds, seconds, 1800), explain=False,
                    on_row=lambda d, t, m: print(f"  .. bench [{d}/{t}] {m}", file=sys.stderr, flush=True))
     rows = {r.target: r for r in result.rows}
     logits = result.reference.output_names[0]
@@ -105,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         vs = "-" if fp32 is None or fp32 is row or fp32.measurement is None else \
             f"{fp32.measurement.latency_1t.median_ms / m.latency_1t.median_ms:.2f}x"
         cosine, agreement = _logit_cells(v, logits)
-        print(f"| {row.target} | {_kept(run.folder / row.target)} | {m.latency_1t.median_ms:.2f} | "
+        print(f"| {row.target} | {_kept(folder / row.target)} | {m.latency_1t.median_ms:.2f} | "
               f"{m.latency_all.median_ms:.2f} ({m.threads_all}) | {vs} | {cosine} | {agreement} | "
               f"{m.artifact_bytes / 1e6:.1f} | {v.status.value} |")
     return 0
