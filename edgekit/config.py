@@ -79,9 +79,9 @@ class QuantRecipe:
     # after the search: layers whose ops the runtime's profiler times slower in int8 than in fp32 go to float too,
     # if the whole artifact gets faster and the gates still hold (runtimes with a per-op profiler)
     speed_check: bool = True
-    # how the search orders the layers to keep in float: by the accuracy they lose in int8 ("accuracy"), or by that
-    # loss per ms the layer costs in float instead of int8, from the runtime's per-op profiler ("accuracy_per_ms";
-    # runtimes without one rank by accuracy and the record says so)
+    # how the search orders the layers to keep in float: by the noise they add in int8 on the runtime ("accuracy"),
+    # or by that noise per ms the layer costs in float instead of int8, from the runtime's per-op profiler
+    # ("accuracy_per_ms"; runtimes without one rank by the noise alone and the record says so)
     rank_by: str = "accuracy"
     # int8-dynamic: one activation scale per tensor, or per row (token); backends that apply it say which they take
     dynamic_activations: str = "per_tensor"

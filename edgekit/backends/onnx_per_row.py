@@ -35,7 +35,8 @@ def _quantized_weight(weight: np.ndarray, per_channel: bool, bits: int) -> tuple
     return np.clip(np.round(weight / scale), -top, top).astype(np.int8), scale
 
 
-def quantize(model: onnx.ModelProto, keep: set[str], per_channel: bool, reduce_range: bool) -> tuple[onnx.ModelProto, int]:
+def quantize(model: onnx.ModelProto, keep: set[str], per_channel: bool, reduce_range: bool
+             ) -> tuple[onnx.ModelProto, int]:
     """``model`` with every MatMul by a constant 2-D float weight (not named in ``keep``) in per-row dynamic int8;
     returns it and how many MatMuls were rewritten. Each new node carries the metadata of the MatMul it replaces,
     so the torch module it came from (name scopes) stays known to keep_float, the ledger and the profiler."""
