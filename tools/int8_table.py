@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per latency mode (>= 200 runs)")
     parser.add_argument("--no-bench", action="store_true",
                         help="accuracy only: export and validate, no timing (e.g. on a machine that is busy)")
+    parser.add_argument("--resume", action="store_true", help="reuse the targets a killed run had finished")
     parser.add_argument("--bench-only", action="store_true",
                         help="no export: bench the run already at --out (made with --no-bench) and print the table")
     args = parser.parse_args(argv)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         backends, recipes = args.backends.split(","), args.recipes.split(",")
         profiles = [profile_for(b, r) for b in backends for r in recipes]
         run = export(args.source, profiles, args.out, calib=args.calib, data=args.data, dynamic=args.dynamic,
-                     progress=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
+                     resume=args.resume, progress=lambda m: print(f"  .. {m}", file=sys.stderr, flush=True))
         if args.no_bench:
             return _accuracy_table(run)
     return _bench_table(args.out, args.seconds)
