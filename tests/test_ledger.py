@@ -101,3 +101,25 @@ def test_cli_prints_the_table(runs, capsys):
     assert main(["ledger", str(good), "--samples", "2"]) == 0
     out = capsys.readouterr().out
     assert "trunk.conv2" in out and "first diverging layer none" in out
+
+
+def test_a_batch_norm_folded_into_a_convolution_is_compared_at_the_norm():
+    """OpenVINO names a convolution whose weights carry the following batch norm's scale after the convolution;
+    that tensor is not the convolution's output, so the ledger compares at the norm instead. A convolution whose
+    output is simply wrong (no norm after it) is still compared and found."""
+    import numpy as np
+
+    from edgekit.ledger import compare_layers
+
+    rng = np.random.default_rng(0)
+    conv = rng.normal(size=(2, 4, 5, 5)).astype(np.float32)
+    scale, shift = rng.uniform(0.2, 3, size=(1, 4, 1, 1)), rng.normal(size=(1, 4, 1, 1))
+    norm = (conv * scale + shift).astype(np.float32)
+    layers = [("conv", "Conv2d", conv), ("bn", "BatchNorm2d", norm)]
+    folded = [("conv_out", "conv", (conv * scale).astype(np.float32)), ("bn_out", "bn", norm)]
+    compared, unmatched = compare_layers(layers, folded)
+    assert "conv" not in compared and "bn folded into it" in unmatched["conv"]
+    assert compared["bn"].sqnr_db > 100
+    broken = [("conv_out", "conv", conv * 10), ("relu_out", "relu", np.maximum(conv, 0))]
+    compared, _ = compare_layers([("conv", "Conv2d", conv), ("relu", "ReLU", np.maximum(conv, 0))], broken)
+    assert compared["conv"].sqnr_db < 0  # ten times too large, and compared as such
