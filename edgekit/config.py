@@ -59,7 +59,7 @@ class RuntimeOptions:
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
-RANKINGS = ("accuracy", "accuracy_per_ms")
+RANKINGS = ("noise", "noise_per_ms", "sqnr_drop")
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,11 @@ class QuantRecipe:
     # after the search: layers whose ops the runtime's profiler times slower in int8 than in fp32 go to float too,
     # if the whole artifact gets faster and the gates still hold (runtimes with a per-op profiler)
     speed_check: bool = True
-    # how the search orders the layers to keep in float: by the noise they add in int8 on the runtime ("accuracy"),
-    # or by that noise per ms the layer costs in float instead of int8, from the runtime's per-op profiler
-    # ("accuracy_per_ms"; runtimes without one rank by the noise alone and the record says so)
-    rank_by: str = "accuracy"
+    # how the search orders the layers to keep in float, from each round's per-layer ledger: by the growth of the
+    # noise-to-signal power their stretch adds ("noise"), by that per ms the layer costs in float instead of int8
+    # from the runtime's per-op profiler ("noise_per_ms"; runtimes without one rank by noise, and say so), or by the
+    # dB the SQNR drops over their stretch ("sqnr_drop", which favours the first int8 layers after float ones)
+    rank_by: str = "noise"
     # int8-dynamic: one activation scale per tensor, or per row (token); backends that apply it say which they take
     dynamic_activations: str = "per_tensor"
     # int8 static: "gptq" rounds the torch weights onto the int8 grid on the calibration data before export

@@ -199,6 +199,14 @@ def compare_layers(layers: list[tuple[str, str, np.ndarray]], tensors: list[tupl
     return compared, unmatched
 
 
+def sqnr_drops(order: list[str], layers: dict[str, LayerStats]) -> list[tuple[str, float]]:
+    """(module path, dB lost from the matched layer before it) for every matched layer, in ``order``; the first
+    matched layer drops from the inputs, which are exact."""
+    matched = [p for p in order if p in layers]
+    level = {None: FLOAT32_FLOOR_DB, **{p: min(layers[p].sqnr_db, FLOAT32_FLOOR_DB) for p in matched}}
+    return [(p, round(level[q] - level[p], 2)) for q, p in zip([None, *matched], matched)]
+
+
 def noise_growth(order: list[str], layers: dict[str, LayerStats]) -> list[tuple[str, float]]:
     """(module path, the noise-to-signal power it adds over the matched layer before it) for every matched layer,
     in ``order``. Unlike a dB drop, which makes the first int8 layer after float ones look the worst (120 dB down

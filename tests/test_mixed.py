@@ -51,7 +51,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mixed") / "run"
     profiles = [load_profile(n) for n in INT8] + [_mixed(n) for n in INT8] + \
         [replace(_mixed(INT8[0], max_float_layers=1, speed_check=False), name=f"{INT8[0]}-budget1"),
-         replace(_mixed(INT8[0], rank_by="accuracy_per_ms", speed_check=False), name=f"{INT8[0]}-per-ms")]
+         replace(_mixed(INT8[0], rank_by="noise_per_ms", speed_check=False), name=f"{INT8[0]}-per-ms")]
     result = export(SOURCE, profiles, out, calib="task:calib")
     return out, {row.target: row for row in result.rows}
 
@@ -127,7 +127,7 @@ def test_slower_layers_follow_the_rule():
     assert slower_layers(int8, fp32, owners, weighted, ("conv2",)) == []  # already in float
 
 
-def test_layers_rank_by_accuracy_per_ms_of_float_time():
+def test_layers_rank_by_noise_per_ms_of_float_time():
     from edgekit.bench.measurement import OpTime
     from edgekit.compress.mixed import float_costs, per_ms
 
@@ -150,7 +150,7 @@ def test_the_search_ranks_per_ms_where_the_runtime_profiles_and_says_so(run):
     assert rows[target].status is not Status.FAIL, rows[target].reason
     record = _record(out, target)
     ranking = record["ranking"]
-    assert ranking["by"] == "accuracy_per_ms", ranking
+    assert ranking["by"] == "noise_per_ms", ranking
     assert ranking["fp32_profile_ms"] > 0 and ranking["int8_profile_ms"] > 0 and ranking["float_cost_ms"]
     for layer in record["kept_float_layers"]:
         if layer["module"] in ranking["float_cost_ms"]:
@@ -185,8 +185,8 @@ def test_int8_kernels_are_exact_on_every_cpu_kind():
 def test_mixed_precision_options_are_typed():
     base = 'name = "t"\nbackend = "onnx"\nprecision = "int8"\n[quantization]\n'
     assert parse_profile(base + "mixed_precision = true\nmax_float_layers = 3\n").quantization.max_float_layers == 3
-    assert parse_profile(base + 'rank_by = "accuracy_per_ms"\n').quantization.rank_by == "accuracy_per_ms"
-    with pytest.raises(EdgekitError, match="rank_by 'speed' is not one of accuracy, accuracy_per_ms"):
+    assert parse_profile(base + 'rank_by = "noise_per_ms"\n').quantization.rank_by == "noise_per_ms"
+    with pytest.raises(EdgekitError, match="rank_by 'speed' is not one of noise, noise_per_ms, sqnr_drop"):
         parse_profile(base + 'rank_by = "speed"\n')
     with pytest.raises(EdgekitError, match="mixed_precision must be true or false"):
         parse_profile(base + 'mixed_precision = "yes"\n')

@@ -9,7 +9,8 @@ A round quantizes and runs the artifact on calibration samples in a worker; the 
 the final validation is not what the search tuned on. When a gate is short, the round's per-layer ledger (each
 module's output on the runtime against torch) charges every module's growth of the noise-to-signal power to the
 weight layer that ran last before it, and the layers that add the most noise go to float with the leaf modules of
-their stretch (``rank_by = "accuracy_per_ms"``: the most noise per ms they cost in float). A backend
+their stretch (``rank_by``: "noise_per_ms", the most noise per ms they cost in float; "sqnr_drop", the largest
+dB drops). A backend
 without per-layer tensors ranks the weight layers once, by quantizing with each alone in float. Layers go one
 at a time at first, then in growing steps, up to ``max_float_layers``."""
 from __future__ import annotations
@@ -171,14 +172,15 @@ class _Judge:
             return None, f"{name}: {outcome.stage.value}: {outcome.reason}"
         return outcome.measurement, ""
 
-    def ranked(self, folder: Path, manifest: Manifest, kept: tuple[str, ...]) -> list[tuple[str, float]]:
-        """Layers not yet kept in float, by the noise they add on the runtime (largest first). Every module's growth
-        of the noise-to-signal power (over the matched module before it) is charged to the weight layer (conv,
-        linear) that ran last before it or is it: the norms, activations and pooling after a convolution are its
-        stretch of the network, and keeping that convolution in float is what lets the quantizers leave the
-        stretch alone."""
+    def ranked(self, folder: Path, manifest: Manifest, kept: tuple[str, ...], by: str = "noise"
+               ) -> list[tuple[str, float]]:
+        """Layers not yet kept in float, by the noise they add on the runtime (largest first; ``by = "sqnr_drop"``:
+        by the dB their SQNR drops). Every module's growth of the noise-to-signal power (or drop) over the matched
+        module before it is charged to the weight layer (conv, linear) that ran last before it or is it: the norms,
+        activations and pooling after a convolution are its stretch of the network, and keeping that convolution
+        in float is what lets the quantizers leave the stretch alone."""
         from edgekit.backends.execute import to_artifact_layout
-        from edgekit.ledger import compare_layers, noise_growth, run_intermediates
+        from edgekit.ledger import compare_layers, noise_growth, run_intermediates, sqnr_drops
 
         head, layers = self.layers()
         tensors = run_intermediates(self.run_dir / self._linked(folder), to_artifact_layout(head, manifest),
@@ -186,7 +188,8 @@ class _Judge:
         compared, _ = compare_layers(layers, tensors)
         owners = self.owners()
         charged: dict[str, float] = {}
-        for path, growth in noise_growth([p for p, _, _ in layers], compared):
+        metric = sqnr_drops if by == "sqnr_drop" else noise_growth
+        for path, growth in metric([p for p, _, _ in layers], compared):
             if growth > 0 and owners[path]:
                 charged[owners[path]] = charged.get(owners[path], 0.0) + growth
             if owners[path] and path in self.leaves:
@@ -257,15 +260,15 @@ def _profiled_costs(judge: _Judge, backend, pristine: Path, folder: Path, scratc
     """(cost in ms of each weight layer in float, the floor, the record) from the fp32 artifact and the plain
     int8 one in ``folder``, each profiled in a worker; no costs (rank by accuracy) where that is not possible."""
     if not hasattr(backend, "profile_ops"):
-        return {}, 0.0, {"by": "accuracy", "why": "the runtime has no per-op profiler"}
+        return {}, 0.0, {"by": "noise", "why": "the runtime has no per-op profiler"}
     (fp32_m, fp32_why), (int8_m, int8_why) = judge.timed(pristine, scratch), judge.timed(folder, scratch)
     profiles = [m.profile if m is not None else None for m in (fp32_m, int8_m)]
     if any(p is None or not p.ops for p in profiles):
         why = fp32_why or int8_why or next((p.error for p in profiles if p is not None and p.error), "no profile")
-        return {}, 0.0, {"by": "accuracy", "why": f"not profiled: {why}"}
+        return {}, 0.0, {"by": "noise", "why": f"not profiled: {why}"}
     costs = float_costs(profiles[1].ops, profiles[0].ops, judge.owners(), judge.weighted)
     floor = MIN_SHARE * profiles[0].total_ms
-    return costs, floor, {"by": "accuracy_per_ms", "fp32_profile_ms": round(profiles[0].total_ms, 5),
+    return costs, floor, {"by": "noise_per_ms", "fp32_profile_ms": round(profiles[0].total_ms, 5),
                           "int8_profile_ms": round(profiles[1].total_ms, 5), "floor_ms": round(floor, 5),
                           "float_cost_ms": costs}
 
@@ -332,9 +335,9 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
         why: dict[str, str] = {}
         trials: list[Trial] = []
         by_trial: list[tuple[str, float]] | None = None  # a backend without per-layer tensors: ranked once
-        costs: dict[str, float] | None = None  # rank_by = "accuracy_per_ms": each layer's ms in float
-        floor, ranking = 0.0, {"by": "accuracy"} if recipe.rank_by == "accuracy" else \
-            {"by": "accuracy", "why": "no layer was ranked per ms (no per-layer tensors, or no layer needed)"}
+        costs: dict[str, float] | None = None  # rank_by = "noise_per_ms": each layer's ms in float
+        floor, ranking = 0.0, {"by": recipe.rank_by} if recipe.rank_by != "noise_per_ms" else \
+            {"by": "noise", "why": "no layer was ranked per ms (no per-layer tensors, or no layer needed)"}
 
         def attempt(keep: tuple[str, ...]) -> tuple[Manifest, Validation]:
             shutil.rmtree(folder)
@@ -374,9 +377,10 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 outcome = f"stopped at max_float_layers = {recipe.max_float_layers}: the gates still fail"
                 break
             if hasattr(backend, "intermediates"):
-                ranked = judge.ranked(folder, manifest, kept)
-                because = "adds {:.3g} to the noise-to-signal power on the runtime".format
-                if recipe.rank_by == "accuracy_per_ms":
+                ranked = judge.ranked(folder, manifest, kept, recipe.rank_by)
+                because = ("loses {:.3g} dB SQNR on the runtime" if recipe.rank_by == "sqnr_drop" else
+                           "adds {:.3g} to the noise-to-signal power on the runtime").format
+                if recipe.rank_by == "noise_per_ms":
                     if costs is None:  # the first round's artifact: every layer in int8
                         progress(f"{profile.name}: mixed precision, profiling int8 against fp32 per layer")
                         costs, floor, ranking = _profiled_costs(judge, backend, pristine, folder, scratch)
