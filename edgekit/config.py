@@ -59,7 +59,7 @@ class RuntimeOptions:
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
-RANKINGS = ("noise", "noise_per_ms", "sqnr_drop")
+RANKINGS = ("auto", "noise", "noise_per_ms", "sqnr_drop")
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,9 @@ class QuantRecipe:
     # how the search orders the layers to keep in float, from each round's per-layer ledger: by the growth of the
     # noise-to-signal power their stretch adds ("noise"), by that per ms the layer costs in float instead of int8
     # from the runtime's per-op profiler ("noise_per_ms"; runtimes without one rank by noise, and say so), or by the
-    # dB the SQNR drops over their stretch ("sqnr_drop", which favours the first int8 layers after float ones)
-    rank_by: str = "noise"
+    # dB the SQNR drops over their stretch ("sqnr_drop", which favours the first int8 layers after float ones), or
+    # ("auto") by whichever of noise and sqnr_drop helped more when their first choices were tried in float
+    rank_by: str = "auto"
     # int8-dynamic: one activation scale per tensor, or per row (token); backends that apply it say which they take
     dynamic_activations: str = "per_tensor"
     # int8 static: "gptq" rounds the torch weights onto the int8 grid on the calibration data before export

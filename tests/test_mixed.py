@@ -157,6 +157,21 @@ def test_the_search_ranks_per_ms_where_the_runtime_profiles_and_says_so(run):
             assert " ms more in float" in layer["why"]
 
 
+@pytest.mark.parametrize("target", INT8)
+def test_the_default_search_follows_the_reading_that_helped_more(run, target):
+    """rank_by = "auto": where the noise growth and the dB drop name different first layers, both are tried in
+    float and the search follows the one that left the smaller shortfall; the record holds each duel."""
+    record = _record(run[0], f"{target}-mixed")
+    ranking = record["ranking"]
+    assert ranking["by"] == "auto" and ranking["followed"] in ("noise", "sqnr_drop")
+    for duel in ranking["duels"]:
+        short = {name: c["shortfall"] for name, c in duel["candidates"].items()}
+        assert set(short) == {"noise", "sqnr_drop"} and short[duel["chosen"]] == min(short.values())
+        assert duel["candidates"]["noise"]["layer"] != duel["candidates"]["sqnr_drop"]["layer"]
+    if ranking["duels"]:
+        assert ranking["followed"] == ranking["duels"][-1]["chosen"]
+
+
 def test_the_search_stops_at_its_budget_and_says_so(run):
     out, rows = run
     record = _record(out, f"{INT8[0]}-budget1")
@@ -186,7 +201,7 @@ def test_mixed_precision_options_are_typed():
     base = 'name = "t"\nbackend = "onnx"\nprecision = "int8"\n[quantization]\n'
     assert parse_profile(base + "mixed_precision = true\nmax_float_layers = 3\n").quantization.max_float_layers == 3
     assert parse_profile(base + 'rank_by = "noise_per_ms"\n').quantization.rank_by == "noise_per_ms"
-    with pytest.raises(EdgekitError, match="rank_by 'speed' is not one of noise, noise_per_ms, sqnr_drop"):
+    with pytest.raises(EdgekitError, match="rank_by 'speed' is not one of auto, noise, noise_per_ms, sqnr_drop"):
         parse_profile(base + 'rank_by = "speed"\n')
     with pytest.raises(EdgekitError, match="mixed_precision must be true or false"):
         parse_profile(base + 'mixed_precision = "yes"\n')

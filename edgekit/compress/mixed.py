@@ -172,13 +172,12 @@ class _Judge:
             return None, f"{name}: {outcome.stage.value}: {outcome.reason}"
         return outcome.measurement, ""
 
-    def ranked(self, folder: Path, manifest: Manifest, kept: tuple[str, ...], by: str = "noise"
-               ) -> list[tuple[str, float]]:
-        """Layers not yet kept in float, by the noise they add on the runtime (largest first; ``by = "sqnr_drop"``:
-        by the dB their SQNR drops). Every module's growth of the noise-to-signal power (or drop) over the matched
-        module before it is charged to the weight layer (conv, linear) that ran last before it or is it: the norms,
-        activations and pooling after a convolution are its stretch of the network, and keeping that convolution
-        in float is what lets the quantizers leave the stretch alone."""
+    def rankings(self, folder: Path, manifest: Manifest, kept: tuple[str, ...]) -> dict[str, list[tuple[str, float]]]:
+        """Layers not yet kept in float, largest first, by two readings of one per-layer ledger of the artifact on
+        its runtime: "noise", the growth of the noise-to-signal power, and "sqnr_drop", the dB the SQNR drops,
+        each over the matched module before. A module's share is charged to the weight layer (conv, linear) that
+        ran last before it or is it: the norms, activations and pooling after a convolution are its stretch of the
+        network, and keeping that convolution in float is what lets the quantizers leave the stretch alone."""
         from edgekit.backends.execute import to_artifact_layout
         from edgekit.ledger import compare_layers, noise_growth, run_intermediates, sqnr_drops
 
@@ -187,18 +186,22 @@ class _Judge:
                                     TIMEOUT)
         compared, _ = compare_layers(layers, tensors)
         owners = self.owners()
-        charged: dict[str, float] = {}
-        metric = sqnr_drops if by == "sqnr_drop" else noise_growth
-        for path, growth in metric([p for p, _, _ in layers], compared):
-            if growth > 0 and owners[path]:
-                charged[owners[path]] = charged.get(owners[path], 0.0) + growth
+        order = [p for p, _, _ in layers]
+        for path in order:
             if owners[path] and path in self.leaves:
                 # a converter may name a fused op after any module of the stretch (the dynamo exporter names a
                 # convolution with its batch norm folded in after the norm): all of them are kept with it
                 self.stretches.setdefault(owners[path], set()).add(path)
-        fresh = [(p, float(f"{g:.4g}")) for p, g in charged.items()
-                 if not any(p == k or p.startswith(k + ".") for k in kept)]
-        return sorted(fresh, key=lambda x: -x[1])
+        found = {}
+        for name, metric in (("noise", noise_growth), ("sqnr_drop", sqnr_drops)):
+            charged: dict[str, float] = {}
+            for path, share in metric(order, compared):
+                if share > 0 and owners[path]:
+                    charged[owners[path]] = charged.get(owners[path], 0.0) + share
+            fresh = [(p, float(f"{g:.4g}")) for p, g in charged.items()
+                     if not any(p == k or p.startswith(k + ".") for k in kept)]
+            found[name] = sorted(fresh, key=lambda x: -x[1])
+        return found
 
 
 def _parents(kept: tuple[str, ...]) -> list[str]:
@@ -314,6 +317,25 @@ def _speed_check(judge: _Judge, attempt, backend, pristine: Path, folder: Path, 
     return manifest, kept, {**record, "outcome": f"left in int8: with them in float {because}"}, []
 
 
+def _duel(attempt, rankings: dict[str, list[tuple[str, float]]], kept: tuple[str, ...], validation: Validation,
+          round_: int, duels: list[dict[str, Any]]) -> str:
+    """Which reading of the ledger to follow: where their first layers differ, each is tried alone in float and
+    the one that leaves the smaller shortfall of the gates wins (the folder is left holding the last one tried).
+    Neither reading is right everywhere: the noise growth found the six layers MiniLM's per-row int8 needed, the
+    dB drop the front of EfficientNet-Lite0 that OpenVINO needs; the search measures which fits this model."""
+    tops = {name: ranked[0][0] for name, ranked in rankings.items() if ranked}
+    if len(set(tops.values())) < 2:
+        return next(iter(tops), "noise")
+    results = {name: shortfall(attempt((*kept, layer))[1]) for name, layer in tops.items()}
+    winner = min(results, key=lambda name: results[name])
+    duels.append({"round": round_, "candidates": {n: {"layer": tops[n], "shortfall": round(results[n], 6)}
+                                                  for n in tops},
+                  "shortfall_before": round(shortfall(validation), 6), "chosen": winner})
+    if winner != list(tops)[-1]:  # the folder holds the loser: put the winner back, as the next round expects
+        attempt((*kept, tops[winner]))
+    return winner
+
+
 def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32: Manifest,
            calib: CalibrationData | None, source: str, progress=lambda _: None,
            original: ModelSpec | None = None) -> Manifest:
@@ -338,6 +360,9 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
         costs: dict[str, float] | None = None  # rank_by = "noise_per_ms": each layer's ms in float
         floor, ranking = 0.0, {"by": recipe.rank_by} if recipe.rank_by != "noise_per_ms" else \
             {"by": "noise", "why": "no layer was ranked per ms (no per-layer tensors, or no layer needed)"}
+        duels: list[dict[str, Any]] = []  # rank_by = "auto": the measured choice between the two readings
+        leader = "noise"
+        last: tuple[tuple[str, ...], tuple[Manifest, Validation]] | None = None
 
         def attempt(keep: tuple[str, ...]) -> tuple[Manifest, Validation]:
             shutil.rmtree(folder)
@@ -356,10 +381,14 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 trial_fp32 = backend.export(trial, profile, folder, source)
             manifest = backend.quantize(trial, trial_profile, folder, trial_fp32, calib)
             write_text(folder / MANIFEST_FILE, manifest.to_json())  # export rewrites it with the record below
-            return manifest, judge.validate(folder, manifest)
+            nonlocal last
+            validation = judge.validate(folder, manifest)
+            last = keep, (manifest, validation)
+            return manifest, validation
 
         while True:
-            manifest, validation = attempt(kept)
+            # the folder already holds this set when a duel tried it last
+            manifest, validation = last[1] if last is not None and last[0] == kept else attempt(kept)
             passed = passes(validation)
             short = "" if passed else _short(validation)
             trials.append(Trial(kept, "PASS" if passed else validation.status.value, short, _metrics(validation)))
@@ -377,8 +406,12 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 outcome = f"stopped at max_float_layers = {recipe.max_float_layers}: the gates still fail"
                 break
             if hasattr(backend, "intermediates"):
-                ranked = judge.ranked(folder, manifest, kept, recipe.rank_by)
-                because = ("loses {:.3g} dB SQNR on the runtime" if recipe.rank_by == "sqnr_drop" else
+                rankings = judge.rankings(folder, manifest, kept)
+                reading = recipe.rank_by if recipe.rank_by in rankings else leader
+                if recipe.rank_by == "auto" and _step(len(kept)) == 1:
+                    leader = reading = _duel(attempt, rankings, kept, validation, len(trials), duels)
+                ranked = rankings[reading]
+                because = ("loses {:.3g} dB SQNR on the runtime" if reading == "sqnr_drop" else
                            "adds {:.3g} to the noise-to-signal power on the runtime").format
                 if recipe.rank_by == "noise_per_ms":
                     if costs is None:  # the first round's artifact: every layer in int8
@@ -412,6 +445,8 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
     record = {"samples": judge.reference.samples, "judged_on": judge.reference.origin, "outcome": outcome,
               "kept_float_layers": [{"module": p, "with": sorted(judge.stretches.get(p, set()) - {p}), "why": why[p]}
                                     for p in kept],
-              "rounds": [t.record() for t in trials], "ranking": ranking, "speed": speed}
+              "rounds": [t.record() for t in trials],
+              "ranking": {**ranking, "followed": leader, "duels": duels} if recipe.rank_by == "auto" else ranking,
+              "speed": speed}
     quant = {**manifest.extra.get("quantization", {}), "mixed_precision": record}
     return replace(manifest, extra={**manifest.extra, "quantization": quant})
