@@ -211,7 +211,8 @@ def noise_growth(order: list[str], layers: dict[str, LayerStats]) -> list[tuple[
     """(module path, the noise-to-signal power it adds over the matched layer before it) for every matched layer,
     in ``order``. Unlike a dB drop, which makes the first int8 layer after float ones look the worst (120 dB down
     to 35 dB is a large drop of a noise that is still 3e-4 of the signal), this is what the layer adds to the noise
-    that reaches the outputs, to first order."""
+    that reaches the outputs where the layers after it carry noise and signal alike. Where they amplify the noise
+    (EfficientNet-Lite0's high-pass depthwise kernels), the growth shows later than its cause."""
     matched = [p for p in order if p in layers]
     ratio = {None: 10 ** (-FLOAT32_FLOOR_DB / 10),
              **{p: 10 ** (-min(layers[p].sqnr_db, FLOAT32_FLOOR_DB) / 10) for p in matched}}

@@ -318,14 +318,15 @@ def _speed_check(judge: _Judge, attempt, backend, pristine: Path, folder: Path, 
 
 
 def _duel(attempt, rankings: dict[str, list[tuple[str, float]]], kept: tuple[str, ...], validation: Validation,
-          round_: int, duels: list[dict[str, Any]]) -> str:
+          round_: int, duels: list[dict[str, Any]], leader: str) -> str:
     """Which reading of the ledger to follow: where their first layers differ, each is tried alone in float and
-    the one that leaves the smaller shortfall of the gates wins (the folder is left holding the last one tried).
+    the one that leaves the smaller shortfall of the gates wins (the folder is left holding it); where they agree,
+    the reading followed so far (``leader``) goes on.
     Neither reading is right everywhere: the noise growth found the six layers MiniLM's per-row int8 needed, the
     dB drop the front of EfficientNet-Lite0 that OpenVINO needs; the search measures which fits this model."""
     tops = {name: ranked[0][0] for name, ranked in rankings.items() if ranked}
     if len(set(tops.values())) < 2:
-        return next(iter(tops), "noise")
+        return leader
     results = {name: shortfall(attempt((*kept, layer))[1]) for name, layer in tops.items()}
     winner = min(results, key=lambda name: results[name])
     duels.append({"round": round_, "candidates": {n: {"layer": tops[n], "shortfall": round(results[n], 6)}
@@ -409,7 +410,7 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 rankings = judge.rankings(folder, manifest, kept)
                 reading = recipe.rank_by if recipe.rank_by in rankings else leader
                 if recipe.rank_by == "auto" and _step(len(kept)) == 1:
-                    leader = reading = _duel(attempt, rankings, kept, validation, len(trials), duels)
+                    leader = reading = _duel(attempt, rankings, kept, validation, len(trials), duels, leader)
                 ranked = rankings[reading]
                 because = ("loses {:.3g} dB SQNR on the runtime" if reading == "sqnr_drop" else
                            "adds {:.3g} to the noise-to-signal power on the runtime").format
