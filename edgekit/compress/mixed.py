@@ -423,6 +423,8 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 if by_trial is None:
                     by_trial = _one_at_a_time(attempt, _parametrized(spec), shortfall(validation), profile.name,
                                               progress)
+                    ranking = {"by": "trial", "why": "no per-layer tensors on this runtime: each weight layer was "
+                                                     "tried alone in float"}
                 ranked = [(p, g) for p, g in by_trial if p not in kept]
                 because = "removes {:.3g} of the gates' shortfall when kept in float alone".format
             if not ranked:  # the error comes from between the layers: keep the block that holds them
@@ -447,7 +449,7 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
               "kept_float_layers": [{"module": p, "with": sorted(judge.stretches.get(p, set()) - {p}), "why": why[p]}
                                     for p in kept],
               "rounds": [t.record() for t in trials],
-              "ranking": {**ranking, "followed": leader, "duels": duels} if recipe.rank_by == "auto" else ranking,
+              "ranking": {**ranking, "followed": leader, "duels": duels} if ranking["by"] == "auto" else ranking,
               "speed": speed}
     quant = {**manifest.extra.get("quantization", {}), "mixed_precision": record}
     return replace(manifest, extra={**manifest.extra, "quantization": quant})
