@@ -9,10 +9,10 @@ A round quantizes and runs the artifact on calibration samples in a worker; the 
 the final validation is not what the search tuned on. When a gate is short, the round's per-layer ledger (each
 module's output on the runtime against torch) charges every module's growth of the noise-to-signal power to the
 weight layer that ran last before it, and the layers that add the most noise go to float with the leaf modules of
-their stretch (``rank_by``: "noise_per_ms", the most noise per ms they cost in float; "sqnr_drop", the largest
-dB drops). A backend
-without per-layer tensors ranks the weight layers once, by quantizing with each alone in float. Layers go one
-at a time at first, then in growing steps, up to ``max_float_layers``."""
+their stretch (``rank_by``: "sqnr_drop", the largest dB drops instead; "auto", whichever of the two helped more when
+tried; "noise_per_ms", the most noise per ms a layer costs in float). A backend without per-layer tensors ranks the
+weight layers once, by quantizing with each alone in float. Layers go one at a time at first, then in growing
+steps, up to ``max_float_layers``."""
 from __future__ import annotations
 
 import re
@@ -128,6 +128,7 @@ class _Judge:
         self._layers = None
         self.stretches: dict[str, set[str]] = {}  # weight layer -> the leaf modules its stretch holds
         self.weighted = set(_parametrized(spec))
+        self._fp32_timed = None
         self.leaves = {p for p, m in spec.module.named_modules() if not any(True for _ in m.children())}
 
     def layers(self):
@@ -171,6 +172,12 @@ class _Judge:
         if outcome.stage is not None:
             return None, f"{name}: {outcome.stage.value}: {outcome.reason}"
         return outcome.measurement, ""
+
+    def timed_fp32(self, pristine: Path, scratch: Path):
+        """``timed`` of the float artifact, which never changes during a search: measured once, whoever asks."""
+        if self._fp32_timed is None:
+            self._fp32_timed = self.timed(pristine, scratch)
+        return self._fp32_timed
 
     def rankings(self, folder: Path, manifest: Manifest, kept: tuple[str, ...]) -> dict[str, list[tuple[str, float]]]:
         """Layers not yet kept in float, largest first, by two readings of one per-layer ledger of the artifact on
@@ -264,7 +271,7 @@ def _profiled_costs(judge: _Judge, backend, pristine: Path, folder: Path, scratc
     int8 one in ``folder``, each profiled in a worker; no costs (rank by accuracy) where that is not possible."""
     if not hasattr(backend, "profile_ops"):
         return {}, 0.0, {"by": "noise", "why": "the runtime has no per-op profiler"}
-    (fp32_m, fp32_why), (int8_m, int8_why) = judge.timed(pristine, scratch), judge.timed(folder, scratch)
+    (fp32_m, fp32_why), (int8_m, int8_why) = judge.timed_fp32(pristine, scratch), judge.timed(folder, scratch)
     profiles = [m.profile if m is not None else None for m in (fp32_m, int8_m)]
     if any(p is None or not p.ops for p in profiles):
         why = fp32_why or int8_why or next((p.error for p in profiles if p is not None and p.error), "no profile")
@@ -288,7 +295,7 @@ def _speed_check(judge: _Judge, attempt, backend, pristine: Path, folder: Path, 
     artifact faster without a gate getting worse. Returns (manifest, kept, record, layers moved)."""
     manifest, validation, kept = state
     progress(f"{name}: mixed precision, timing int8 against fp32 on the runtime")
-    (fp32_m, fp32_why), (int8_m, int8_why) = judge.timed(pristine, scratch), judge.timed(folder, scratch)
+    (fp32_m, fp32_why), (int8_m, int8_why) = judge.timed_fp32(pristine, scratch), judge.timed(folder, scratch)
     record: dict[str, Any] = {"fp32_ms": _median(fp32_m), "int8_ms": _median(int8_m), "threads": 1}
     if fp32_m is None or int8_m is None:
         return manifest, kept, {**record, "outcome": f"not timed: {fp32_why or int8_why}"}, []
