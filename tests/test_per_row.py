@@ -30,12 +30,15 @@ def _two_matmuls(rng) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
 
 
 def _per_row_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Per-row symmetric int8 activations, per-channel symmetric int8 weights, exact integer products."""
-    step = np.abs(x).max(-1, keepdims=True) / 127
-    x_q = np.round(x / step)
+    """Per-row asymmetric uint8 activations (256 codes from the row's low to its high value), per-channel
+    symmetric int8 weights, exact integer products."""
+    low, high = x.min(-1, keepdims=True), x.max(-1, keepdims=True)
+    step = (high - low) / 255
+    codes = np.round((x - low) / step)
+    assert codes.min() >= 0 and codes.max() <= 255
     w_step = np.abs(w).max(0) / 127
     w_q = np.clip(np.round(w / w_step), -127, 127)
-    return (x_q @ w_q) * step * w_step
+    return (codes @ w_q) * step * w_step + low * (w_q * w_step).sum(0)
 
 
 def test_the_rewrite_is_per_row_int8_arithmetic_and_quantizes_a_row_once(tmp_path):
@@ -46,7 +49,7 @@ def test_the_rewrite_is_per_row_int8_arithmetic_and_quantizes_a_row_once(tmp_pat
     rewritten, count = quantize(model, set(), per_channel=True, reduce_range=False)
     assert count == 2
     ops = [n.op_type for n in rewritten.graph.node]
-    assert ops.count("MatMulInteger") == 2 and ops.count("Abs") == 1 and "MatMul" not in ops
+    assert ops.count("MatMulIntegerToFloat") == 2 and ops.count("ReduceMin") == 1 and "MatMul" not in ops
     assert {i.name for i in rewritten.graph.initializer} >= {f"{PREFIX}0_weight", f"{PREFIX}1_weight"}
     assert not {"w1", "w2"} & {i.name for i in rewritten.graph.initializer}  # the float weights are gone
     # edgekit's own session: on x86 without VNNI it asks for the exact U8U8 kernels, as every artifact's does
@@ -60,7 +63,7 @@ def test_the_rewrite_is_per_row_int8_arithmetic_and_quantizes_a_row_once(tmp_pat
     assert quiet < 0.03
     # every new node still names the torch module of the MatMul it replaced; a kept one stays float
     paths = node_paths(rewritten.graph)
-    assert {paths[n.name] for n in rewritten.graph.node if n.op_type == "MatMulInteger"} == {"q", "k"}
+    assert {paths[n.name] for n in rewritten.graph.node if n.op_type == "MatMulIntegerToFloat"} == {"q", "k"}
     kept, count = quantize(_two_matmuls(rng)[0], {"mm2"}, per_channel=True, reduce_range=False)
     assert count == 1 and [n.name for n in kept.graph.node if n.op_type == "MatMul"] == ["mm2"]
 
@@ -81,5 +84,5 @@ def test_a_transformer_runs_per_row_dynamic_int8_in_onnxruntime(tmp_path):
     assert quant["dynamic_activations"] == "per_row" and "per row" in quant["activations"]
     assert rows["per-tensor"].status is not Status.FAIL
     model = onnx.load(str(tmp_path / "run" / row.target / "model.onnx"))
-    rewritten = [n for n in model.graph.node if n.op_type == "MatMulInteger" and n.name.startswith(PREFIX)]
+    rewritten = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat" and n.name.startswith(PREFIX)]
     assert rewritten and all(node_paths(model.graph)[n.name] for n in rewritten)

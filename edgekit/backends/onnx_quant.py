@@ -92,7 +92,7 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
         quantize_dynamic(str(source), str(out), per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
                          weight_type=QuantType.QInt8, nodes_to_exclude=keep, op_types_to_quantize=op_types)
         if rows:
-            return {**applied, "activations": f"dynamic, one scale per row (token) at {rows} MatMuls; "
+            return {**applied, "activations": f"dynamic, one scale and offset per row (token) at {rows} MatMuls; "
                                               "per tensor elsewhere", "dynamic_activations": "per_row"}
         return {**applied, "activations": "dynamic (quantized per call, one scale per tensor)",
                 "dynamic_activations": "per_tensor"}
