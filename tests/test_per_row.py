@@ -5,13 +5,14 @@ from dataclasses import replace
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.api import export
 from edgekit.artifact import read_manifest
 from edgekit.backends.onnx import NAME_SCOPES, node_paths
 from edgekit.backends.onnx_per_row import PREFIX, quantize
-from edgekit.backends.onnx_session import OnnxSession
+from edgekit.backends.onnx_session import PRECISE_INT8, OnnxSession
 from edgekit.config import load_profile
 from edgekit.results import Status
 
@@ -58,6 +59,12 @@ def test_the_rewrite_is_per_row_int8_arithmetic_and_quantizes_a_row_once(tmp_pat
     y1, y2 = outputs["y1"], outputs["y2"]
     np.testing.assert_allclose(y1, _per_row_reference(x, w1), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(y2, _per_row_reference(x, w2), rtol=1e-4, atol=1e-4)
+    # the exact U8U8 kernels that x86 without VNNI gets (onnxruntime rewrites the int8 weights to uint8 for them),
+    # forced here whatever this CPU is: the codes use all 256 values, which U8S8 there would saturate
+    options = ort.SessionOptions()
+    options.add_session_config_entry(PRECISE_INT8, "1")
+    precise = ort.InferenceSession(str(tmp_path / "rows.onnx"), options, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(precise.run(["y1"], {"x": x})[0], _per_row_reference(x, w1), rtol=1e-4, atol=1e-4)
     # the quiet tokens keep their precision next to the loud one
     quiet = np.abs(y1[0, 0] - x[0, 0] @ w1).max() / np.abs(x[0, 0] @ w1).max()
     assert quiet < 0.03

@@ -157,6 +157,14 @@ def test_a_model_past_the_protobuf_limit_keeps_its_weights_beside_the_graph(tmp_
     assert (folder / "model.onnx.data").is_file()
     done = subprocess.run([sys.executable, str(folder / "run.py"), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    # per-row dynamic int8 rewrites the graph in memory: it writes it back with its weights outside too
+    result = export("zoo:transformer", "onnx-cpu-int8-dynamic", tmp_path / "int8")
+    assert result.rows[0].stage is None, result.rows[0].reason
+    target = tmp_path / "int8" / "onnx-cpu-int8-dynamic"
+    files = [f["path"] for f in json.loads((target / "manifest.json").read_text())["files"]]
+    assert files == ["model.onnx", "model.onnx.data"]
+    assert json.loads((target / "manifest.json").read_text())["extra"]["quantization"]["dynamic_activations"] == \
+        "per_row"
 
 
 def test_third_party_output_goes_to_the_run_log_and_the_terminal_keeps_edgekits_lines(tmp_path):
