@@ -47,8 +47,8 @@ def test_the_rewrite_is_per_row_int8_arithmetic_and_quantizes_a_row_once(tmp_pat
     model, w1, w2 = _two_matmuls(rng)
     x = rng.normal(size=(2, 3, 8)).astype(np.float32)
     x[0, 1] *= 50  # one loud token: with one scale per tensor it would set every other token's step
-    rewritten, count = quantize(model, set(), per_channel=True, reduce_range=False)
-    assert count == 2
+    rewritten, count, tables = quantize(model, set(), per_channel=True, reduce_range=False)
+    assert count == 2 and tables == 0
     ops = [n.op_type for n in rewritten.graph.node]
     assert ops.count("MatMulIntegerToFloat") == 2 and ops.count("ReduceMin") == 1 and "MatMul" not in ops
     assert {i.name for i in rewritten.graph.initializer} >= {f"{PREFIX}0_weight", f"{PREFIX}1_weight"}
@@ -71,8 +71,31 @@ def test_the_rewrite_is_per_row_int8_arithmetic_and_quantizes_a_row_once(tmp_pat
     # every new node still names the torch module of the MatMul it replaced; a kept one stays float
     paths = node_paths(rewritten.graph)
     assert {paths[n.name] for n in rewritten.graph.node if n.op_type == "MatMulIntegerToFloat"} == {"q", "k"}
-    kept, count = quantize(_two_matmuls(rng)[0], {"mm2"}, per_channel=True, reduce_range=False)
+    kept, count, _ = quantize(_two_matmuls(rng)[0], {"mm2"}, per_channel=True, reduce_range=False)
     assert count == 1 and [n.name for n in kept.graph.node if n.op_type == "MatMul"] == ["mm2"]
+
+
+def test_an_embedding_table_gets_one_int8_scale_per_row(tmp_path):
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(50, 16)).astype(np.float32)
+    table[7] *= 100  # one loud row: one scale for the whole table would leave the others a few codes
+    node = helper.make_node("Gather", ["table", "ids"], ["rows"], name="lookup")
+    node.metadata_props.add(key=NAME_SCOPES, value="['', 'embed', 'embedding']")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    rewritten, matmuls, tables = quantize(model, set(), per_channel=True, reduce_range=False)
+    assert (matmuls, tables) == (0, 1) and "table" not in {i.name for i in rewritten.graph.initializer}
+    onnx.save(rewritten, str(tmp_path / "table.onnx"))
+    ids = np.array([[7, 0, 3, 49]], np.int64)
+    got = OnnxSession(tmp_path / "table.onnx", {"threads": 1}).run({"ids": ids})["rows"]
+    want = table[ids]
+    step = np.abs(want).max(-1, keepdims=True) / 127
+    assert np.all(np.abs(got - want) <= step / 2 + 1e-6)  # each row within half its own step
+    assert {node_paths(rewritten.graph)[n.name] for n in rewritten.graph.node} == {"embed"}
+    model.graph.CopyFrom(graph)  # quantize rewrote it in place
+    assert quantize(model, {"lookup"}, per_channel=True, reduce_range=False)[2] == 0
 
 
 def test_a_transformer_runs_per_row_dynamic_int8_in_onnxruntime(tmp_path):
@@ -93,3 +116,9 @@ def test_a_transformer_runs_per_row_dynamic_int8_in_onnxruntime(tmp_path):
     model = onnx.load(str(tmp_path / "run" / row.target / "model.onnx"))
     rewritten = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat" and n.name.startswith(PREFIX)]
     assert rewritten and all(node_paths(model.graph)[n.name] for n in rewritten)
+    # the fusion model's text branch looks its tokens up in an embedding table: int8 with one scale per row
+    fusion = export("zoo:fusion", "onnx-cpu-int8-dynamic", tmp_path / "fusion", calib="task:calib")
+    assert fusion.rows[0].status is not Status.FAIL and fusion.rows[0].stage is None, fusion.rows[0].reason
+    assert fusion.torch_accuracy - fusion.rows[0].accuracy <= 0.005
+    quant = read_manifest(tmp_path / "fusion" / "onnx-cpu-int8-dynamic" / "manifest.json").extra["quantization"]
+    assert quant["lookup_tables"].startswith("1 ")

@@ -82,23 +82,24 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
     external = any(i.data_location == onnx.TensorProto.EXTERNAL
                    for i in onnx.load(str(fp32), load_external_data=False).graph.initializer)
     if precision == "int8-dynamic":
-        source, op_types, rows = fp32, None, 0
+        source, op_types, rows, tables = fp32, None, 0, 0
         if recipe.dynamic_activations == "per_row":
             from edgekit.backends import onnx_per_row
 
-            model, rows = onnx_per_row.quantize(onnx.load(str(fp32)), set(keep), recipe.per_channel,
-                                                recipe.reduce_range)
+            model, rows, tables = onnx_per_row.quantize(onnx.load(str(fp32)), set(keep), recipe.per_channel,
+                                                        recipe.reduce_range)
             source = work / "per_row.onnx"
             # a model that came past protobuf's 2 GB limit goes on with its weights in a file beside the graph
             onnx.save(model, str(source), save_as_external_data=external, all_tensors_to_one_file=True,
                       location=source.name + ".data")
-            op_types = [op for op in IntegerOpsRegistry if op != "MatMul"]  # the rest as onnxruntime does it
+            op_types = [op for op in IntegerOpsRegistry if op not in ("MatMul", "Gather")]  # the rest as onnxruntime
         quantize_dynamic(str(source), str(out), per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
                          weight_type=QuantType.QInt8, nodes_to_exclude=keep, op_types_to_quantize=op_types,
                          use_external_data_format=external)
-        if rows:
+        if rows or tables:
             return {**applied, "activations": f"dynamic, one scale and offset per row (token) at {rows} MatMuls; "
-                                              "per tensor elsewhere", "dynamic_activations": "per_row"}
+                                              "per tensor elsewhere", "dynamic_activations": "per_row",
+                    "lookup_tables": f"{tables} in int8 with one scale per row"}
         return {**applied, "activations": "dynamic (quantized per call, one scale per tensor)",
                 "dynamic_activations": "per_tensor"}
     prepared = work / "prepared.onnx"
