@@ -87,6 +87,9 @@ class QuantRecipe:
     rank_by: str = "auto"
     # int8-dynamic: one activation scale per tensor, or per row (token); backends that apply it say which they take
     dynamic_activations: str = "per_tensor"
+    # int8 static, OpenVINO: NNCF's per-channel activation ranges (at depthwise convolutions' inputs), per-tensor
+    # ones, or ("auto") whichever gives the smaller error on calibration samples held out from the ranges
+    activation_ranges: str = "auto"
     # int8 static: "gptq" rounds the torch weights onto the int8 grid on the calibration data before export
     # (edgekit.compress.gptq), every backend's quantizer then keeps them; "nearest" leaves rounding to it
     weight_rounding: str = "nearest"

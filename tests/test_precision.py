@@ -84,6 +84,26 @@ def test_compute_hint_for_every_kind_of_cpu():
         assert hint == "f32" and "computes in float32" in note  # never bf16 for fp16, never lower than asked
 
 
+def test_int8_products_are_exact_on_vnni_and_arm_and_not_on_plain_x86(cnn_variants, monkeypatch):
+    """Whether NNCF's overflow fix is needed is read from the CPU that quantizes; an IR made without it says so, and
+    a session on a CPU kind whose int8 products saturate warns instead of running it silently."""
+    from edgekit.backends import openvino_session
+    from edgekit.backends.openvino_session import OpenVinoSession, exact_int8_products
+
+    assert exact_int8_products("x86_64", {"avx2", "fma"})[0] is False
+    assert exact_int8_products("x86_64", {"avx512f", "avx512bw"})[0] is False  # AVX-512 without VNNI saturates too
+    assert exact_int8_products("x86_64", {"avx2", "avx_vnni"})[0] is True
+    assert exact_int8_products("x86_64", {"avx512_vnni"})[0] is True
+    assert exact_int8_products("aarch64", None)[0] is True
+    result, _ = cnn_variants
+    model = result.folder / "openvino-cpu-fp32" / "model.xml"
+    runtime = {**manifest_of(result, "openvino-cpu-fp32").extra["runtime"], "exact_int8_products": True}
+    monkeypatch.setattr(openvino_session, "exact_int8_products", lambda: (False, "x86 without VNNI"))
+    assert "may saturate" in OpenVinoSession(model, runtime).effective()["note"]
+    monkeypatch.setattr(openvino_session, "exact_int8_products", lambda: (True, "x86 with VNNI"))
+    assert OpenVinoSession(model, runtime).effective()["note"] is None
+
+
 def test_fp16_profiles_store_half_weights(cnn_variants):
     result, rows = cnn_variants
     for target, fp32_target in (("tflite-cpu-fp16", "tflite-cpu-fp32"), ("openvino-cpu-fp16", "openvino-cpu-fp32")):

@@ -54,6 +54,12 @@ def test_static_int8_keeps_accuracy_and_shrinks_the_file(int8_runs, backend):
     assert weights["int8"] >= 0.9 * sum(weights.values())  # the weights really are stored in int8
     # files shrink less than 4x on a 90 KB model: graph, scales and (OpenVINO) XML topology stay
     assert sum(f.bytes for f in manifest.files) < 0.6 * q["fp32_bytes"]
+    if backend == "openvino":  # NNCF's overflow fix: off where this CPU's int8 products are exact, and recorded
+        from edgekit.backends.openvino_session import exact_int8_products
+
+        exact = exact_int8_products()[0]
+        assert q["overflow_fix"]["applied"] == ("disable" if exact else "first_layer_only")
+        assert manifest.extra["runtime"].get("exact_int8_products", False) is exact
 
 
 @pytest.mark.parametrize("backend", INT8)

