@@ -79,9 +79,9 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
     keep = nodes_to_keep_float(node_paths, recipe.keep_float)
     applied = {"per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range, "weights": "int8",
                "kept_float_nodes": keep}
-    external = any(i.data_location == onnx.TensorProto.EXTERNAL
-                   for i in onnx.load(str(fp32), load_external_data=False).graph.initializer)
     if precision == "int8-dynamic":
+        external = any(i.data_location == onnx.TensorProto.EXTERNAL
+                       for i in onnx.load(str(fp32), load_external_data=False).graph.initializer)
         source, op_types, rows, tables = fp32, None, 0, 0
         if recipe.dynamic_activations == "per_row":
             from edgekit.backends import onnx_per_row

@@ -8,7 +8,7 @@ import warnings
 
 import openvino as ov
 
-from edgekit.backends.openvino_session import exact_int8_products
+from edgekit.backends.openvino_session import core, exact_int8_products
 from edgekit.config import QuantRecipe
 from edgekit.data.calib import CalibrationData
 from edgekit.errors import EdgekitError
@@ -82,7 +82,7 @@ def _sqnr_db(reference: list[list], got: list[list]) -> float:
 
 def _outputs(model: ov.Model, samples: list[dict]) -> list[list]:
     # float layers in f32, as every edgekit session runs an int8 model (the CPU plugin would pick bf16 here)
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return [[value for value in compiled(sample).values()] for sample in samples]
 
 

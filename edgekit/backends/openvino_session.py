@@ -148,8 +148,8 @@ class OpenVinoSession:
         self._model = model if isinstance(model, ov.Model) else core().read_model(str(model))
         self._device = runtime["device"]
         self.config, self.note = compile_config(runtime, threads)
-        exact, why = exact_int8_products()
-        if runtime.get("exact_int8_products") and not exact:
+        exact, why = exact_int8_products() if runtime.get("exact_int8_products") else (True, "")
+        if not exact:
             # the IR was quantized on a CPU kind whose int8 products are exact, without NNCF's overflow fix
             warning = (f"this IR keeps 8-bit weights in its first layer, made for CPUs with exact int8 products; "
                        f"here ({why}) they may saturate: quantize on this CPU kind")
