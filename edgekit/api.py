@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend
@@ -31,6 +31,7 @@ from edgekit.runfolder import (
     RunRecord,
 )
 from edgekit.source import load_source, parse_dynamic
+from edgekit.spec import ModelSpec
 
 Progress = Callable[[str], None]
 
@@ -52,16 +53,13 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
     folder.mkdir()
     write_text(folder / PROFILE_FILE, profile.text)
     exported, rounding = reference.spec, None
-    if profile.precision == "int8" and profile.quantization.weight_rounding == "gptq" and calib is not None:
-        from edgekit.compress.gptq import cached_gptq
-
-        progress(f"{profile.name}: rounding the weights (GPTQ on {len(calib)} calibration samples)")
+    if profile.precision == "int8" and profile.quantization.weight_rounding != "nearest" and calib is not None:
         try:
-            exported, rounding = cached_gptq(reference.spec, calib, per_channel=profile.quantization.per_channel,
-                                             keep_float=profile.quantization.keep_float)
+            exported, rounding = _rounded(reference, profile, calib, progress)
         except Exception as exc:
             _keep_diagnostics(folder)
-            return failure(profile, Stage.QUANTIZE, f"GPTQ weight rounding: {one_line(exc)}")
+            return failure(profile, Stage.QUANTIZE, f"{profile.quantization.weight_rounding} weights: "
+                                                    f"{one_line(exc)}")
     try:
         backend = get_backend(profile.backend)
         progress(f"{profile.name}: exporting")
@@ -84,7 +82,7 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
             _keep_diagnostics(folder)
             return failure(profile, Stage.QUANTIZE, one_line(exc))
         if rounding is not None:
-            quantization = {**manifest.extra.get("quantization", {}), "weight_rounding": rounding.record()}
+            quantization = {**manifest.extra.get("quantization", {}), "weight_rounding": rounding}
             manifest = replace(manifest, extra={**manifest.extra, "quantization": quantization})
     spec = reference.spec
     manifest = replace(manifest, inputs=length_dims(manifest.inputs, spec),
@@ -93,6 +91,31 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
     return validate_in_worker(reference, folder.parent, folder.name, manifest.precision, profile)
+
+
+def _rounded(reference: Reference, profile: TargetProfile, calib: CalibrationData, progress: Progress
+             ) -> tuple[ModelSpec, dict[str, Any]]:
+    """The model with its weights GPTQ-rounded (then, for "distill", fine-tuned under simulated int8), and the
+    manifest's record of what was done. Layers the profile keeps in float keep their weights."""
+    import re
+
+    from edgekit.compress.gptq import cached_gptq
+
+    recipe = profile.quantization
+    progress(f"{profile.name}: rounding the weights (GPTQ on {len(calib)} calibration samples)")
+    rounded, gptq_record = cached_gptq(reference.spec, calib, per_channel=recipe.per_channel,
+                                       keep_float=recipe.keep_float)
+    record = gptq_record.record()
+    if recipe.weight_rounding == "distill":
+        from edgekit.compress.distill import cached_distill
+
+        progress(f"{profile.name}: distilling the int8 weights ({recipe.distill_steps} steps)")
+        rounded, tuning = cached_distill(
+            rounded, reference.spec, calib, per_channel=recipe.per_channel, key=recipe.keep_float,
+            steps=recipe.distill_steps, lr=recipe.distill_lr,
+            skip=lambda name: any(re.search(p, name) for p in recipe.keep_float))
+        record = {**record, "method": "gptq+distill", "distillation": tuning.record()}
+    return rounded, record
 
 
 def _resumable(out: Path, reference: Reference) -> Path | None:

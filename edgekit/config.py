@@ -58,7 +58,7 @@ class RuntimeOptions:
 
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-WEIGHT_ROUNDINGS = ("nearest", "gptq")
+WEIGHT_ROUNDINGS = ("nearest", "gptq", "distill")
 RANKINGS = ("auto", "noise", "noise_per_ms", "sqnr_drop")
 
 
@@ -91,8 +91,12 @@ class QuantRecipe:
     # ones, or ("auto") whichever gives the smaller error on calibration samples held out from the ranges
     activation_ranges: str = "auto"
     # int8 static: "gptq" rounds the torch weights onto the int8 grid on the calibration data before export
-    # (edgekit.compress.gptq), every backend's quantizer then keeps them; "nearest" leaves rounding to it
+    # (edgekit.compress.gptq), every backend's quantizer then keeps them; "nearest" leaves rounding to it;
+    # "distill" starts from GPTQ's weights and fine-tunes them under simulated int8 to give the float model's
+    # outputs on the calibration data (edgekit.compress.distill), kept only if better on held-out samples
     weight_rounding: str = "nearest"
+    distill_steps: int = 150  # "distill": training steps of 16 calibration samples
+    distill_lr: float = 5e-5  # "distill": Adam's learning rate, decayed to 0 over the steps
     seed: int = 0
     augment: Augment = field(default_factory=Augment)
 
@@ -122,6 +126,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "threads": (0, 4096), "opset": (7, 30), "batch_sizes": (1, 4096), "samples": (1, 10_000_000),
     "seed": (0, 2**32 - 1), "max_float_layers": (1, 10_000),
     "search_samples": (1, 100_000), "crop": (0, 1024), "brightness": (0.0, 1.0),
+    "distill_steps": (1, 100_000), "distill_lr": (1e-9, 1.0),
 }
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 

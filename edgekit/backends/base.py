@@ -50,6 +50,8 @@ COMMON_OPTIONS = {
     "quantization.speed_check": Option(QUANTIZED_PRECISIONS),
     "quantization.rank_by": Option(QUANTIZED_PRECISIONS),
     "quantization.weight_rounding": Option(("int8",)),
+    "quantization.distill_steps": Option(("int8",)),
+    "quantization.distill_lr": Option(("int8",)),
 }
 
 
