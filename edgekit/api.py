@@ -76,6 +76,9 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
                 # judged against the original model: the rounding is part of what the gates measure
                 manifest = search(backend, exported, profile, folder, manifest, calib, reference.source,
                                   progress, original=reference.spec)
+                if profile.quantization.weight_rounding == "distill" and rounding is not None:
+                    manifest, rounding = _distilled_after_search(reference, profile, folder, backend, exported,
+                                                                 manifest, calib, rounding, progress)
             else:
                 manifest = backend.quantize(exported, profile, folder, manifest, calib)
         except Exception as exc:
@@ -95,10 +98,9 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
 
 def _rounded(reference: Reference, profile: TargetProfile, calib: CalibrationData, progress: Progress
              ) -> tuple[ModelSpec, dict[str, Any]]:
-    """The model with its weights GPTQ-rounded (then, for "distill", fine-tuned under simulated int8), and the
-    manifest's record of what was done. Layers the profile keeps in float keep their weights."""
-    import re
-
+    """The model with its weights GPTQ-rounded (then, for "distill" without mixed precision, fine-tuned under
+    simulated int8), and the manifest's record of what was done. Layers the profile keeps in float keep their
+    weights."""
     from edgekit.compress.gptq import cached_gptq
 
     recipe = profile.quantization
@@ -106,16 +108,54 @@ def _rounded(reference: Reference, profile: TargetProfile, calib: CalibrationDat
     rounded, gptq_record = cached_gptq(reference.spec, calib, per_channel=recipe.per_channel,
                                        keep_float=recipe.keep_float)
     record = gptq_record.record()
-    if recipe.weight_rounding == "distill":
-        from edgekit.compress.distill import cached_distill
-
-        progress(f"{profile.name}: distilling the int8 weights ({recipe.distill_steps} steps)")
-        rounded, tuning = cached_distill(
-            rounded, reference.spec, calib, per_channel=recipe.per_channel, key=recipe.keep_float,
-            steps=recipe.distill_steps, lr=recipe.distill_lr,
-            skip=lambda name: any(re.search(p, name) for p in recipe.keep_float))
-        record = {**record, "method": "gptq+distill", "distillation": tuning.record()}
+    if recipe.weight_rounding == "distill" and not recipe.mixed_precision:
+        rounded, record = _distilled(reference, profile, rounded, calib, record, recipe.keep_float, progress)
     return rounded, record
+
+
+def _distilled(reference: Reference, profile: TargetProfile, rounded: ModelSpec, calib: CalibrationData,
+               record: dict[str, Any], keep_float: tuple[str, ...], progress: Progress
+               ) -> tuple[ModelSpec, dict[str, Any]]:
+    import re
+
+    from edgekit.compress.distill import cached_distill
+
+    recipe = profile.quantization
+    progress(f"{profile.name}: distilling the int8 weights ({recipe.distill_steps} steps)")
+    tuned, tuning = cached_distill(rounded, reference.spec, calib, per_channel=recipe.per_channel, key=keep_float,
+                                   steps=recipe.distill_steps, lr=recipe.distill_lr,
+                                   skip=lambda name: any(re.search(p, name) for p in keep_float))
+    return tuned, {**record, "method": "gptq+distill", "distillation": tuning.record()}
+
+
+def _distilled_after_search(reference: Reference, profile: TargetProfile, folder: Path, backend: Any,
+                            rounded: ModelSpec, searched: Manifest, calib: CalibrationData,
+                            record: dict[str, Any], progress: Progress) -> tuple[Manifest, dict[str, Any]]:
+    """Distillation with the layers the mixed-precision search kept in float left in float, and the artifact
+    exported and quantized again with them. In this order because distilled weights learn the rounding they were
+    trained with: a layer moved to float afterwards takes away noise its neighbours had learned to expect
+    (EfficientNet-Lite0 onnxruntime: distilled, then a second layer to float lowered the search's cosine)."""
+    from edgekit.compress.gptq import with_weights_of
+    from edgekit.compress.mixed import keep_pattern
+
+    recipe = profile.quantization
+    mixed = searched.extra["quantization"]["mixed_precision"]
+    stretch = sorted({m for k in mixed["kept_float_layers"] for m in (k["module"], *k["with"])})
+    keep = (*recipe.keep_float, *map(keep_pattern, stretch))
+    start = with_weights_of(rounded, reference.spec, stretch) if stretch else rounded  # as the search's artifact
+    tuned, record = _distilled(reference, profile, start, calib, record, keep, progress)
+    record = {**record, "distillation": {**record["distillation"], "after_search": True}}
+    if tuned is start:  # not better on the held-out samples: the search's artifact stays
+        return searched, record
+    progress(f"{profile.name}: exporting and quantizing the distilled weights ({len(stretch)} modules in float)")
+    shutil.rmtree(folder)
+    folder.mkdir()
+    write_text(folder / PROFILE_FILE, profile.text)
+    fp32 = backend.export(tuned, profile, folder, reference.source)
+    final = replace(profile, quantization=replace(recipe, keep_float=keep, mixed_precision=False))
+    manifest = backend.quantize(tuned, final, folder, fp32, calib)
+    quantization = {**manifest.extra.get("quantization", {}), "mixed_precision": mixed}
+    return replace(manifest, extra={**manifest.extra, "quantization": quantization}), record
 
 
 def _resumable(out: Path, reference: Reference) -> Path | None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from edgekit.api import export
 from edgekit.compress.distill import distill
@@ -79,3 +82,38 @@ def test_distill_options_are_typed():
         parse_profile(base + "distill_steps = 0\n")
     with pytest.raises(EdgekitError, match="distill_lr"):
         parse_profile(base + 'distill_lr = "fast"\n')
+
+
+def test_with_mixed_precision_the_layers_the_search_keeps_in_float_are_left_out_of_the_distillation(tmp_path):
+    """The search runs on GPTQ's weights; the distillation then trains the others around the layers it kept in
+    float (distilled weights learn the rounding around them; the float layers are trained too, in float), and the
+    artifact is quantized again with those layers in float and every other layer in int8."""
+    text = load_profile("onnx-cpu-int8-mixed").text
+    text = text.replace('weight_rounding = "gptq"', 'weight_rounding = "distill"\ndistill_steps = 10')
+    text = text.replace("max_float_layers = 12", "max_float_layers = 1")
+    text = text.replace("search_samples = 64", "search_samples = 16")
+    text = text.replace("speed_check = true", "speed_check = false")
+    # a cosine no int8 reaches: the search must keep one layer in float
+    text = text.replace("cosine = { warn = 0.999, fail = 0.99 }", "cosine = { warn = 0.9999999, fail = 0.5 }")
+    profile = replace(parse_profile(text), name="onnx-cpu-int8-mixed-distill")
+    result = export("zoo:cnn", [profile], tmp_path / "run", calib="task:calib")
+    assert result.rows[0].stage is None or result.rows[0].stage.value == "MISMATCH", result.rows[0].reason
+    folder = tmp_path / "run" / profile.name
+    quantization = json.loads((folder / "manifest.json").read_text())["extra"]["quantization"]
+    tuning = quantization["weight_rounding"]["distillation"]
+    assert tuning["after_search"] and tuning["kept"], tuning
+    kept = [k["module"] for k in quantization["mixed_precision"]["kept_float_layers"]]
+    assert len(kept) == 1, kept
+    original = load("cnn").module
+    weight = weight_layers(original)[kept[0]].weight.detach().numpy()
+    floats = [numpy_helper.to_array(t) for t in onnx.load(str(folder / "model.onnx")).graph.initializer
+              if t.data_type == onnx.TensorProto.FLOAT and t.dims and len(t.dims) > 1]
+    def on_grid(w: np.ndarray) -> bool:
+        levels = torch.from_numpy(w.copy()).reshape(len(w), -1) / grid_scale(torch.from_numpy(w.copy()), True)
+        return bool(torch.allclose(levels, torch.round(levels), atol=1e-3))
+
+    held = [f for f in floats for w in (weight, weight.T) if f.shape == w.shape]
+    assert held and not any(on_grid(f) or on_grid(f.T) for f in held), kept[0]  # float, trained in float
+    # and only that layer: every other weight layer is int8 in the artifact
+    assert not any(f.shape == w.shape for f in floats for name, layer in weight_layers(original).items()
+                   if name != kept[0] for w in (layer.weight.detach().numpy(), layer.weight.detach().numpy().T))

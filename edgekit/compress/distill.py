@@ -7,8 +7,8 @@ which after GPTQ is most of what is left on a CNN (EfficientNet-Lite0, simulated
 23.2 dB). Here the model runs with its weights on their int8 grid (symmetric, [-127, 127], max |w| / 127 per
 output channel, through a straight-through estimator) and each Conv2d / Linear input rounded to 8 bits of the
 min / max range the calibration data gives it (as the runtimes' min / max calibrators do), and the weights, biases
-and norms are trained so that its outputs match the original float model's on the calibration data, flipped at
-random where an input is an image. The network learns to be less sensitive to the rounding: a high-pass
+and norms are trained so that its outputs match the original float model's on the calibration data (mirrored
+at random where an input is an image). The network learns to be less sensitive to the rounding: a high-pass
 depthwise filter with taps of 17 that amplify its input's rounding noise, for example, can trade a little of its
 own accuracy on float inputs for much less noise.
 
@@ -169,7 +169,9 @@ def _sqnr(module: torch.nn.Module, teacher: torch.nn.Module, batches: list[tuple
 
 def _draws(data: Dataset, names: tuple[str, ...], steps: int, batch: int, seed: int
            ) -> Iterator[tuple[torch.Tensor, ...]]:
-    """``steps`` seeded batches of ``data``, each image input flipped left-right at random per sample."""
+    """``steps`` seeded batches of ``data``, each image input (4-D float) mirrored at random per sample. (Zooming
+    into random windows as well was measured and lost: EfficientNet-Lite0 onnxruntime int8 23.0 dB on the
+    validation photos against 24.0 with mirroring alone.)"""
     rng = np.random.default_rng(seed)
     n = len(data)
     for _ in range(steps):
