@@ -13,9 +13,12 @@ depthwise filter with taps of 17 that amplify its input's rounding noise, for ex
 own accuracy on float inputs for much less noise.
 
 The runtimes quantize more tensors than the simulation (the inputs of additions, the outputs of layers), so the
-simulation is an estimate of each runtime's error, not a copy. Nothing is kept on faith: the simulated error on
-calibration samples held out from the training is compared before and after, and the tuned weights are used only
-if they are better there."""
+simulation is an estimate of each runtime's error, not a copy. (Simulating the output of each layer's norm and
+activation stretch as well, the inputs of residual additions, was measured: EfficientNet-Lite0 onnxruntime int8
+gave the same 24.0 dB on the validation photos. Most of the gap between the simulated held-out error, 26-27 dB,
+and the runtime's on other photos is the photos: 120 crops of 13 photos are little to train on.) Nothing is kept
+on faith: the simulated error on calibration samples held out from the training is compared before and after,
+and the tuned weights are used only if they are better there."""
 from __future__ import annotations
 
 import copy
