@@ -134,7 +134,7 @@ def _distilled_after_search(reference: Reference, profile: TargetProfile, folder
     """Distillation with the layers the mixed-precision search kept in float left in float, and the artifact
     exported and quantized again with them. In this order because distilled weights learn the rounding they were
     trained with: a layer moved to float afterwards takes away noise its neighbours had learned to expect
-    (EfficientNet-Lite0 onnxruntime: distilled, then a second layer to float lowered the search's cosine)."""
+    (EfficientNet-Lite0: distilled, then a second layer to float lowered the search's cosine)."""
     from edgekit.compress.gptq import with_weights_of
     from edgekit.compress.mixed import keep_pattern
 

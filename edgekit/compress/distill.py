@@ -14,8 +14,8 @@ own accuracy on float inputs for much less noise.
 
 The runtimes quantize more tensors than the simulation (the inputs of additions, the outputs of layers), so the
 simulation is an estimate of each runtime's error, not a copy. (Simulating the output of each layer's norm and
-activation stretch as well, the inputs of residual additions, was measured: EfficientNet-Lite0 onnxruntime int8
-gave the same 24.0 dB on the validation photos. Most of the gap between the simulated held-out error, 26-27 dB,
+activation stretch as well, the inputs of residual additions, was measured: EfficientNet-Lite0 int8 on one
+runtime gave the same 24.0 dB on the validation photos. Most of the gap between the simulated held-out error, 26-27 dB,
 and the runtime's on other photos is the photos: 120 crops of 13 photos are little to train on.) Nothing is kept
 on faith: the simulated error on calibration samples held out from the training is compared before and after,
 and the tuned weights are used only if they are better there."""
@@ -173,7 +173,7 @@ def _sqnr(module: torch.nn.Module, teacher: torch.nn.Module, batches: list[tuple
 def _draws(data: Dataset, names: tuple[str, ...], steps: int, batch: int, seed: int
            ) -> Iterator[tuple[torch.Tensor, ...]]:
     """``steps`` seeded batches of ``data``, each image input (4-D float) mirrored at random per sample. (Zooming
-    into random windows as well was measured and lost: EfficientNet-Lite0 onnxruntime int8 23.0 dB on the
+    into random windows as well was measured and lost: EfficientNet-Lite0 int8 on one runtime, 23.0 dB on the
     validation photos against 24.0 with mirroring alone.)"""
     rng = np.random.default_rng(seed)
     n = len(data)
