@@ -116,15 +116,12 @@ def _rounded(reference: Reference, profile: TargetProfile, calib: CalibrationDat
 def _distilled(reference: Reference, profile: TargetProfile, rounded: ModelSpec, calib: CalibrationData,
                record: dict[str, Any], keep_float: tuple[str, ...], progress: Progress
                ) -> tuple[ModelSpec, dict[str, Any]]:
-    import re
-
     from edgekit.compress.distill import cached_distill
 
     recipe = profile.quantization
     progress(f"{profile.name}: distilling the int8 weights ({recipe.distill_steps} steps)")
-    tuned, tuning = cached_distill(rounded, reference.spec, calib, per_channel=recipe.per_channel, key=keep_float,
-                                   steps=recipe.distill_steps, lr=recipe.distill_lr,
-                                   skip=lambda name: any(re.search(p, name) for p in keep_float))
+    tuned, tuning = cached_distill(rounded, reference.spec, calib, per_channel=recipe.per_channel,
+                                   keep_float=keep_float, steps=recipe.distill_steps, lr=recipe.distill_lr)
     return tuned, {**record, "method": "gptq+distill", "distillation": tuning.record()}
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -20,6 +19,12 @@ from edgekit.data.calib import load_calibration
 from edgekit.data.sources import InputInfo
 from edgekit.errors import EdgekitError
 from edgekit.zoo import load
+
+
+def _on_grid(weight: torch.Tensor) -> bool:
+    """Every output channel's weights are integer multiples of its int8 scale (max |w| / 127)."""
+    levels = weight.detach().reshape(len(weight), -1) / grid_scale(weight.detach(), True)
+    return bool(torch.allclose(levels, torch.round(levels), atol=1e-3))
 
 
 @pytest.mark.parametrize("model", ["fusion", "cnn"])
@@ -38,8 +43,8 @@ def test_distilled_weights_are_on_the_grid_and_better_on_held_out_samples(model)
     assert all(torch.equal(p, original[n]) for n, p in spec.module.named_parameters())  # the teacher too
     assert record.kept, record  # 20 steps are enough to beat GPTQ alone on the zoo
     for name, layer in weight_layers(tuned.module).items():
+        assert _on_grid(layer.weight), name
         levels = layer.weight.detach().reshape(len(layer.weight), -1) / grid_scale(layer.weight, True)
-        assert torch.allclose(levels, torch.round(levels), atol=1e-3), name
         assert torch.all(levels.abs().amax(dim=1) > QMAX - 1e-3), name
     assert not any(n.startswith("parametrizations") for n, _ in tuned.module.named_parameters())
 
@@ -50,12 +55,8 @@ def test_layers_kept_in_float_are_not_snapped_to_the_grid():
     rounded, _ = gptq(spec, calib, skip=lambda name: name == "fc2")
     tuned, record = distill(rounded, spec, calib, steps=20, lr=1e-4, skip=lambda name: name == "fc2")
     assert record.kept, record
-    fc2 = tuned.module.fc2.weight.detach()
-    levels = fc2.reshape(len(fc2), -1) / grid_scale(fc2, True)
-    assert not torch.allclose(levels, torch.round(levels), atol=1e-3)  # trained, in float, not on the grid
-    fc1 = tuned.module.fc1.weight.detach()
-    levels = fc1.reshape(len(fc1), -1) / grid_scale(fc1, True)
-    assert torch.allclose(levels, torch.round(levels), atol=1e-3)
+    assert not _on_grid(tuned.module.fc2.weight)  # trained, in float, not on the grid
+    assert _on_grid(tuned.module.fc1.weight)
 
 
 def test_an_export_with_distill_records_it_in_the_manifest(tmp_path):
@@ -108,12 +109,9 @@ def test_with_mixed_precision_the_layers_the_search_keeps_in_float_are_left_out_
     weight = weight_layers(original)[kept[0]].weight.detach().numpy()
     floats = [numpy_helper.to_array(t) for t in onnx.load(str(folder / "model.onnx")).graph.initializer
               if t.data_type == onnx.TensorProto.FLOAT and t.dims and len(t.dims) > 1]
-    def on_grid(w: np.ndarray) -> bool:
-        levels = torch.from_numpy(w.copy()).reshape(len(w), -1) / grid_scale(torch.from_numpy(w.copy()), True)
-        return bool(torch.allclose(levels, torch.round(levels), atol=1e-3))
-
     held = [f for f in floats for w in (weight, weight.T) if f.shape == w.shape]
-    assert held and not any(on_grid(f) or on_grid(f.T) for f in held), kept[0]  # float, trained in float
+    # float, trained in float (either layout of a Linear)
+    assert held and not any(_on_grid(torch.from_numpy(w.copy())) for f in held for w in (f, f.T)), kept[0]
     # and only that layer: every other weight layer is int8 in the artifact
     assert not any(f.shape == w.shape for f in floats for name, layer in weight_layers(original).items()
                    if name != kept[0] for w in (layer.weight.detach().numpy(), layer.weight.detach().numpy().T))

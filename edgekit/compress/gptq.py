@@ -253,17 +253,26 @@ def with_weights_of(rounded: ModelSpec, original: ModelSpec, modules: list[str])
 _CACHE: list[tuple[torch.nn.Module, tuple, tuple[ModelSpec, Rounding]]] = []
 
 
-def cached_gptq(spec: ModelSpec, calib: Dataset, *, per_channel: bool, keep_float: tuple[str, ...] = (),
-                damp: float = 0.01) -> tuple[ModelSpec, Rounding]:
-    """``gptq`` once per model, calibration data and settings in this process: the targets of one export share
-    it. Layers matching ``keep_float`` (regexes of module paths) keep their weights."""
+def calibration_digest(calib: Dataset) -> str:
+    """A hash of the calibration inputs: the caches of the weight roundings key on it."""
     digest = hashlib.sha256()
     for name in sorted(calib.inputs):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(calib.inputs[name]).tobytes())
-    key = (digest.hexdigest(), per_channel, keep_float, damp)
+    return digest.hexdigest()
+
+
+def kept_in_float(keep_float: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a module path matches one of the ``keep_float`` regexes."""
+    return lambda name: any(re.search(p, name) for p in keep_float)
+
+
+def cached_gptq(spec: ModelSpec, calib: Dataset, *, per_channel: bool, keep_float: tuple[str, ...] = (),
+                damp: float = 0.01) -> tuple[ModelSpec, Rounding]:
+    """``gptq`` once per model, calibration data and settings in this process: the targets of one export share
+    it. Layers matching ``keep_float`` (regexes of module paths) keep their weights."""
+    key = (calibration_digest(calib), per_channel, keep_float, damp)
     if not _CACHE or _CACHE[0][0] is not spec.module or _CACHE[0][1] != key:
-        result = gptq(spec, calib, per_channel=per_channel, damp=damp,
-                      skip=lambda name: any(re.search(p, name) for p in keep_float))
+        result = gptq(spec, calib, per_channel=per_channel, damp=damp, skip=kept_in_float(keep_float))
         _CACHE[:] = [(spec.module, key, result)]  # one model at a time: a rounded copy is as big as the model
     return _CACHE[0][2]
