@@ -115,3 +115,71 @@ def test_with_mixed_precision_the_layers_the_search_keeps_in_float_are_left_out_
     # and only that layer: every other weight layer is int8 in the artifact
     assert not any(f.shape == w.shape for f in floats for name, layer in weight_layers(original).items()
                    if name != kept[0] for w in (layer.weight.detach().numpy(), layer.weight.detach().numpy().T))
+
+
+class _InvertedResidual(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand, self.bn1, self.act = torch.nn.Conv2d(4, 8, 1), torch.nn.BatchNorm2d(8), torch.nn.ReLU6()
+        self.project, self.bn2 = torch.nn.Conv2d(8, 4, 1), torch.nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bn2(self.project(self.act(self.bn1(self.expand(x)))))
+
+
+class _Residual(torch.nn.Module):  # a transformer layer's feed-forward half
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down, self.norm = torch.nn.Linear(4, 8), torch.nn.Linear(8, 4), torch.nn.LayerNorm(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.down(torch.relu(self.up(x))))
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.block, self.head, self.ffn = torch.nn.Conv2d(3, 4, 3, padding=1), _InvertedResidual(), \
+            torch.nn.Linear(4, 4), _Residual()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.head(self.block(self.stem(x)).mean((2, 3))))
+
+
+def test_the_simulation_rounds_a_cnn_blocks_residual_stream_as_a_static_int8_graph_does():
+    """Beside each weight layer's input, the tensors a runtime's static int8 graph rounds in a CNN block: the
+    block's input (also the addition's skip input), the norm output no activation follows (the addition's other
+    input) and the sum. Not in a transformer's residual layer, whose runtime quantizes only the weight ops."""
+    from edgekit.compress.distill import _fake_uint8, _Simulation
+
+    torch.manual_seed(0)
+    net = _Net().eval()
+    for norm in (net.block.bn1, net.block.bn2):  # not the identity: the norms must matter
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    images = [(torch.randn(4, 3, 8, 8),) for _ in range(3)]
+    sim = _Simulation(net, lambda name: False, True)
+    sim.observe(images)
+    assert set(sim.ranges) == {"stem", "block:in", "block.expand", "block.project", "block.bn2", "block:out",
+                               "head", "ffn.up", "ffn.down"}
+
+    def q(key: str, t: torch.Tensor) -> torch.Tensor:
+        return _fake_uint8(t, *sim.ranges[key])
+
+    def conv(layer: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=layer.padding)
+
+    def linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, layer.weight, layer.bias)
+
+    with torch.no_grad():
+        x = images[0][0]
+        s = q("block:in", conv(net.stem, q("stem", x)))
+        b = net.block
+        inner = b.act(b.bn1(conv(b.expand, q("block.expand", s))))
+        s = q("block:out", s + q("block.bn2", b.bn2(conv(b.project, q("block.project", inner)))))
+        h = linear(net.head, q("head", s.mean((2, 3))))
+        f = net.ffn
+        expected = f.norm(h + linear(f.down, q("ffn.down", torch.relu(linear(f.up, q("ffn.up", h))))))
+        assert torch.allclose(net(x), expected, atol=1e-6)
+    sim.finish()
