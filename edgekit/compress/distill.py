@@ -179,11 +179,14 @@ class _Simulation:
         finally:
             for probe in probes:
                 probe.remove()
+        rounded: set[str] = set()  # a norm called twice is hooked once
         for i, name in enumerate(order):
             norm = units[name]
             before = order[i - 1] if i else None
             if (isinstance(norm, torch.nn.modules.batchnorm._BatchNorm) and before in self.layers
+                    and name not in rounded
                     and not (i + 1 < len(order) and isinstance(units[order[i + 1]], _ACTIVATIONS))):
+                rounded.add(name)
                 self.hooks.append(norm.register_forward_hook(self._post(name)))
         for name, block in _convolutional_blocks(self.module).items():
             if any(n.startswith(f"{name}.") for n in self.layers):  # a block kept in float stays float
