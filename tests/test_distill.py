@@ -158,7 +158,7 @@ def test_the_simulation_rounds_a_cnn_blocks_residual_stream_as_a_static_int8_gra
         norm.running_mean.uniform_(-0.5, 0.5)
         norm.running_var.uniform_(0.5, 2.0)
     images = [(torch.randn(4, 3, 8, 8),) for _ in range(3)]
-    sim = _Simulation(net, lambda name: False, True)
+    sim = _Simulation(net, lambda name: False, True, images[0])
     sim.observe(images)
     assert set(sim.ranges) == {"stem", "block:in", "block.expand", "block.project", "block.bn2", "block:out",
                                "head", "ffn.up", "ffn.down"}

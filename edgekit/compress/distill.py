@@ -135,19 +135,20 @@ class _Simulation:
     """int8 simulated on a module: weights on their grid, each weight layer's input on 8 bits of its range, and
     in a CNN's blocks the other tensors a static int8 graph rounds: each block's input and output (the residual
     stream, the sum of a residual addition) and each batch norm's output that no activation follows (the
-    addition's other input). Without those the simulation was 1.1-1.7 dB kinder than the runtimes
-    (EfficientNet-Lite0 22.95 against 21.9 dB, MobileNetV2 14.8 against 13.0, GPTQ weights, validation photos);
-    with them it gave the runtimes' numbers (21.88 and 13.04)."""
+    addition's other input). Without those the simulation was 1.1-1.8 dB kinder than the runtimes
+    (EfficientNet-Lite0 22.95 against 21.7-21.8 dB, MobileNetV2 14.76 against 13.0, GPTQ weights, validation
+    photos); with them it gave the runtimes' numbers (21.88 and 13.04)."""
 
-    def __init__(self, module: torch.nn.Module, skip: Callable[[str], bool], per_channel: bool) -> None:
+    def __init__(self, module: torch.nn.Module, skip: Callable[[str], bool], per_channel: bool,
+                 example: tuple[torch.Tensor, ...]) -> None:
         self.module = module
         self.layers = {n: m for n, m in weight_layers(module).items() if not skip(n)}
         self.ranges: dict[str, tuple[float, float]] = {}
         self.observing = False
         self.hooks = [m.register_forward_pre_hook(self._pre(n)) for n, m in self.layers.items()]
-        self.traced = False
         for layer in self.layers.values():
             parametrize.register_parametrization(layer, "weight", _WeightGrid(per_channel))
+        self._trace(example)
 
     def _round(self, key: str, x: torch.Tensor) -> torch.Tensor | None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -169,6 +170,8 @@ class _Simulation:
 
     def _trace(self, example: tuple[torch.Tensor, ...]) -> None:
         """Hook the block and norm outputs; which norms an activation follows is read off one forward pass."""
+        if not example:
+            return
         units = {n: m for n, m in self.module.named_modules() if n and "parametrizations" not in n
                  and (parametrize.is_parametrized(m) or not list(m.children()))}
         order: list[str] = []
@@ -192,14 +195,11 @@ class _Simulation:
             if any(n.startswith(f"{name}.") for n in self.layers):  # a block kept in float stays float
                 self.hooks.append(block.register_forward_pre_hook(self._pre(f"{name}:in")))
                 self.hooks.append(block.register_forward_hook(self._post(f"{name}:out")))
-        self.traced = True
 
     def observe(self, batches: list[tuple[torch.Tensor, ...]]) -> None:
         """The min / max of every rounded tensor over ``batches`` (float activations, int8 weights)."""
         self.ranges, self.observing = {}, True
         try:
-            if not self.traced and batches:
-                self._trace(batches[0])
             with torch.no_grad():
                 for batch in batches:
                     self.module(*batch)
@@ -282,7 +282,7 @@ def distill(spec: ModelSpec, teacher: ModelSpec, calib: Dataset, *, per_channel:
     original = teacher.module.eval()
     module = copy.deepcopy(spec.module).eval()
     with torch.enable_grad():  # the caller may run under no_grad
-        sim = _Simulation(module, skip, per_channel)
+        sim = _Simulation(module, skip, per_channel, fit_batches[0] if fit_batches else ())
         sim.observe(fit_batches)
         before = _sqnr(module, original, held_batches)
         params = [p for p in module.parameters() if p.requires_grad and p.is_floating_point()]
