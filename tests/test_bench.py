@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import numpy as np
 import pytest
 
 from edgekit.bench.run import TORCH_ROW, Timing, bench
@@ -234,3 +235,23 @@ def test_report_flags_quantized_rows_slower_than_their_fp32_row(tmp_path):
         assert "b-int8: slower" not in text and "a-int8-dynamic: slower" not in text
         assert "Top layers by time" in text and "not profiled: the profiler failed: planted" in text
     assert "| op11 | Conv | block11 | 1.2000 | 15.4% |" in md and "| op1 |" not in md
+
+
+def test_report_says_how_near_a_tie_each_top1_flip_was(tmp_path):
+    """A row whose logits flip on one near-tie sample: report.json carries torch's lead there and its median lead,
+    and report.md's note says it in one phrase."""
+    from dataclasses import replace
+
+    from edgekit.report.render import write_bench_reports
+    from edgekit.results import BenchResult
+    from edgekit.validate.metrics import output_stats
+
+    reference = np.array([[5.0, 2.0, 0.0], [0.0, 4.0, 1.0], [1.0, 1.1, 0.0]], dtype=np.float32)
+    flipped = reference.copy()
+    flipped[2] = (1.2, 1.0, 0.0)
+    row = _planted_row("a-int8", "a", "int8", 1.0)
+    row = replace(row, validation=replace(row.validation, outputs=(output_stats("logits", reference, flipped),)))
+    write_bench_reports(BenchResult("zoo:planted", tmp_path, None, None, None, (row,)), plots=False)
+    stats = json.loads((tmp_path / "report.json").read_text())["rows"][0]["outputs"][0]
+    assert stats["flip_leads"] == pytest.approx([0.1]) and stats["median_lead"] == pytest.approx(3.0)
+    assert "logits: 1 top-1 flip(s) where torch led by 0.1 (its median lead 3)" in (tmp_path / "report.md").read_text()

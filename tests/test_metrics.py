@@ -32,3 +32,18 @@ def test_identical_outputs_and_disagreement():
 def test_gate_directions(metric, value, status):
     gate = Threshold(1e-5, 1e-4) if metric == "max_abs_error" else Threshold(0.99999, 0.9999)
     assert check("logits", metric, value, gate).status is status
+
+
+def test_flips_say_how_near_a_tie_each_was_for_torch():
+    # torch leads by 3 on the first two samples and by 0.1 on the last; the artifact turns only the near-tie
+    ref = np.array([[5.0, 2.0, 0.0], [0.0, 4.0, 1.0], [1.0, 1.1, 0.0]], dtype=np.float32)
+    act = np.array([[4.9, 2.1, 0.0], [0.1, 3.9, 1.0], [1.2, 1.0, 0.0]], dtype=np.float32)
+    s = output_stats("logits", ref, act)
+    assert s.top1_agreement == pytest.approx(2 / 3)
+    assert s.flip_leads == pytest.approx((0.1,), rel=1e-5)
+    assert s.median_lead == pytest.approx(3.0)
+    assert s.flips() == "1 top-1 flip(s) where torch led by 0.1 (its median lead 3)"
+    two = output_stats("logits", ref, act[[0, 2, 2]])  # the second sample flips too, a confident answer (lead 4)
+    assert two.flips() == "2 top-1 flip(s) where torch led by 0.1-4 (its median lead 3)"
+    agreeing = output_stats("logits", ref, ref)
+    assert agreeing.flip_leads == () and agreeing.flips() == ""

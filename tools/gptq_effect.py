@@ -15,8 +15,9 @@ import torch
 
 from edgekit.compress.gptq import gptq, nearest
 from edgekit.data.calib import load_calibration
-from edgekit.data.sources import InputInfo, load_data
+from edgekit.data.sources import Dataset, InputInfo, load_data
 from edgekit.source import load_source
+from edgekit.spec import ModelSpec
 
 
 def logits(module: torch.nn.Module, data, names) -> np.ndarray:
@@ -25,16 +26,21 @@ def logits(module: torch.nn.Module, data, names) -> np.ndarray:
     return np.concatenate([(o[0] if isinstance(o, (tuple, list)) else o).numpy() for o in out])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def model_and_data(description: str) -> tuple[argparse.Namespace, ModelSpec, Dataset, Dataset]:
+    """--source, --calib and --data from the command line, loaded: the arguments, the model, calibration (200
+    samples at most) and validation data (the int8 tools of tools/ share these)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--source", required=True)
     parser.add_argument("--calib", required=True)
     parser.add_argument("--data", required=True)
     args = parser.parse_args()
     spec = load_source(args.source)
     info = InputInfo.of(spec)
-    calib = load_calibration(args.calib, info, 200)
-    data = load_data(args.data, info, "--data", 100_000)
+    return args, spec, load_calibration(args.calib, info, 200), load_data(args.data, info, "--data", 100_000)
+
+
+def main() -> None:
+    _, spec, calib, data = model_and_data(__doc__.splitlines()[0])
     start = time.perf_counter()
     rounded, record = gptq(spec, calib)
     seconds = time.perf_counter() - start

@@ -48,6 +48,8 @@ def _logit_cells(validation, logits: str) -> tuple[str, str]:
     stats = next((s for s in validation.outputs if s.name == logits), None)
     cosine = "-" if stats is None else f"{stats.cosine:.5f} ({stats.sqnr_db:.1f} dB)"
     agreement = "-" if stats is None or stats.top1_agreement is None else f"{stats.top1_agreement:.3f}"
+    if stats is not None and stats.flip_leads:  # near-ties or confident answers changed: see OutputStats
+        agreement += f" ({stats.flips()})"
     return cosine, agreement
 
 

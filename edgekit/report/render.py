@@ -101,7 +101,7 @@ def _note(row: BenchRow) -> str:
         return f"{v.stage.value}: {v.reason}"
     warned = [f"{c.subject} {c.metric} {c.value:.3g} beyond warn {c.warn:g}" for c in v.checks
               if c.status is Status.WARN]
-    return "; ".join([*warned, *v.warnings])
+    return "; ".join([*warned, *v.warnings, *(f"{s.name}: {s.flips()}" for s in v.outputs if s.flip_leads)])
 
 
 def main_table(result: BenchResult) -> list[list[str]]:
