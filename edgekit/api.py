@@ -186,11 +186,13 @@ def _reuse(previous: Path, stage: Path, profile: TargetProfile) -> bool:
 
 
 def calibration_for(spec, profiles: list[TargetProfile], calib: str | Path | None) -> dict[str, CalibrationData]:
-    """Calibration data per static-int8 profile, loaded before anything is written (bad input: exit 2)."""
+    """Calibration data per static-int8 or mixed-precision profile, and per dynamic-int8 one when there is any
+    (a backend may tune its dynamic quantization on it), loaded before anything is written (bad input: exit 2)."""
     info = InputInfo.of(spec)
     return {p.name: load_calibration(calib, info, p.quantization.samples, p.quantization.seed,
                                      p.quantization.augment)
-            for p in profiles if p.precision == "int8" or p.quantization.mixed_precision}
+            for p in profiles if p.precision == "int8" or p.quantization.mixed_precision
+            or p.precision == "int8-dynamic" and calib is not None}
 
 
 def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, calib: str | Path | None = None,

@@ -69,8 +69,9 @@ def test_dynamic_int8_needs_no_calibration(int8_runs, backend):
         pytest.skip(f"{backend} has no int8-dynamic profile")
     assert row.stage is None, row.reason
     assert int8_runs.torch_accuracy - row.accuracy <= 0.005
-    manifest = read_manifest(int8_runs.folder / row.target / "manifest.json")
-    assert manifest.extra["quantization"]["calibration_samples"] == 0
+    q = read_manifest(int8_runs.folder / row.target / "manifest.json").extra["quantization"]
+    # it is given the calibration data, and records it only where it judged something on it (OpenVINO's group size)
+    assert (q["calibration_samples"] > 0) == ("tried" in q.get("dynamic_groups", {}))
 
 
 def test_int8_without_calibration_says_how(capsys, tmp_path):

@@ -73,7 +73,12 @@ DECLARED_COMPUTE = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "i
 
 def quantization_record(profile, calib, fp32_bytes: int, **applied) -> dict:
     """What a quantize step did, for the manifest: mode, calibration data, the fp32 size before, and what the
-    backend reports it applied (``applied``: only options that reached the quantizer are recorded)."""
+    backend reports it applied (``applied``: only options that reached the quantizer are recorded). Dynamic int8
+    is given calibration data when there is any, and records it only when the backend says it used it
+    (``calibrated=True``) or a mixed-precision search judged on it."""
+    used = applied.pop("calibrated", False) or profile.precision != "int8-dynamic" or \
+        profile.quantization.mixed_precision
+    calib = calib if used else None
     return {"mode": profile.precision, "calibration": calib.origin if calib else None,
             "calibration_samples": len(calib) if calib else 0, "keep_float": list(profile.quantization.keep_float),
             "fp32_bytes": fp32_bytes, **applied}

@@ -28,7 +28,15 @@ from edgekit.backends.common import (
     storage_type,
     versions,
 )
-from edgekit.backends.openvino_session import HINTS, TYPE_NAMES, OpenVinoSession, batch_one_shapes, compile_config, core
+from edgekit.backends.openvino_session import (
+    DEFAULT_GROUP_SIZE,
+    HINTS,
+    TYPE_NAMES,
+    OpenVinoSession,
+    batch_one_shapes,
+    compile_config,
+    core,
+)
 from edgekit.bench.measurement import Throughput
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.errors import EdgekitError
@@ -48,11 +56,13 @@ _SKIP_LAYERS = {"Const", "Input", "Output", "Parameter", "Result"}
 _FP16_WEIGHTS = {"fp16"}
 
 
-def runtime_options(profile: TargetProfile) -> dict:
-    """How to open the artifact, for every consumer (validation, bench, bundle): openvino_session.py reads it."""
+def runtime_options(profile: TargetProfile, group_size: int | None = None) -> dict:
+    """How to open the artifact, for every consumer (validation, bench, bundle): openvino_session.py reads it.
+    ``group_size``: the activation group size an int8-dynamic quantization chose."""
     config = {"PERFORMANCE_HINT": "LATENCY"}
     if profile.precision == "int8-dynamic":  # int8 weights; the CPU plugin quantizes activations per group
-        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "32"
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = str(group_size or profile.quantization.dynamic_group_size or
+                                                        DEFAULT_GROUP_SIZE)
     return {"device": profile.runtime.device, "precision": profile.precision, "threads": profile.runtime.threads,
             "config": config}
 
@@ -141,6 +151,7 @@ OPTIONS = {
     "quantization.method": Option(("int8",), ("minmax", "percentile")),  # NNCF's range estimators
     "quantization.per_channel": Option(("int8",)),  # compress_weights (int8-dynamic) is always per channel
     "quantization.activation_ranges": Option(("int8",), ("auto", "per_channel", "per_tensor")),
+    "quantization.dynamic_group_size": Option(("int8-dynamic",)),
 }
 _CONVERTED = ConversionCache()
 
@@ -285,7 +296,7 @@ class OpenVinoBackend:
             warnings.simplefilter("ignore")
             model = core().read_model(str(path))
             model, applied = openvino_quant.quantize(model, profile.precision, profile.quantization, calib,
-                                                     op_module_paths(model))
+                                                     op_module_paths(model), profile.gates)
         # read_model memory-maps model.bin: writing over it in place would crash (SIGBUS) the process
         staged = folder / "quantized.xml"
         ov.save_model(model, str(staged), compress_to_fp16=False)
@@ -294,8 +305,11 @@ class OpenVinoBackend:
         os.replace(staged.with_suffix(".bin"), folder / WEIGHTS_FILE)
         quant = quantization_record(profile, calib, fp32_bytes, **applied)
         extra = {"quantization": quant}
+        group_size = applied.get("dynamic_groups", {}).get("group_size")
+        if group_size:
+            extra["runtime"] = runtime_options(profile, group_size)
         if applied.get("overflow_fix", {}).get("needs_exact_int8_products"):
-            extra["runtime"] = {**runtime_options(profile), "exact_int8_products": True}
+            extra["runtime"] = {**runtime_options(profile, group_size), "exact_int8_products": True}
         return self._describe(folder, profile, source=manifest.source, extra=extra)
 
     def _describe(self, folder: Path, profile: TargetProfile, source: str, extra: dict) -> Manifest:
@@ -303,8 +317,8 @@ class OpenVinoBackend:
         if missing:  # the IR is still made for the device; validation then fails at LOAD, saying why
             precision = unread_precision(folder / MODEL_FILE, profile, missing)
         else:
-            precision = read_precision(folder / MODEL_FILE, OpenVinoSession(folder / MODEL_FILE,
-                                                                            runtime_options(profile)), profile)
+            runtime = extra.get("runtime") or runtime_options(profile)
+            precision = read_precision(folder / MODEL_FILE, OpenVinoSession(folder / MODEL_FILE, runtime), profile)
         ports = core().read_model(str(folder / MODEL_FILE))  # the IR's own ports: the batch stays dynamic
         return Manifest(source, profile.name, self.name, "NCHW", _specs(ports.inputs), _specs(ports.outputs),
                         precision, (file_entry(folder, MODEL_FILE), file_entry(folder, WEIGHTS_FILE)),

@@ -14,6 +14,9 @@ from typing import Iterable
 import numpy as np
 import openvino as ov
 
+# the CPU plugin's activation group size for int8-dynamic when none was chosen (the profile's 0 without calibration
+# data, and every manifest made before edgekit chose one)
+DEFAULT_GROUP_SIZE = 32
 # the INFERENCE_PRECISION_HINT for each edgekit precision; int8 models run their float layers in f32
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32", "int8-dynamic": "f32"}
 # the OPTIMIZATION_CAPABILITIES entry a device lists when it computes in that type natively
