@@ -85,7 +85,8 @@ class QuantRecipe:
     # dB the SQNR drops over their stretch ("sqnr_drop", which favours the first int8 layers after float ones), or
     # ("auto") by whichever of noise and sqnr_drop helped more when their first choices were tried in float
     rank_by: str = "auto"
-    # int8-dynamic: one activation scale per tensor, or per row (token); backends that apply it say which they take
+    # int8-dynamic: one activation scale per tensor, or per row (token), or ("auto") per row except where per tensor
+    # keeps the profile's output gates on calibration samples; backends that apply it say which they take
     dynamic_activations: str = "per_tensor"
     # int8-dynamic, OpenVINO: how many values of a row share one activation scale in the CPU plugin (0: the largest
     # of 128, 64, 32 that divides every int8 layer's input and keeps the profile's output gates on calibration

@@ -13,7 +13,7 @@ from edgekit.artifact import read_manifest
 from edgekit.backends.onnx import NAME_SCOPES, node_paths
 from edgekit.backends.onnx_per_row import PREFIX, quantize
 from edgekit.backends.onnx_session import PRECISE_INT8, OnnxSession
-from edgekit.config import load_profile
+from edgekit.config import Gates, TargetProfile, Threshold, load_profile
 from edgekit.results import Status
 
 
@@ -98,24 +98,51 @@ def test_an_embedding_table_gets_one_int8_scale_per_row(tmp_path):
     assert quantize(model, {"lookup"}, per_channel=True, reduce_range=False)[2] == 0
 
 
+def _variant(name: str, gates: Gates | None = None, **quantization) -> TargetProfile:
+    shipped = load_profile("onnx-cpu-int8-dynamic")
+    return replace(shipped, name=name, gates=gates or shipped.gates,
+                   quantization=replace(shipped.quantization, **quantization))
+
+
 def test_a_transformer_runs_per_row_dynamic_int8_in_onnxruntime(tmp_path):
-    per_tensor = load_profile("onnx-cpu-int8-dynamic")
-    per_tensor = replace(per_tensor, name="per-tensor",
-                         quantization=replace(per_tensor.quantization, dynamic_activations="per_tensor"))
-    result = export("zoo:transformer", [load_profile("onnx-cpu-int8-dynamic"), per_tensor], tmp_path / "run",
-                    calib="task:calib")
+    impossible = Gates(outputs={"*": {"cosine": Threshold(warn=1.0, fail=0.5)}})
+    profiles = [load_profile("onnx-cpu-int8-dynamic"), _variant("per-row", dynamic_activations="per_row"),
+                _variant("per-tensor", dynamic_activations="per_tensor"), _variant("auto-impossible", impossible)]
+    result = export("zoo:transformer", profiles, tmp_path / "run", calib="task:calib")
     rows = {r.target: r for r in result.rows}
-    row = rows["onnx-cpu-int8-dynamic"]
-    assert load_profile("onnx-cpu-int8-dynamic").quantization.dynamic_activations == "per_row"
+    row = rows["per-row"]
     assert row.status is not Status.FAIL and row.stage is None, row.reason
     assert row.precision.compute == "int8"
     assert result.torch_accuracy - row.accuracy <= 0.005
     quant = read_manifest(tmp_path / "run" / row.target / "manifest.json").extra["quantization"]
     assert quant["dynamic_activations"] == "per_row" and "per row" in quant["activations"]
+    assert "row_search" not in quant and quant["calibration_samples"] == 0  # nothing was judged on it
     assert rows["per-tensor"].status is not Status.FAIL
     model = onnx.load(str(tmp_path / "run" / row.target / "model.onnx"))
     rewritten = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat" and n.name.startswith(PREFIX)]
     assert rewritten and all(node_paths(model.graph)[n.name] for n in rewritten)
+    assert not [n for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul"]
+
+    # "auto" (shipped): the activations that lose least go per tensor while the gates hold on calibration samples
+    shipped = rows["onnx-cpu-int8-dynamic"]
+    assert shipped.status is not Status.FAIL and shipped.stage is None, shipped.reason
+    quant = read_manifest(tmp_path / "run" / shipped.target / "manifest.json").extra["quantization"]
+    search = quant["row_search"]
+    assert quant["dynamic_activations"] == "auto" and quant["calibration_samples"] > 0
+    warn = load_profile("onnx-cpu-int8-dynamic").gates.for_output("logits")["cosine"].warn
+    assert search["outputs"]["logits"]["cosine"] >= warn
+    assert search["outputs"]["logits"]["sqnr_db"] >= search["all_per_row"]["logits"]["sqnr_db"] - search["budget_db"]
+    # the ones chosen are the ones that lost least alone, and exactly their MatMuls became DynamicQuantizeMatMul
+    alone = search["alone_sqnr_db"]
+    chosen = search["per_tensor"]
+    assert len(alone) == search["candidates"] and list(alone)[:len(chosen)] == chosen
+    model = onnx.load(str(tmp_path / "run" / shipped.target / "model.onnx"))
+    fused = [n for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert {n.input[0] for n in fused} == set(chosen)
+    assert all(node_paths(model.graph)[n.name] for n in fused)
+    # gates that all per row does not keep itself: nothing goes per tensor, and the record says why
+    quant = read_manifest(tmp_path / "run" / "auto-impossible" / "manifest.json").extra["quantization"]
+    assert "does not keep the gates" in quant["row_search"]["chosen"] and "per_tensor" not in quant["row_search"]
     # the fusion model's text branch looks its tokens up in an embedding table: int8 with one scale per row
     fusion = export("zoo:fusion", "onnx-cpu-int8-dynamic", tmp_path / "fusion", calib="task:calib")
     assert fusion.rows[0].status is not Status.FAIL and fusion.rows[0].stage is None, fusion.rows[0].reason

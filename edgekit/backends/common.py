@@ -9,8 +9,10 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
+    from edgekit.config import Gates
     from edgekit.spec import ModelSpec
 
 MAX_BATCH = 4096
@@ -107,3 +109,19 @@ class ConversionCache:
         while len(self._items) > self._size:
             self._items.pop(next(iter(self._items)))
         return value
+
+
+def keeps_gates(reference: dict[str, np.ndarray], got: dict[str, np.ndarray], gates: Gates) -> tuple[bool, dict]:
+    """Whether every output keeps its profile gates within warn on the same samples,
+    and each output's cosine and SQNR: how a quantizer's own search judges a choice on calibration data."""
+    from edgekit.validate.gates import Status, check
+    from edgekit.validate.metrics import output_stats
+
+    ok, measured = True, {}
+    for name, want in reference.items():
+        stats = output_stats(name, want, got[name])
+        measured[name] = {"cosine": round(stats.cosine, 6), "sqnr_db": round(stats.sqnr_db, 2)}
+        for metric, gate in gates.for_output(name).items():
+            value = stats.metric(metric)
+            ok &= value is None or check(name, metric, value, gate).status == Status.PASS
+    return ok, measured

@@ -186,7 +186,7 @@ OPTIONS = {
     "quantization.method": Option(("int8",), CALIBRATION_METHODS),
     "quantization.per_channel": Option(QUANTIZED_PRECISIONS),
     "quantization.reduce_range": Option(QUANTIZED_PRECISIONS),
-    "quantization.dynamic_activations": Option(("int8-dynamic",), ("per_tensor", "per_row")),
+    "quantization.dynamic_activations": Option(("int8-dynamic",), ("per_tensor", "per_row", "auto")),
 }
 
 
@@ -325,7 +325,7 @@ class OnnxBackend:
                 os.replace(folder / DATA_FILE, Path(tmp) / DATA_FILE)
             graph = onnx.load(str(fp32), load_external_data=False).graph
             applied = onnx_quant.quantize(fp32, path, profile.precision, profile.quantization, calib, Path(tmp),
-                                          node_paths(graph))
+                                          node_paths(graph), profile.gates)
             strip_metadata(fp32, keep=(NAME_SCOPES,))  # the size an fp32 target of the same model has
             fp32_bytes = sum(f.stat().st_size for f in (fp32, Path(tmp) / DATA_FILE) if f.is_file())
         strip_metadata(path, keep=(NAME_SCOPES,))

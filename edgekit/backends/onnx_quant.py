@@ -18,7 +18,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.registry import IntegerOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgekit.config import QuantRecipe
+from edgekit.config import Gates, QuantRecipe
 from edgekit.data.calib import CalibrationData
 
 # Measured on EfficientNet-Lite0 (Xeon, AVX-512 VNNI, onnxruntime 1.32, 1 thread): uint8 activations 3.95-3.99 ms,
@@ -73,21 +73,29 @@ def weight_nodes(model_path: Path) -> list[str] | None:
 
 
 def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: CalibrationData | None,
-             work: Path, node_paths: dict[str, str | None]) -> dict:
+             work: Path, node_paths: dict[str, str | None], gates: Gates | None = None) -> dict:
     """Write the quantized model to ``out``; returns what reached the quantizer, for the manifest.
-    ``node_paths``: each node's torch module path, which keep_float patterns are matched against."""
+    ``node_paths``: each node's torch module path, which keep_float patterns are matched against; ``gates``: the
+    profile's, which int8-dynamic's choice of activations per tensor must keep on the calibration samples."""
     keep = nodes_to_keep_float(node_paths, recipe.keep_float)
     applied = {"per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range, "weights": "int8",
                "kept_float_nodes": keep}
     if precision == "int8-dynamic":
         external = any(i.data_location == onnx.TensorProto.EXTERNAL
                        for i in onnx.load(str(fp32), load_external_data=False).graph.initializer)
-        source, op_types, rows, tables = fp32, None, 0, 0
-        if recipe.dynamic_activations == "per_row":
+        source, op_types, rows, tables, per_tensor, search, tensor_matmuls = fp32, None, 0, 0, frozenset(), None, 0
+        if recipe.dynamic_activations in ("per_row", "auto"):
             from edgekit.backends import onnx_per_row
 
-            model, rows, tables = onnx_per_row.quantize(onnx.load(str(fp32)), set(keep), recipe.per_channel,
-                                                        recipe.reduce_range)
+            model = onnx.load(str(fp32))
+            if recipe.dynamic_activations == "auto":
+                samples = list(calib.batches(1))[:recipe.search_samples] if calib else []
+                per_tensor, search = onnx_per_row.choose_per_tensor(
+                    model, fp32, set(keep), recipe.per_channel, recipe.reduce_range, samples, gates or Gates(), work,
+                    external)
+            model, rows, tables = onnx_per_row.quantize(model, set(keep), recipe.per_channel, recipe.reduce_range,
+                                                        per_tensor)
+            tensor_matmuls = sum(n.op_type == "DynamicQuantizeMatMul" for n in model.graph.node)
             source = work / "per_row.onnx"
             # a model that came past protobuf's 2 GB limit goes on with its weights in a file beside the graph
             onnx.save(model, str(source), save_as_external_data=external, all_tensors_to_one_file=True,
@@ -97,9 +105,13 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
                          weight_type=QuantType.QInt8, nodes_to_exclude=keep, op_types_to_quantize=op_types,
                          use_external_data_format=external)
         if rows or tables:
-            return {**applied, "activations": f"dynamic, one scale and offset per row (token) at {rows} MatMuls; "
-                                              "per tensor elsewhere", "dynamic_activations": "per_row",
-                    "lookup_tables": f"{tables} in int8 with one scale per row"}
+            chosen = {"dynamic_activations": recipe.dynamic_activations}
+            if search is not None:
+                chosen.update(row_search=search, calibrated="samples" in search)
+            return {**applied, "activations": f"dynamic, one scale and offset per row (token) at "
+                                              f"{rows - tensor_matmuls} MatMuls; per tensor elsewhere"
+                                              f"{f' ({tensor_matmuls} MatMuls chosen)' if tensor_matmuls else ''}",
+                    "lookup_tables": f"{tables} in int8 with one scale per row", **chosen}
         return {**applied, "activations": "dynamic (quantized per call, one scale per tensor)",
                 "dynamic_activations": "per_tensor"}
     prepared = work / "prepared.onnx"

@@ -8,6 +8,7 @@ import warnings
 
 import openvino as ov
 
+from edgekit.backends.common import keeps_gates
 from edgekit.backends.openvino_session import (
     DEFAULT_GROUP_SIZE,
     core,
@@ -208,22 +209,10 @@ def _row_widths(model: ov.Model) -> set[int]:
     return widths
 
 
-def _passes(reference: list[list], got: list[list], names: list[str], gates: Gates) -> tuple[bool, dict]:
-    """Whether every output keeps its profile gates within warn, and each output's cosine / SQNR."""
+def _by_output(outputs: list[list], names: list[str]) -> dict:
     import numpy as np
 
-    from edgekit.validate.gates import Status, check
-    from edgekit.validate.metrics import output_stats
-
-    ok, measured = True, {}
-    for i, name in enumerate(names):
-        stats = output_stats(name, np.concatenate([outs[i] for outs in reference]),
-                             np.concatenate([outs[i] for outs in got]))
-        measured[name] = {"cosine": round(stats.cosine, 6), "sqnr_db": round(stats.sqnr_db, 2)}
-        for metric, gate in gates.for_output(name).items():
-            value = stats.metric(metric)
-            ok &= value is None or check(name, metric, value, gate).status == Status.PASS
-    return ok, measured
+    return {name: np.concatenate([outs[i] for outs in outputs]) for i, name in enumerate(names)}
 
 
 def dynamic_group(model: ov.Model, asked: int, samples: list[dict], reference: list[list], gates: Gates) -> dict:
@@ -242,11 +231,13 @@ def dynamic_group(model: ov.Model, asked: int, samples: list[dict], reference: l
             f"no group of {GROUP_SIZES} divides every int8 layer's input width {widths}"
         return {"group_size": DEFAULT_GROUP_SIZE, "chosen": why}
     names = [port.get_any_name() for port in model.outputs]
+    want = _by_output(reference, names)
     tried = {}
     for group in fitting:
         compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                        **dynamic_group_size_config(group)})
-        ok, tried[str(group)] = _passes(reference, [list(compiled(s).values()) for s in samples], names, gates)
+        got = _by_output([list(compiled(s).values()) for s in samples], names)
+        ok, tried[str(group)] = keeps_gates(want, got, gates)
         if ok:
             return {"group_size": group, "chosen": "the largest that keeps the output gates", "samples": len(samples),
                     "tried": tried}
