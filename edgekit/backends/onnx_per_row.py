@@ -73,8 +73,9 @@ def quantize(model: onnx.ModelProto, keep: set[str], per_channel: bool, reduce_r
     and every lookup in a constant float table (an embedding) from an int8 table with one scale per row; returns it,
     how many MatMuls and how many tables were rewritten. A MatMul that reads an activation named in ``per_tensor``
     becomes onnxruntime's DynamicQuantizeMatMul instead (one scale and zero point for the whole activation, one
-    fused op: per row costs ten more). Each new node carries the metadata of the node it replaces, so the torch
-    module it came from (name scopes) stays known to keep_float, the ledger and the profiler."""
+    fused op: per row adds ten per activation and three per MatMul). Each new node carries the metadata of the
+    node it replaces, so the torch module it came from (name scopes) stays known to keep_float, the ledger and the
+    profiler."""
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     opset = _opset(model)
@@ -179,11 +180,11 @@ ROW_BUDGET_DB = 1.5
 def choose_per_tensor(model: onnx.ModelProto, fp32: Path, keep: set[str], per_channel: bool, reduce_range: bool,
                       samples: list[dict[str, np.ndarray]], gates: Gates, work: Path, external: bool = False
                       ) -> tuple[frozenset[str], dict]:
-    """The activations to quantize per tensor instead of per row (each saves ten ops), and the record of why.
-    Each activation alone goes per tensor and is measured on ``samples``; then the most that lose least, as many
-    as keep every output gate within warn and within ROW_BUDGET_DB of all per row (a bisection over that order).
-    ``model`` is ``fp32`` loaded; it is not changed. ``external``: its weights are past protobuf's 2 GB (each trial
-    would be written out in two files): not searched."""
+    """The activations to quantize per tensor instead of per row (each saves ten ops and three per MatMul), and the
+    record of why. Each activation alone goes per tensor and is measured on ``samples``; then the most that lose
+    least, as many as keep every output gate within warn and within ROW_BUDGET_DB of all per row (a bisection over
+    that order). ``model`` is ``fp32`` loaded; it is not changed. ``external``: its weights are past protobuf's
+    2 GB (each trial would be written out in two files): not searched."""
     from edgekit.backends.common import keeps_gates
     from edgekit.backends.execute import DYNAMIC_BATCH
     from edgekit.backends.onnx_session import OnnxSession
