@@ -123,15 +123,18 @@ def test_fusion_channel_pruning_runs_through_export_and_validation(tmp_path):
     assert not result.failed and result.rows[0].accuracy == pytest.approx(c.accuracy_pruned)
 
 
-@pytest.mark.parametrize("factory, message", [
-    ("pooled_concat", "channel pruning left the model inconsistent (RuntimeError: mat1 and mat2"),
-    ("inline_gate", "could not resolve this model's channel dependencies within 3 s"),
+# pooled_concat resolves in well under a second, but not always within 3 s on a loaded 2-core machine; inline_gate
+# never resolves, so its limit is kept short
+@pytest.mark.parametrize("factory, seconds, message", [
+    ("pooled_concat", 60, "channel pruning left the model inconsistent (RuntimeError: mat1 and mat2"),
+    ("inline_gate", 3, "could not resolve this model's channel dependencies within 3 s"),
 ])
-def test_channel_pruning_gives_up_cleanly_where_torch_pruning_cannot(capsys, tmp_path, monkeypatch, factory, message):
+def test_channel_pruning_gives_up_cleanly_where_torch_pruning_cannot(capsys, tmp_path, monkeypatch, factory, seconds,
+                                                                     message):
     import edgekit.compress.channels as channels
     from edgekit.cli import main
 
-    monkeypatch.setattr(channels, "GRAPH_SECONDS", 3)
+    monkeypatch.setattr(channels, "GRAPH_SECONDS", seconds)
     out = tmp_path / "run"
     code = main(["export", f"{Path(__file__).parent}/fixtures/unprunable_models.py:{factory}",
                  "--prune", "channels:0.5", "--target", "onnx-cpu-fp32", "--out", str(out)])

@@ -9,7 +9,10 @@ float model's, on the validation data, with the activation ranges chosen four wa
 - per channel where signed: one range per channel on every tensor that holds negative values (the residual
   stream, the linear bottlenecks; not the post-ReLU tensors, whose ranges a ReLU6 fixes). This is the most that
   equalizing channel ranges (cross-layer equalization) could give a per-tensor runtime;
-- none: weights only, activations float.
+- none: weights only, activations float;
+- calibration, float weights: the first, with the float model's own weights: what 8-bit activations alone cost.
+  Rounding the weights (GPTQ) only adds to it; weights trained against the rounding (distillation) can win some
+  of it back, no more than it shows is lost.
 
 If none of them comes near the gate, the error is rounding spread over the whole network, and only layers kept
 in float (mixed precision) or trained weights (weight_rounding = "distill") change it.
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.utils import parametrize
 
 from edgekit.compress.distill import _batches, _Simulation
 from edgekit.compress.gptq import cached_gptq
@@ -97,7 +101,14 @@ def main() -> None:
     sim.observe(calib_batches)
     sim.finish()  # the hooks go; the weights stay on their int8 grid
     rows.append(("none (weights only)", output_stats("logits", reference, _logits(module, data_batches))))
-    print(f"{args.source}: GPTQ int8 weights, simulated 8-bit activations, {len(reference)} validation samples; "
+    floating = copy.deepcopy(spec.module).eval()
+    activations = _ChannelRanges(floating, lambda _name: False, True, calib_batches[0])
+    for layer in activations.layers.values():  # the float weights back: activations alone are rounded
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+    activations.observe(calib_batches)
+    rows.append(("calibration, float weights (activations only)",
+                 output_stats("logits", reference, _logits(floating, data_batches))))
+    print(f"{args.source}: GPTQ int8 weights (but the last row), simulated 8-bit activations, {len(reference)} validation samples; "
           f"{len(sim.ranges)} rounded tensors, {len(signed)} signed")
     print("| activation ranges | logits cosine (SQNR) | top-1 agreement | flips |")
     print("|---|---|---|---|")
