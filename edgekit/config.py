@@ -89,8 +89,8 @@ class QuantRecipe:
     # keeps the profile's output gates on calibration samples; backends that apply it say which they take
     dynamic_activations: str = "per_tensor"
     # int8-dynamic, OpenVINO: how many values of a row share one activation scale in the CPU plugin (0: the largest
-    # of 128, 64, 32 that divides every int8 layer's input and keeps the profile's output gates on calibration
-    # samples; 32 without them). Larger groups run faster and add more noise.
+    # of 128, 64, 32 that divides every row 32 quantizes and keeps the profile's output gates on calibration samples;
+    # 32 without them). Larger groups run faster and add more noise.
     dynamic_group_size: int = 0
     # int8 static, OpenVINO: NNCF's per-channel activation ranges (at depthwise convolutions' inputs), per-tensor
     # ones, or ("auto") whichever gives the smaller error on calibration samples held out from the ranges

@@ -112,8 +112,8 @@ class ConversionCache:
 
 
 def keeps_gates(reference: dict[str, np.ndarray], got: dict[str, np.ndarray], gates: Gates) -> tuple[bool, dict]:
-    """Whether every output keeps its profile gates within warn on the same samples,
-    and each output's cosine and SQNR: how a quantizer's own search judges a choice on calibration data."""
+    """Whether every output keeps its profile gates within warn on the same samples, and each output's cosine and
+    SQNR: how a quantizer's own search judges a choice on calibration data."""
     from edgekit.validate.gates import Status, check
     from edgekit.validate.metrics import output_stats
 

@@ -215,7 +215,7 @@ def choose_per_tensor(model: onnx.ModelProto, fp32: Path, keep: set[str], per_ch
         ok, measured = keeps_gates(reference, run(trial_path), gates)
         return ok, measured, min(m["sqnr_db"] for m in measured.values())
 
-    ok, all_rows, floor = trial(frozenset())
+    ok, all_rows, all_rows_db = trial(frozenset())
     record = {"candidates": len(candidates), "samples": len(samples), "all_per_row": all_rows,
               "budget_db": ROW_BUDGET_DB}
     if not ok:
@@ -226,7 +226,7 @@ def choose_per_tensor(model: onnx.ModelProto, fp32: Path, keep: set[str], per_ch
     while low < high:
         middle = (low + high + 1) // 2
         ok, measured, db = trial(frozenset(order[:middle]))
-        if ok and db >= floor - ROW_BUDGET_DB:
+        if ok and db >= all_rows_db - ROW_BUDGET_DB:
             low, chosen = middle, measured
         else:
             high = middle - 1

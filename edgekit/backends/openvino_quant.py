@@ -193,10 +193,6 @@ def _held_out_choice(model: ov.Model, samples: list[dict], quantized_on) -> dict
 GROUP_SIZES = (128, 64, 32)
 
 
-def dynamic_group_size_config(group_size: int) -> dict[str, str]:
-    return {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(group_size)}
-
-
 def _row_widths(model: ov.Model) -> set[int]:
     """The input widths (reduced dimension) of the MatMuls by a constant weight: the ones the plugin quantizes."""
     widths = set()
@@ -235,7 +231,7 @@ def dynamic_group(model: ov.Model, asked: int, samples: list[dict], reference: l
     tried = {}
     for group in fitting:
         compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                       **dynamic_group_size_config(group)})
+                                                       "DYNAMIC_QUANTIZATION_GROUP_SIZE": str(group)})
         got = _by_output([list(compiled(s).values()) for s in samples], names)
         ok, tried[str(group)] = keeps_gates(want, got, gates)
         if ok:
