@@ -325,7 +325,7 @@ class OnnxBackend:
                 os.replace(folder / DATA_FILE, Path(tmp) / DATA_FILE)
             graph = onnx.load(str(fp32), load_external_data=False).graph
             applied = onnx_quant.quantize(fp32, path, profile.precision, profile.quantization, calib, Path(tmp),
-                                          node_paths(graph), profile.gates)
+                                          node_paths(graph), profile.gates, manifest)
             strip_metadata(fp32, keep=(NAME_SCOPES,))  # the size an fp32 target of the same model has
             fp32_bytes = sum(f.stat().st_size for f in (fp32, Path(tmp) / DATA_FILE) if f.is_file())
         strip_metadata(path, keep=(NAME_SCOPES,))

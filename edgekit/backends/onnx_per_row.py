@@ -25,6 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 if TYPE_CHECKING:
+    from edgekit.artifact import Manifest
     from edgekit.config import Gates
 
 PREFIX = "edgekit_row_"
@@ -177,16 +178,17 @@ def quantize(model: onnx.ModelProto, keep: set[str], per_channel: bool, reduce_r
 ROW_BUDGET_DB = 1.5
 
 
-def choose_per_tensor(model: onnx.ModelProto, fp32: Path, keep: set[str], per_channel: bool, reduce_range: bool,
-                      samples: list[dict[str, np.ndarray]], gates: Gates, work: Path, external: bool = False
-                      ) -> tuple[frozenset[str], dict]:
+def choose_per_tensor(model: onnx.ModelProto, fp32: Path, manifest: Manifest, keep: set[str], per_channel: bool,
+                      reduce_range: bool, samples: dict[str, np.ndarray], gates: Gates, work: Path,
+                      external: bool = False) -> tuple[frozenset[str], dict]:
     """The activations to quantize per tensor instead of per row (each saves ten ops and three per MatMul), and the
-    record of why. Each activation alone goes per tensor and is measured on ``samples``; then the most that lose
-    least, as many as keep every output gate within warn and within ROW_BUDGET_DB of all per row (a bisection over
-    that order). ``model`` is ``fp32`` loaded; it is not changed. ``external``: its weights are past protobuf's
-    2 GB (each trial would be written out in two files): not searched."""
+    record of why. Each activation alone goes per tensor and is measured on ``samples`` (input name -> samples,
+    run as validation runs them, through ``manifest``, the fp32 artifact's); then the most that lose least, as many
+    as keep every output gate within warn and within ROW_BUDGET_DB of all per row (a bisection over that order).
+    ``model`` is ``fp32`` loaded; it is not changed. ``external``: its weights are past protobuf's 2 GB (each trial
+    would be written out in two files): not searched."""
     from edgekit.backends.common import keeps_gates
-    from edgekit.backends.execute import DYNAMIC_BATCH
+    from edgekit.backends.execute import run_batched
     from edgekit.backends.onnx_session import OnnxSession
 
     candidates = row_inputs(model, keep)
@@ -197,13 +199,8 @@ def choose_per_tensor(model: onnx.ModelProto, fp32: Path, keep: set[str], per_ch
         return frozenset(), {"chosen": "per row everywhere: a model past protobuf's 2 GB is not searched"}
 
     # in batches, as validation runs them: one scale per tensor then spans a batch, which a batch of one would not
-    batches = [{k: np.concatenate([s[k] for s in samples[i:i + DYNAMIC_BATCH]]) for k in samples[0]}
-               for i in range(0, len(samples), DYNAMIC_BATCH)]
-
     def run(path: Path) -> dict[str, np.ndarray]:
-        session = OnnxSession(path, {"threads": 0})
-        outputs = [session.run(batch) for batch in batches]
-        return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
+        return run_batched(OnnxSession(path, {"threads": 0}), manifest, samples)
 
     reference = run(fp32)
     trial_path = work / "per_row_trial.onnx"
@@ -216,7 +213,7 @@ def choose_per_tensor(model: onnx.ModelProto, fp32: Path, keep: set[str], per_ch
         return ok, measured, min(m["sqnr_db"] for m in measured.values())
 
     ok, all_rows, all_rows_db = trial(frozenset())
-    record = {"candidates": len(candidates), "samples": len(samples), "all_per_row": all_rows,
+    record = {"candidates": len(candidates), "samples": len(next(iter(samples.values()))), "all_per_row": all_rows,
               "budget_db": ROW_BUDGET_DB}
     if not ok:
         return frozenset(), {**record, "chosen": "per row everywhere: it does not keep the gates itself"}

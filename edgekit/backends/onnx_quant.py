@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -20,6 +21,9 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgekit.config import Gates, QuantRecipe
 from edgekit.data.calib import CalibrationData
+
+if TYPE_CHECKING:
+    from edgekit.artifact import Manifest
 
 # Measured on EfficientNet-Lite0 (Xeon, AVX-512 VNNI, onnxruntime 1.32, 1 thread): uint8 activations 3.95-3.99 ms,
 # int8 6.9-7.6 ms, fp32 7.5-8.8 ms, the same accuracy. On x86 onnxruntime rewrites int8 Q/DQ pairs to uint8 only
@@ -73,10 +77,12 @@ def weight_nodes(model_path: Path) -> list[str] | None:
 
 
 def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: CalibrationData | None,
-             work: Path, node_paths: dict[str, str | None], gates: Gates | None = None) -> dict:
+             work: Path, node_paths: dict[str, str | None], gates: Gates | None = None,
+             manifest: Manifest | None = None) -> dict:
     """Write the quantized model to ``out``; returns what reached the quantizer, for the manifest.
     ``node_paths``: each node's torch module path, which keep_float patterns are matched against; ``gates``: the
-    profile's, which int8-dynamic's choice of activations per tensor must keep on the calibration samples."""
+    profile's, which int8-dynamic's choice of activations per tensor must keep on the calibration samples, run
+    through ``manifest`` (the fp32 artifact's) as validation runs them."""
     keep = nodes_to_keep_float(node_paths, recipe.keep_float)
     applied = {"per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range, "weights": "int8",
                "kept_float_nodes": keep}
@@ -89,10 +95,11 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
 
             model = onnx.load(str(fp32))
             if recipe.dynamic_activations == "auto":
-                samples = list(calib.batches(1))[:recipe.search_samples] if calib else []
+                samples = {k: v[:recipe.search_samples] for k, v in calib.inputs.items()} if calib and manifest \
+                    else {}
                 per_tensor, search = onnx_per_row.choose_per_tensor(
-                    model, fp32, set(keep), recipe.per_channel, recipe.reduce_range, samples, gates or Gates(), work,
-                    external)
+                    model, fp32, manifest, set(keep), recipe.per_channel, recipe.reduce_range, samples,
+                    gates or Gates(), work, external)
             model, rows, tables = onnx_per_row.quantize(model, set(keep), recipe.per_channel, recipe.reduce_range,
                                                         per_tensor)
             tensor_matmuls = sum(n.op_type == "DynamicQuantizeMatMul" for n in model.graph.node)

@@ -306,10 +306,11 @@ class OpenVinoBackend:
         quant = quantization_record(profile, calib, fp32_bytes, **applied)
         extra = {"quantization": quant}
         group_size = applied.get("dynamic_groups", {}).get("group_size")
-        if group_size:
+        exact = applied.get("overflow_fix", {}).get("needs_exact_int8_products")
+        if group_size or exact:
             extra["runtime"] = runtime_options(profile, group_size)
-        if applied.get("overflow_fix", {}).get("needs_exact_int8_products"):
-            extra["runtime"] = {**runtime_options(profile, group_size), "exact_int8_products": True}
+            if exact:
+                extra["runtime"]["exact_int8_products"] = True
         return self._describe(folder, profile, source=manifest.source, extra=extra)
 
     def _describe(self, folder: Path, profile: TargetProfile, source: str, extra: dict) -> Manifest:

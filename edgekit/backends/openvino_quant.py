@@ -85,9 +85,9 @@ def _sqnr_db(reference: list[list], got: list[list]) -> float:
     return float(10 * np.log10(max(np.sum(want ** 2), 1e-30) / max(np.sum((have - want) ** 2), 1e-30)))
 
 
-def _outputs(model: ov.Model, samples: list[dict]) -> list[list]:
+def _outputs(model: ov.Model, samples: list[dict], config: dict[str, str] | None = None) -> list[list]:
     # float layers in f32, as every edgekit session runs an int8 model (the CPU plugin would pick bf16 here)
-    compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", **(config or {})})
     return [[value for value in compiled(sample).values()] for sample in samples]
 
 
@@ -230,9 +230,7 @@ def dynamic_group(model: ov.Model, asked: int, samples: list[dict], reference: l
     want = _by_output(reference, names)
     tried = {}
     for group in fitting:
-        compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                       "DYNAMIC_QUANTIZATION_GROUP_SIZE": str(group)})
-        got = _by_output([list(compiled(s).values()) for s in samples], names)
+        got = _by_output(_outputs(model, samples, {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(group)}), names)
         ok, tried[str(group)] = keeps_gates(want, got, gates)
         if ok:
             return {"group_size": group, "chosen": "the largest that keeps the output gates", "samples": len(samples),
