@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from edgekit._version import __version__
 from edgekit.console import console, third_party_output
 from edgekit.errors import EdgekitError, clean
 
@@ -252,6 +253,15 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             print(f"{name:28s} {p.backend:9s} {p.precision:13s} {p.description}")
         except EdgekitError as exc:
             print(f"{name:28s} INVALID  {exc}")
+    print("\nto make your own: edgekit profiles show NAME > my-target.toml, edit it, pass --target my-target.toml",
+          file=console())
+    return 0
+
+
+def cmd_profile_show(args: argparse.Namespace) -> int:
+    from edgekit.config import load_profile
+
+    print(load_profile(args.name).text, end="")
     return 0
 
 
@@ -308,6 +318,8 @@ def _bench_options(p: argparse.ArgumentParser, quick_default: bool = False) -> N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekit", description="Export PyTorch models to edge runtimes and "
                                      "prove they still work there.")
+    parser.add_argument("--version", action="version", version=f"edgekit {__version__} (Python "
+                        f"{sys.version.split()[0]}, {sys.platform})")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show what converters and runtimes print (else it goes to edgekit.log in the folder)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -404,8 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="at most this many cells at once here (default: cores / threads)")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("profiles", help="list the target profiles, one line each")
+    p = sub.add_parser("profiles", help="list the target profiles, one line each (shipped ones, ./targets and "
+                       "$EDGEKIT_TARGETS)")
     p.set_defaults(func=cmd_profiles)
+    shows = p.add_subparsers(dest="profiles_command", metavar="show")
+    show = shows.add_parser("show", help="print one profile as TOML, to copy and edit")
+    show.add_argument("name", help="a profile name (see `edgekit profiles`) or a TOML path")
+    show.set_defaults(func=cmd_profile_show)
 
     p = sub.add_parser("demo", help="the whole chain on the built-in models and sample data")
     p.add_argument("--out", default="runs/demo")

@@ -10,6 +10,7 @@ from typing import Any
 
 from edgekit.errors import EdgekitError
 from edgekit.lengths import base_name
+from edgekit.resources import targets_dir
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")
 QUANTIZED_PRECISIONS = ("int8", "int8-dynamic")  # made by a quantize step after the fp32 export
@@ -20,11 +21,28 @@ LOWER_IS_BETTER = {"max_abs_error", "max_rel_error", "mean_abs_error", "accuracy
 HIGHER_IS_BETTER = {"cosine", "sqnr_db", "top1_agreement"}
 OUTPUT_METRICS = {"max_abs_error", "max_rel_error", "mean_abs_error", "cosine", "sqnr_db", "top1_agreement"}
 TASK_METRICS = {"accuracy_drop", "top1_agreement"}
+# What each gated metric measures (the docs' profile reference is generated from this; every metric needs one).
+METRIC_MEANINGS = {
+    "max_abs_error": "largest |runtime - torch| over the output's elements",
+    "max_rel_error": "max_abs_error divided by the largest |torch| value of the output: one fp32 tolerance fits "
+                     "logits and hidden states",
+    "mean_abs_error": "mean |runtime - torch| over the output's elements",
+    "cosine": "cosine similarity of the runtime's and torch's output, flattened",
+    "sqnr_db": "signal-to-quantization-noise ratio in dB: 10 log10(sum torch^2 / sum (runtime - torch)^2)",
+    "top1_agreement": "share of samples whose top-1 class is torch's (2-D class scores; under [gates.task], the "
+                      "model's logits output)",
+    "accuracy_drop": "torch's task accuracy minus the runtime's, in percentage points",
+}
 
 
 @dataclass(frozen=True)
 class Threshold:
-    """Worse than ``warn`` gives WARN, worse than ``fail`` gives FAIL ("worse" by the metric's direction)."""
+    """Worse than ``warn`` gives WARN, worse than ``fail`` gives FAIL ("worse" by the metric's direction).
+
+    Attributes:
+        warn: Past this value the gate warns (the row is WARN).
+        fail: Past this value the gate fails (the row is FAIL). It may not lie on the better side of ``warn``.
+    """
 
     warn: float
     fail: float
@@ -32,7 +50,16 @@ class Threshold:
 
 @dataclass(frozen=True)
 class Gates:
-    outputs: dict[str, dict[str, Threshold]] = field(default_factory=dict)  # output name or "*" -> metric -> gate
+    """The accuracy gates a run on the target must pass: ``[gates.outputs.NAME]`` and ``[gates.task]``.
+
+    Attributes:
+        outputs: Output name, or ``"*"`` for every output, to a table of metric -> threshold. An output's own
+            gates are added to the ``"*"`` ones and win where both name a metric. Metrics: ``OUTPUT_METRICS``.
+        task: Metric -> threshold for the task on real data (skipped, and said so, when a run has only the example
+            inputs). Metrics: ``TASK_METRICS``.
+    """
+
+    outputs: dict[str, dict[str, Threshold]] = field(default_factory=dict)
     task: dict[str, Threshold] = field(default_factory=dict)
 
     def for_output(self, name: str) -> dict[str, Threshold]:
@@ -41,19 +68,36 @@ class Gates:
 
 @dataclass(frozen=True)
 class Augment:
-    """Optional calibration augmentation (seeded): horizontal flips, random crops, brightness jitter."""
+    """Optional calibration augmentation (seeded): horizontal flips, random crops, brightness jitter.
+
+    Attributes:
+        flip: Mirror half of the calibration images left to right, at random.
+        crop: Pixels of random crop-and-pad: each image is shifted by up to this many pixels each way.
+        brightness: Brightness jitter: each image is scaled by 1 +/- up to this fraction.
+    """
 
     flip: bool = False
-    crop: int = 0  # pixels of random crop-and-pad
-    brightness: float = 0.0  # +/- fraction
+    crop: int = 0
+    brightness: float = 0.0
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    threads: int = 0  # 0: all cores
+    """How the runtime opens and runs the artifact: ``[runtime]``.
+
+    Attributes:
+        threads: Threads of the runtime's session (0: all cores). Bench also times one thread.
+        device: The runtime's device string, e.g. OpenVINO's ``CPU`` or ``GPU``.
+        layout: The layout of the artifact's image inputs: NCHW (the model's own) or NHWC.
+        batch_sizes: The batch sizes to make, for runtimes without a dynamic batch (TFLite, ExecuTorch): one
+            signature or method each.
+        opset: The ONNX opset the exporter targets.
+    """
+
+    threads: int = 0
     device: str = "CPU"
     layout: str = "NCHW"
-    batch_sizes: tuple[int, ...] = (1, 8)  # for runtimes without a dynamic batch (TFLite)
+    batch_sizes: tuple[int, ...] = (1, 8)
     opset: int = 18
 
 
@@ -64,62 +108,99 @@ RANKINGS = ("auto", "noise", "noise_per_ms", "sqnr_drop")
 
 @dataclass(frozen=True)
 class QuantRecipe:
-    """WHAT to quantize; each backend module decides HOW."""
+    """WHAT to quantize; each backend module decides HOW: ``[quantization]``.
 
-    method: str = "minmax"  # calibration method for int8 static
-    per_channel: bool = True  # per-channel weight scales
-    reduce_range: bool = False  # 7-bit weights: avoids int16 saturation of u8s8 kernels on x86 without VNNI
-    samples: int = 200  # calibration samples (seeded draw)
-    keep_float: tuple[str, ...] = ()  # regexes of torch module paths (or runtime node names) to keep in float
-    # accuracy-aware mixed precision: keep the most sensitive layers in float, fewest first, until the profile's
-    # gates pass on held-out calibration samples (edgekit.compress.mixed)
+    Attributes:
+        method: Calibration method for static int8 (how activation ranges are chosen from the calibration data).
+        per_channel: Per-channel weight scales (else one scale per weight tensor).
+        reduce_range: 7-bit weights: avoids int16 saturation of u8s8 kernels on x86 without VNNI.
+        samples: Calibration samples to draw (seeded) from ``--calib``.
+        keep_float: Regexes of torch module paths (or runtime node names) to keep in float.
+        mixed_precision: Accuracy-aware mixed precision: keep the most sensitive layers in float, fewest first,
+            until the profile's gates pass on held-out calibration samples (``edgekit.compress.mixed``).
+        max_float_layers: The mixed-precision search stops at this many layers in float, gates passed or not.
+        search_samples: Calibration samples the search judges on (the validation data stays unseen).
+        speed_check: After the search, layers whose ops the runtime's profiler times slower in int8 than in fp32
+            go to float too, if the whole artifact gets faster and the gates still hold (runtimes with a per-op
+            profiler).
+        rank_by: How the search orders the layers to keep in float, from each round's per-layer ledger: by the
+            growth of the noise-to-signal power their stretch adds (``noise``); by that per ms the layer costs in
+            float instead of int8, from the runtime's per-op profiler (``noise_per_ms``; runtimes without one rank
+            by noise, and say so); by the dB the SQNR drops over their stretch (``sqnr_drop``, which favours the
+            first int8 layers after float ones); or (``auto``) by whichever of noise and sqnr_drop helped more when
+            their first choices were tried in float.
+        dynamic_activations: int8-dynamic: one activation scale per tensor (``per_tensor``), per row, i.e. per
+            token (``per_row``), or (``auto``) per row except where per tensor keeps the profile's output gates on
+            calibration samples. Backends that apply it say which values they take.
+        dynamic_group_size: int8-dynamic, OpenVINO: how many values of a row share one activation scale in the CPU
+            plugin. 0: the largest of 128, 64, 32 that divides every row 32 quantizes and keeps the profile's output
+            gates on calibration samples (32 without them). Larger groups run faster and add more noise.
+        activation_ranges: Static int8, OpenVINO: NNCF's per-channel activation ranges at depthwise convolutions'
+            inputs (``per_channel``), per-tensor ones (``per_tensor``), or (``auto``) whichever gives the smaller
+            error on calibration samples held out from the ranges.
+        weight_rounding: Static int8: ``gptq`` rounds the torch weights onto the int8 grid on the calibration data
+            before export (``edgekit.compress.gptq``), and every backend's quantizer then keeps them; ``nearest``
+            leaves rounding to the quantizer; ``distill`` starts from GPTQ's weights and fine-tunes them under
+            simulated int8 to give the float model's outputs on the calibration data
+            (``edgekit.compress.distill``), kept only if better on held-out samples.
+        distill_steps: ``distill``: training steps of 16 calibration samples.
+        distill_lr: ``distill``: Adam's learning rate, decayed to 0 over the steps.
+        seed: Seed of the calibration draw and its augmentation.
+        augment: ``[quantization.augment]``: optional calibration augmentation.
+    """
+
+    method: str = "minmax"
+    per_channel: bool = True
+    reduce_range: bool = False
+    samples: int = 200
+    keep_float: tuple[str, ...] = ()
     mixed_precision: bool = False
-    max_float_layers: int = 12  # the search stops there, gates passed or not
-    search_samples: int = 64  # calibration samples the search judges on (the validation data stays unseen)
-    # after the search: layers whose ops the runtime's profiler times slower in int8 than in fp32 go to float too,
-    # if the whole artifact gets faster and the gates still hold (runtimes with a per-op profiler)
+    max_float_layers: int = 12
+    search_samples: int = 64
     speed_check: bool = True
-    # how the search orders the layers to keep in float, from each round's per-layer ledger: by the growth of the
-    # noise-to-signal power their stretch adds ("noise"), by that per ms the layer costs in float instead of int8
-    # from the runtime's per-op profiler ("noise_per_ms"; runtimes without one rank by noise, and say so), or by the
-    # dB the SQNR drops over their stretch ("sqnr_drop", which favours the first int8 layers after float ones), or
-    # ("auto") by whichever of noise and sqnr_drop helped more when their first choices were tried in float
     rank_by: str = "auto"
-    # int8-dynamic: one activation scale per tensor, or per row (token), or ("auto") per row except where per tensor
-    # keeps the profile's output gates on calibration samples; backends that apply it say which they take
     dynamic_activations: str = "per_tensor"
-    # int8-dynamic, OpenVINO: how many values of a row share one activation scale in the CPU plugin (0: the largest
-    # of 128, 64, 32 that divides every row 32 quantizes and keeps the profile's output gates on calibration samples;
-    # 32 without them). Larger groups run faster and add more noise.
     dynamic_group_size: int = 0
-    # int8 static, OpenVINO: NNCF's per-channel activation ranges (at depthwise convolutions' inputs), per-tensor
-    # ones, or ("auto") whichever gives the smaller error on calibration samples held out from the ranges
     activation_ranges: str = "auto"
-    # int8 static: "gptq" rounds the torch weights onto the int8 grid on the calibration data before export
-    # (edgekit.compress.gptq), every backend's quantizer then keeps them; "nearest" leaves rounding to it;
-    # "distill" starts from GPTQ's weights and fine-tunes them under simulated int8 to give the float model's
-    # outputs on the calibration data (edgekit.compress.distill), kept only if better on held-out samples
     weight_rounding: str = "nearest"
-    distill_steps: int = 150  # "distill": training steps of 16 calibration samples
-    distill_lr: float = 5e-5  # "distill": Adam's learning rate, decayed to 0 over the steps
+    distill_steps: int = 150
+    distill_lr: float = 5e-5
     seed: int = 0
     augment: Augment = field(default_factory=Augment)
 
 
 @dataclass(frozen=True)
 class TargetProfile:
+    """A target (device profile): a backend, a precision, runtime options, a quantization recipe and the gates a
+    run must pass. Read from TOML by :func:`parse_profile`, which refuses unknown keys.
+
+    Attributes:
+        name: The profile's name, as ``--target`` and the run folder name it.
+        backend: The backend that makes and runs the artifact (a registered backend's name).
+        precision: What the model computes in on the runtime, never less.
+        description: One line for ``edgekit profiles``.
+        device_label: The hardware this profile stands for, e.g. "Raspberry Pi 4 (Cortex-A72)".
+        runtime: ``[runtime]``: how the runtime opens and runs the artifact.
+        gates: ``[gates]``: the accuracy gates.
+        quantization: ``[quantization]``: the recipe of int8 and int8-dynamic targets.
+        validation_samples: ``[validation] samples``: at most this many samples of ``--data`` are run and compared.
+        path: Where the profile was read from (not a TOML key).
+        text: The TOML it came from, copied into each run so re-validation uses the same gates (not a TOML key).
+        explicit: The keys its TOML sets, e.g. ``"runtime.threads"``, ``"quantization.method"`` (not a TOML key).
+    """
+
     name: str
     backend: str
     precision: str
     description: str = ""
-    device_label: str = ""  # the hardware this profile stands for, e.g. "Raspberry Pi 4 (Cortex-A72)"
+    device_label: str = ""
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     gates: Gates = field(default_factory=Gates)
     quantization: QuantRecipe = field(default_factory=QuantRecipe)
-    validation_samples: int = 500  # [validation] samples: at most this many of --data are run and compared
+    validation_samples: int = 500
     path: str = ""
-    text: str = ""  # the TOML it came from, copied into each run so re-validation uses the same gates
-    explicit: frozenset[str] = frozenset()  # "runtime.threads", "quantization.method", ...: the keys it sets
+    text: str = ""
+    explicit: frozenset[str] = frozenset()
 
 
 _TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "runtime", "gates", "quantization",
@@ -284,7 +365,7 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
 def profile_dirs() -> list[Path]:
     """Where profile names are looked up: $EDGEKIT_TARGETS (os.pathsep-separated), ./targets, the bundled ones."""
     dirs = [Path(p) for p in os.environ.get("EDGEKIT_TARGETS", "").split(os.pathsep) if p]
-    return dirs + [Path.cwd() / "targets", Path(__file__).resolve().parents[1] / "targets"]
+    return dirs + [Path.cwd() / "targets", targets_dir()]
 
 
 def known_profiles() -> dict[str, Path]:
