@@ -23,6 +23,22 @@ def fp32_profile(backend: str) -> str:
 BACKENDS = [b for b in registered() if (Path(__file__).parents[1] / "targets" / f"{fp32_profile(b)}.toml").is_file()]
 
 
+def write_digits(split: str, dest: Path, class_folders: bool = True, limit: int | None = None, every: int = 1) -> Path:
+    """A user's image folder of real digits: every ``every``-th digit of a sample_data MNIST split (up to ``limit``)
+    written as a PNG file, ``dest/<label>/<name>`` or, without class folders, ``dest/<name>`` ("val/0003.png" is
+    named 0003.png). Returns ``dest``."""
+    from PIL import Image
+
+    from edgekit.data.mnist import read_split
+
+    digits = read_split(split)
+    for file, image, label in list(zip(digits.files, digits.images, digits.labels))[::every][:limit]:
+        folder = dest / str(label) if class_folders else dest
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / Path(file).name)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("runs")

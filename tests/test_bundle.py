@@ -15,7 +15,7 @@ from edgekit.backends import get_backend
 from edgekit.bundle.make import bundle
 from edgekit.cli import main
 
-from .conftest import BACKENDS, fp32_profile
+from .conftest import BACKENDS, fp32_profile, write_digits
 
 REPO = Path(__file__).parents[1]
 
@@ -118,7 +118,7 @@ def torch_version() -> str:
 def test_example_py_applies_the_manifest_options(zoo_run, tmp_path, device, backend):
     """The integration example opens the model through the same session module, with the same options."""
     folder = bundle(zoo_run("cnn").folder, fp32_profile(backend), tmp_path / "cnn")
-    image = REPO / "sample_data" / "mnist" / "val" / "0003.png"  # a 0 (val.csv)
+    image = write_digits("val", tmp_path / "digits", class_folders=False, limit=1) / "0003.png"  # a 0 (val.npz)
     done = subprocess.run([sys.executable, str(folder / "example.py"), str(image)], env=device,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -143,7 +143,7 @@ def test_bundle_bench_prints_timing_json(fusion_bundles, no_torch):
 
 def test_bundle_predicts_a_real_digit(zoo_run, tmp_path, no_torch):
     folder = bundle(zoo_run("cnn").folder, fp32_profile(BACKENDS[-1]), tmp_path / "cnn")
-    image = REPO / "sample_data" / "mnist" / "val" / "0003.png"  # a 0 (val.csv)
+    image = write_digits("val", tmp_path / "digits", class_folders=False, limit=1) / "0003.png"  # a 0 (val.npz)
     done = run_py(folder, no_torch, "--input", str(image))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["prediction"] == "0"

@@ -13,13 +13,12 @@ from edgekit.data.calib import load_calibration
 from edgekit.data.preprocess import PRESETS, resolve
 from edgekit.data.sources import InputInfo
 from edgekit.errors import EdgekitError
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, write_digits
 
 MNIST = resolve(PRESETS["mnist"], "image", (2, 1, 28, 28))
 IMAGE = InputInfo(("image",), ((2, 1, 28, 28),), ("float32",), "mnist", preprocess=MNIST)
 FUSION = InputInfo(("image", "tokens"), ((2, 1, 28, 28), (2, 8)), ("float32", "int64"), "mnist-fusion",
                    preprocess=MNIST)
-SAMPLE = Path(__file__).parents[1] / "sample_data"
 INT8 = [b for b in BACKENDS if (Path(__file__).parents[1] / "targets" / f"{b}-cpu-int8.toml").is_file()]
 
 
@@ -82,19 +81,24 @@ def test_int8_without_calibration_says_how(capsys, tmp_path):
 
 
 def test_calibration_from_an_image_folder_is_seeded_and_normalized(tmp_path):
-    digits = sorted((SAMPLE / "mnist" / "calib").glob("*.png"))[:12]
+    digits = sorted(write_digits("calib", tmp_path / "png", class_folders=False, limit=12).glob("*.png"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
     for i, path in enumerate(digits):
-        Image.open(path).resize((56, 56)).save(tmp_path / f"{i}.jpg")  # other size and format: resized
-    (tmp_path / "labels.csv").write_text("ignored metadata\n")
-    a = load_calibration(tmp_path, IMAGE, samples=8, seed=1)
-    b = load_calibration(tmp_path, IMAGE, samples=8, seed=1)
+        Image.open(path).resize((56, 56)).save(folder / f"{i}.jpg")  # other size and format: resized
+    (folder / "labels.csv").write_text("ignored metadata\n")
+    a = load_calibration(folder, IMAGE, samples=8, seed=1)
+    b = load_calibration(folder, IMAGE, samples=8, seed=1)
     assert a.inputs["image"].shape == (8, 1, 28, 28) and a.inputs["image"].dtype == np.float32
     assert np.array_equal(a.inputs["image"], b.inputs["image"])
     assert a.inputs["image"].min() < -0.3 and a.inputs["image"].max() > 2.0  # MNIST normalization
 
 
-def test_a_folder_with_a_calib_split_uses_it():
-    data = load_calibration(SAMPLE / "mnist", IMAGE, samples=500)
+def test_a_folder_with_a_calib_split_uses_it(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("splits")  # a folder of splits: calib/ (200 digits) and val/ (1000)
+    write_digits("calib", folder / "calib", class_folders=False)
+    write_digits("val", folder / "val", class_folders=False)
+    data = load_calibration(folder, IMAGE, samples=500)
     assert len(data) == 200 and "calib" in data.origin
 
 

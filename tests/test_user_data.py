@@ -1,9 +1,7 @@
 """The user's data for any model: an image folder (class sub-folders give labels), a .npz of named arrays, a
 samples factory, or task:SPLIT; validation says how many samples of what it used; preprocessing is declared once,
 checked against the model's input and carried into the run and its bundles."""
-import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +12,23 @@ from edgekit.bundle.make import bundle
 from edgekit.cli import main
 from edgekit.data.tasks import load_task
 from edgekit.validate.gates import Status
+from tests.conftest import write_digits
 
-REPO = Path(__file__).parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory) -> Path:
     """120 real val digits in class folders 0..9, as an ImageFolder."""
-    folder = tmp_path_factory.mktemp("digits")
-    with open(REPO / "sample_data" / "mnist" / "val.csv") as f:
-        rows = list(csv.DictReader(f))[::8][:120]
-    for row in rows:
-        (folder / row["label"]).mkdir(exist_ok=True)
-        shutil.copy(REPO / "sample_data" / "mnist" / row["file"], folder / row["label"] / Path(row["file"]).name)
+    return write_digits("val", tmp_path_factory.mktemp("digits"), every=8, limit=120)
+
+
+@pytest.fixture(scope="module")
+def split_folder(tmp_path_factory) -> Path:
+    """A folder of splits: real digits in calib/ (200) and val/ (1000) image folders."""
+    folder = tmp_path_factory.mktemp("splits")
+    write_digits("calib", folder / "calib", class_folders=False)
+    write_digits("val", folder / "val", class_folders=False)
     return folder
 
 
@@ -66,13 +67,15 @@ def test_without_real_data_the_reports_say_so_and_skip_task_gates(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["zoo:cnn", "--preprocess", "imagenet"],
      "the preprocessing makes 3x28x28 (RGB) images, but the model's input 'image' is 1x28x28"),
-    (["zoo:fusion", "--target", "onnx-cpu-int8", "--calib", "sample_data/mnist"],
+    (["zoo:fusion", "--target", "onnx-cpu-int8", "--calib", "SPLIT_FOLDER"],
      "an image folder feeds a model with one image input; this one has image, tokens"),
     (["zoo:cnn", "--data", "nothing-here"], "--data nothing-here: not an image folder"),
     ([f"{FIXTURES}/user_models.py:build", "--calib", "task:calib", "--target", "onnx-cpu-int8"],
      "--calib task:calib: this model has no built-in task"),
 ])
-def test_data_and_preprocessing_errors_are_one_line(capsys, tmp_path, args, message):
+def test_data_and_preprocessing_errors_are_one_line(capsys, request, tmp_path, args, message):
+    if "SPLIT_FOLDER" in args:  # a folder of splits (calib/, val/): its calib/ split is an image folder
+        args = [str(request.getfixturevalue("split_folder")) if a == "SPLIT_FOLDER" else a for a in args]
     target = [] if "--target" in args else ["--target", "onnx-cpu-fp32"]
     code = main(["export", *args, *target, "--out", str(tmp_path / "run")])
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.lstrip().startswith("..")]

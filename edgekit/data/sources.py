@@ -25,7 +25,7 @@ from edgekit.errors import EdgekitError, one_line
 from edgekit.fsutil import read_npz
 
 METADATA_SUFFIXES = {".csv", ".json", ".md", ".txt", ".toml", ".npz", ".npy"}
-# a folder of splits (as sample_data/mnist) gives its calib/ split to --calib and its val/ split to --data
+# a folder of splits (image sub-folders calib/ and val/) gives its calib/ split to --calib, its val/ split to --data
 SPLIT_FOLDERS = {"--calib": "calib", "--data": "val"}
 KINDS = "an image folder, a .npz of named arrays, FILE.py:FACTORY / module:FACTORY, or task:SPLIT"
 
