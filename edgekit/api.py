@@ -186,10 +186,12 @@ def _reuse(previous: Path, stage: Path, profile: TargetProfile) -> bool:
 
 
 def calibration_for(spec, profiles: list[TargetProfile], calib: str | Path | None) -> dict[str, CalibrationData]:
-    """Calibration data per static-int8 or mixed-precision profile, and per dynamic-int8 one when there is any
-    (a backend may tune its dynamic quantization on it), loaded before anything is written (bad input: exit 2)."""
+    """Calibration data per static-int8 or mixed-precision profile, and per dynamic-int8 one when the user gave
+    some (a backend may tune its dynamic quantization on it), loaded before anything is written (bad input: exit 2).
+    A model with a built-in task (the zoo) calibrates on its task's calib split unless ``calib`` says otherwise."""
     info = InputInfo.of(spec)
-    return {p.name: load_calibration(calib, info, p.quantization.samples, p.quantization.seed,
+    static = calib if calib is not None or spec.task is None else "task:calib"  # a built-in task has its own
+    return {p.name: load_calibration(static, info, p.quantization.samples, p.quantization.seed,
                                      p.quantization.augment)
             for p in profiles if p.precision == "int8" or p.quantization.mixed_precision
             or p.precision == "int8-dynamic" and calib is not None}

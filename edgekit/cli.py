@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "model")
     data_kinds = ("an image folder (class sub-folders give labels), a .npz of arrays named by the inputs "
                   "(optional labels), FILE.py:FACTORY yielding input dicts, or task:SPLIT")
-    p.add_argument("--calib", metavar="DATA", help=f"calibration data for int8: {data_kinds}")
+    p.add_argument("--calib", metavar="DATA", help=f"calibration data for int8: {data_kinds}; "
+                   "default: the zoo model's calib split, else required for int8")
     p.add_argument("--data", metavar="DATA", help=f"validation data (accuracy, agreement, errors): {data_kinds}; "
                    "default: the zoo model's val split, else only the example inputs")
     p.add_argument("--preprocess", metavar="PRESET|FILE.toml",

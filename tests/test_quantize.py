@@ -74,10 +74,18 @@ def test_dynamic_int8_needs_no_calibration(int8_runs, backend):
 
 
 def test_int8_without_calibration_says_how(capsys, tmp_path):
-    code = main(["export", "zoo:cnn", "--target", "onnx-cpu-int8", "--out", str(tmp_path / "r")])
+    model = Path(__file__).parent / "fixtures" / "user_models.py"
+    code = main(["export", f"{model}:build", "--target", "onnx-cpu-int8", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and "int8 needs calibration data: pass --calib DATA" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_zoo_model_calibrates_on_its_task_by_default(tmp_path):
+    result = export("zoo:cnn", "onnx-cpu-int8", tmp_path / "r")
+    assert not result.failed, [r.reason for r in result.rows]
+    quant = read_manifest(tmp_path / "r" / "onnx-cpu-int8" / "manifest.json").extra["quantization"]
+    assert quant["calibration"] == "mnist calib split" and quant["calibration_samples"] == 200
 
 
 def test_calibration_from_an_image_folder_is_seeded_and_normalized(tmp_path):

@@ -1,5 +1,6 @@
 """Calibration data for int8: any DATA of sources.py (an image folder, a .npz, a samples factory, ``task:calib``),
-seeded, optionally augmented. There is no default data: int8 without calibration data is an error."""
+seeded, optionally augmented. Only a model with a built-in task (the zoo) has default calibration data (its
+``task:calib`` split, chosen in edgekit.api); for any other model int8 without calibration data is an error."""
 from __future__ import annotations
 
 from dataclasses import replace
