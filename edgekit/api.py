@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgekit.artifact import Manifest, read_manifest, verify_files
 from edgekit.backends import get_backend

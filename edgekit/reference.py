@@ -88,7 +88,8 @@ def build_reference(spec: ModelSpec, source: str, data: Dataset | None = None, s
         missing = set(spec.input_names) - set(task.inputs)
         if missing:
             raise EdgekitError(f"{source}: task {spec.task!r} has no data for input(s) {', '.join(sorted(missing))}")
-        inputs, labels, origin = {k: task.inputs[k] for k in spec.input_names}, task.labels, f"{spec.task} {split} split"
+        inputs = {k: task.inputs[k] for k in spec.input_names}
+        labels, origin = task.labels, f"{spec.task} {split} split"
     else:
         inputs = {k: t.detach().numpy() for k, t in zip(spec.input_names, spec.example_inputs)}
         labels, real, origin = None, False, "the factory's example inputs"

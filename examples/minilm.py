@@ -15,8 +15,8 @@ from __future__ import annotations
 import codecs
 import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch

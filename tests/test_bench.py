@@ -46,7 +46,8 @@ def test_workers_for_artifacts_do_not_import_torch(benched):
     from edgekit.backends import get_backend
 
     torch_rss = benched.torch.measurement.peak_rss_mb
-    free = [r for r in benched.rows if "torch" not in getattr(get_backend(r.validation.backend), "runtime_requires", ())]
+    free = [r for r in benched.rows
+            if "torch" not in getattr(get_backend(r.validation.backend), "runtime_requires", ())]
     assert free and all(r.measurement.peak_rss_mb < torch_rss for r in free)
 
 

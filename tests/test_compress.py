@@ -116,7 +116,8 @@ def test_fusion_channel_pruning_runs_through_export_and_validation(tmp_path):
     """The multimodal model through the whole chain: prune, measure the pruned model, export, validate."""
     from edgekit.api import export
 
-    result = export("zoo:fusion", "onnx-cpu-fp32", tmp_path / "run", compression=CompressionRecipe.parse("channels:0.3"))
+    result = export("zoo:fusion", "onnx-cpu-fp32", tmp_path / "run",
+                    compression=CompressionRecipe.parse("channels:0.3"))
     c = result.compression
     assert c.channels["conv2"] == (64, 48) and c.flops_after < c.flops_before / 2
     assert 0.5 < c.accuracy_pruned < c.accuracy_before  # measured on the pruned model, before any recovery

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgekit.report.plots import spatial
 from edgekit.validate.attention import attention_stats, group_names, js_divergence
 from edgekit.validate.explain import agreement, occlusion_inputs, occlusion_maps, rank_correlation
-from edgekit.report.plots import spatial
 
 
 def test_js_divergence_is_0_for_the_same_and_1_bit_for_disjoint():

@@ -24,8 +24,8 @@ from edgekit.api import export  # noqa: E402
 from edgekit.artifact import read_manifest  # noqa: E402
 from edgekit.bench.run import Timing, bench  # noqa: E402
 from edgekit.config import load_profile, parse_profile  # noqa: E402
-from edgekit.validate.explain import softmax  # noqa: E402
 from edgekit.report.render import speedup  # noqa: E402
+from edgekit.validate.explain import softmax  # noqa: E402
 
 BACKENDS = ("onnx", "openvino", "tflite")
 ROUNDS = 3  # edgekit / benchmark_app alternations

@@ -108,7 +108,8 @@ def main() -> None:
     activations.observe(calib_batches)
     rows.append(("calibration, float weights (activations only)",
                  output_stats("logits", reference, _logits(floating, data_batches))))
-    print(f"{args.source}: GPTQ int8 weights (but the last row), simulated 8-bit activations, {len(reference)} validation samples; "
+    print(f"{args.source}: GPTQ int8 weights (but the last row), simulated 8-bit activations, "
+          f"{len(reference)} validation samples; "
           f"{len(sim.ranges)} rounded tensors, {len(signed)} signed")
     print("| activation ranges | logits cosine (SQNR) | top-1 agreement | flips |")
     print("|---|---|---|---|")

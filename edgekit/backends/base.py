@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from importlib import metadata
 from dataclasses import dataclass, fields
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 

@@ -5,8 +5,9 @@ import inspect
 import os
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np

@@ -8,8 +8,8 @@ precision below the one asked for."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import openvino as ov

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from edgekit_pixels import image_to_input
 from edgekit_session import open_session
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 manifest = json.loads((HERE / "manifest.json").read_text(encoding="utf-8"))

@@ -98,7 +98,7 @@ def bench(manifest: dict, seconds: float, runs: int) -> dict:
         session = None  # closed before the next opens: a runtime may keep one thread pool per process
         session = open_session(manifest, threads)
         applied = session.effective()
-        timing = measure(lambda: session.run(one), min_runs=runs, min_seconds=seconds)
+        timing = measure(lambda run=session.run: run(one), min_runs=runs, min_seconds=seconds)
         result[label] = {**timing.__dict__, "threads": applied["threads"], "applied": applied}
     result["peak_rss_mb"] = peak_rss_mb()
     result["model_bytes"] = sum(f["bytes"] for f in manifest["files"])

@@ -7,7 +7,7 @@ the streams that meet in the classifier."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch_pruning as tp
 from torch import nn

@@ -5,7 +5,7 @@ import contextlib
 import signal
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from edgekit.errors import EdgekitError
 

@@ -1,7 +1,7 @@
 """Training batches from sample_data's train split, with the usual MNIST augmentation (small shifts)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

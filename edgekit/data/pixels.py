@@ -5,7 +5,7 @@ Numpy and pillow only, no edgekit imports: bundles carry this file as ``edgekit_
 the host preprocess a photo the same way."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

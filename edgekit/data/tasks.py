@@ -1,9 +1,9 @@
 """Tasks: real labelled inputs for a model, by split, so validation measures task accuracy."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -153,7 +153,7 @@ def run(job: Job) -> dict | None:
     arrays = {f"val:{k}": v for k, v in _stage(Stage.RUN, lambda: run_batched(session, manifest, inputs)).items()}
     for length, cut in at_lengths.items():
         arrays.update({f"val:{k}{AT}{length}": v for k, v in
-                       _stage(Stage.RUN, lambda: run_batched(session, manifest, cut)).items()})
+                       _stage(Stage.RUN, lambda cut=cut: run_batched(session, manifest, cut)).items()})
     if explain:
         arrays.update({f"explain:{k}": v for k, v in
                        _stage(Stage.RUN, lambda: run_batched(session, manifest, explain)).items()})

@@ -27,10 +27,10 @@ except ImportError:
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from edgekit_execute import run_batched, to_artifact_layout
-from edgekit_metrics import gate_status, output_stats
-from edgekit_pipeline import Stage, run_chain, stream, summary
-from edgekit_timing import measure
+from edgekit_execute import run_batched, to_artifact_layout  # noqa: E402 (the copies beside this file, above)
+from edgekit_metrics import gate_status, output_stats  # noqa: E402
+from edgekit_pipeline import Stage, run_chain, stream, summary  # noqa: E402
+from edgekit_timing import measure  # noqa: E402
 
 
 class BundleError(Exception):

@@ -156,7 +156,8 @@ def _chain_profile(plan: Split, profiles: list[TargetProfile], model_outputs: tu
 def _chain_precision(folders: list[Path]) -> Precision:
     """What the chain runs in: every segment's precision, as its runtime reported it."""
     found = [read_manifest(f / MANIFEST_FILE).precision for f in folders]
-    join = lambda values: "+".join(dict.fromkeys(values))
+    def join(values):
+        return "+".join(dict.fromkeys(values))
     return Precision(join(p.declared for p in found), join(p.compute for p in found),
                      join(p.weights for p in found), {"segments": [jsonable(p) for p in found]},
                      tuple(w for p in found for w in p.warnings))

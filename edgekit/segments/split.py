@@ -309,7 +309,8 @@ def _balanced(graph: _Graph, count: int, candidates: list[int]) -> list[int]:
     for node in graph.work:
         prefix.append(prefix[-1] + graph.flops.get(node, 0))
     end = len(graph.work)
-    cost = lambda a, b: prefix[b] - prefix[a]
+    def cost(a, b):
+        return prefix[b] - prefix[a]
     crossing = {c: sum(_tensor_bytes(n) for n in _crossing(graph, c)) for c in candidates}
     # best[c] for k cuts: (the most expensive segment so far, bytes crossed, the cuts), the last cut at c
     best = {c: (cost(0, c), crossing[c], [c]) for c in candidates}

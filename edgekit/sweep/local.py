@@ -6,9 +6,10 @@ import json
 import os
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgekit.isolation.process import last_line, run_child, signal_name
 from edgekit.sweep.cell import CELL_FILE, CellJob

@@ -137,8 +137,8 @@ def _path_digest(path: Path) -> str:
 
 def source_digest(source: str) -> str:
     """What the model's result depends on, as far as it can be read without running it: the zoo's weights (its
-    code is edgekit's, in every key), the user's file, an installed package's version, or the .pt2 itself. A file a user's module imports
-    from beside it is not read (a caveat the README states)."""
+    code is edgekit's, in every key), the user's file, an installed package's version, or the .pt2 itself. A file
+    a user's module imports from beside it is not read (a caveat the docs state)."""
     from edgekit.data.mnist import sample_data_root
 
     if source.startswith("zoo:"):
@@ -202,7 +202,8 @@ def _sources(raw: object) -> tuple[SourceEntry, ...]:
         name = _string(where, table, "name", source.removeprefix("zoo:"))
         # a zoo model brings its own calibration split, as in `edgekit demo`
         calib = _string(where, table, "calib", "task:calib" if source.startswith("zoo:") else None)
-        entries.append(SourceEntry(name, source, calib, _string(where, table, "data"), _string(where, table, "dynamic")))
+        entries.append(SourceEntry(name, source, calib, _string(where, table, "data"),
+                                   _string(where, table, "dynamic")))
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise EdgekitError(f"two sources are named {next(n for n in names if names.count(n) > 1)!r}: give a name")

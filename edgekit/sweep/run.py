@@ -11,9 +11,10 @@ import contextlib
 import fcntl
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import remove_stale_stages

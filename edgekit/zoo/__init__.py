@@ -1,9 +1,9 @@
 """The built-in models, each with trained weights in sample_data/weights (safetensors)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
