@@ -4,6 +4,7 @@ Exit codes: 0 every target passed (or warned), 1 a gate or a target failed, 2 ba
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -449,10 +450,15 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is met here, not at interpreter exit
+        return code
     except EdgekitError as exc:
         print(f"edgekit: error: {clean(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `edgekit profiles | head`: the reader has gone, as with any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
     except OSError as exc:  # read-only file system, disk full, permission: one line naming the path
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"edgekit: error: {where}{exc.strerror or clean(str(exc))}", file=sys.stderr)

@@ -114,3 +114,20 @@ def test_real_process_exit_code(tmp_path):
     assert proc.stderr.strip().splitlines()[-1:] == ["edgekit: error: unknown zoo model 'nope'; the zoo has: "
                                                 "cnn, attention, fusion, transformer"]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_reader_that_stops_early_is_no_error():
+    """`edgekit profiles | head -1`: the pipe closes under edgekit; it stops quietly, as Unix tools do."""
+    proc = subprocess.run(f"{sys.executable} -m edgekit profiles | head -1", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.count("\n") == 1 and proc.stderr == ""
+
+
+def test_version_and_profile_show(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("edgekit ")
+    assert main(["profiles", "show", "onnx-cpu-int8"]) == 0
+    assert 'name = "onnx-cpu-int8"' in capsys.readouterr().out
+    code, err = run_cli(capsys, "profiles", "show", "no-such-profile")
+    assert code == 2 and err.startswith("edgekit: error: unknown target 'no-such-profile'")
