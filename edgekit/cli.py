@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: half and all of the example's")
     p.add_argument("--prune", help="l1:AMOUNT (per layer), l1-global:AMOUNT, or channels:AMOUNT (structured)")
     p.add_argument("--recover", choices=("finetune", "distill"), help="recover accuracy after pruning")
-    p.add_argument("--recover-epochs", type=int, default=3)
+    p.add_argument("--recover-epochs", type=int, default=3, help="epochs of fine-tuning or distillation")
     p.add_argument("--recover-lr", type=float, default=2e-3, help="peak learning rate (one-cycle)")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
     p.add_argument("--resume", action="store_true",
@@ -369,19 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("validate", help="validate every artifact of a run folder again on its runtime")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder written by edgekit export")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("bench", help="run every artifact of a run folder on its runtime, each in a worker "
                        "process: speed, memory, size, accuracy, attention and occlusion against torch")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder written by edgekit export")
     _bench_options(p)
     p.add_argument("--allow-pickle", action="store_true", help="the run's source is a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bundle", help="write what goes onto the device for one target of a run: model, manifest, "
                        "golden data, a runner that needs only numpy and the runtime")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder written by edgekit export")
     p.add_argument("--target", help="the target (profile name) of the run to bundle; a segmented run without it: "
                    "every segment and a runner that chains them")
     p.add_argument("--out", required=True, help="the bundle folder to write")
@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("device-bench", help="copy a bundle to a device, run its check and bench there, bring the "
                        "results back")
-    p.add_argument("bundle")
+    p.add_argument("bundle", help="a bundle folder written by edgekit bundle")
     p.add_argument("--device", help="local | ssh://user@host[:port] | adb://SERIAL")
     p.add_argument("--devices", metavar="FARM.toml", help="many devices at once: [[device]] tables with uri (and "
                    "optional name, python, identity, known_hosts); a row per device")
@@ -404,14 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ledger", help="per layer, every artifact's intermediate tensors on its runtime against "
                        "the torch module that made them: SQNR per target, the first diverging layer")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder written by edgekit export")
     p.add_argument("--samples", type=int, default=8, help="reference inputs to run (default 8)")
     p.add_argument("--allow-pickle", action="store_true", help="the run's source is a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_ledger)
 
     p = sub.add_parser("sweep", help="every source x recipe x target of a sweep file, each cell exported, "
                        "validated and benched once (finished cells are reused: rerun to resume), locally or on Ray")
-    p.add_argument("sweep_file")
+    p.add_argument("sweep_file", help="a sweep TOML file: [sweep], [[source]], [recipe.NAME], [targets]")
     p.add_argument("--out", required=True, help="the sweep folder (its cells are the cache)")
     p.add_argument("--ray", metavar="auto|ADDRESS", help="run the cells as Ray tasks on this cluster "
                    "(pip install 'edgekit[ray]')")
@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_profile_show)
 
     p = sub.add_parser("demo", help="the whole chain on the built-in models and sample data")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="the folder of the demo's run folders, one per model")
     p.add_argument("--target", help="default: every installed backend's demo profiles (fp32 and int8)")
     p.add_argument("--models", nargs="+", choices=DEMO_MODELS, default=list(DEMO_MODELS))
     p.add_argument("--no-bench", action="store_true", help="export and validate only")

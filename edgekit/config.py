@@ -172,7 +172,7 @@ class QuantRecipe:
 @dataclass(frozen=True)
 class TargetProfile:
     """A target (device profile): a backend, a precision, runtime options, a quantization recipe and the gates a
-    run must pass. Read from TOML by :func:`parse_profile`, which refuses unknown keys.
+    run must pass. Read from TOML by ``parse_profile``, which refuses unknown keys.
 
     Attributes:
         name: The profile's name, as ``--target`` and the run folder name it.
@@ -183,7 +183,7 @@ class TargetProfile:
         runtime: ``[runtime]``: how the runtime opens and runs the artifact.
         gates: ``[gates]``: the accuracy gates.
         quantization: ``[quantization]``: the recipe of int8 and int8-dynamic targets.
-        validation_samples: ``[validation] samples``: at most this many samples of ``--data`` are run and compared.
+        validation_samples: At most this many samples of ``--data`` are run and compared (``[validation] samples``).
         path: Where the profile was read from (not a TOML key).
         text: The TOML it came from, copied into each run so re-validation uses the same gates (not a TOML key).
         explicit: The keys its TOML sets, e.g. ``"runtime.threads"``, ``"quantization.method"`` (not a TOML key).

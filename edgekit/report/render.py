@@ -1,5 +1,5 @@
 """The four outputs of a bench (and of an export, whose rows have no measurement yet): report.json (schema
-edgekit.report/4, documented in docs/report-schema.md), report.md, a self-contained report.html, junit.xml."""
+edgekit.report/4, documented in docs/reference/report-schema.md), report.md, a self-contained report.html, junit.xml."""
 from __future__ import annotations
 
 import html
