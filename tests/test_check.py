@@ -1,5 +1,4 @@
 """`edgekit check`: per target, what will not convert or will not run, named with the module path of the op."""
-import time
 from pathlib import Path
 
 from edgekit.api import check
@@ -40,16 +39,15 @@ def test_check_names_a_node_without_a_kernel():
     assert finding.op.startswith(("MatMul", "Gemm")) and "onnxruntime has no CPU kernel" in finding.message
 
 
-def test_fusion_checks_ok_on_every_backend_in_seconds(capsys):
-    start = time.perf_counter()
+def test_fusion_checks_ok_on_every_backend_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code = main(["check", "zoo:fusion", "--target", ALL_FP32])
-    elapsed = time.perf_counter() - start
     out = blocks(capsys.readouterr().out)
     assert code == 0
     assert out["onnx-cpu-fp32"].startswith("onnx-cpu-fp32: OK") and "error" not in "".join(out.values())
     # LiteRT pins the batch per signature: said, as a warning
     assert "warning pinned dim: the batch of image, tokens is dynamic in torch" in out["tflite-cpu-fp32"]
-    assert elapsed < 60, f"check took {elapsed:.1f} s"
+    assert list(tmp_path.iterdir()) == []  # a pre-flight: no artifact, no run folder, no log
 
 
 def test_bad_input_is_one_line_and_exit_2(capsys):
