@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -376,11 +377,20 @@ def known_profiles() -> dict[str, Path]:
     return found
 
 
+# Profile names read BACKEND-DEVICE-PRECISION; the names of earlier releases still work, with a one-line notice.
+RENAMED = {"rpi4-tflite-fp32": "tflite-rpi4-fp32", "rpi4-tflite-int8": "tflite-rpi4-int8",
+           "android-arm64-tflite-fp16": "tflite-android-arm64-fp16"}
+
+
 def load_profile(name_or_path: str) -> TargetProfile:
     """A profile by name (see :func:`profile_dirs`) or by the path of a TOML file."""
     path = Path(name_or_path)
     if not (path.suffix == ".toml" or os.sep in name_or_path):
         known = known_profiles()
+        if name_or_path in RENAMED and name_or_path not in known:
+            print(f"edgekit: warning: target {name_or_path!r} is now called {RENAMED[name_or_path]!r}; the old "
+                  "name will be removed", file=sys.stderr)
+            name_or_path = RENAMED[name_or_path]
         if name_or_path not in known:
             raise EdgekitError(f"unknown target {name_or_path!r}; known: {', '.join(known) or 'none'}")
         path = known[name_or_path]

@@ -131,3 +131,11 @@ def test_version_and_profile_show(capsys):
     assert 'name = "onnx-cpu-int8"' in capsys.readouterr().out
     code, err = run_cli(capsys, "profiles", "show", "no-such-profile")
     assert code == 2 and err.startswith("edgekit: error: unknown target 'no-such-profile'")
+
+
+def test_a_renamed_profile_still_loads_with_a_notice(capsys):
+    from edgekit.config import load_profile
+
+    assert load_profile("rpi4-tflite-int8").name == "tflite-rpi4-int8"
+    assert capsys.readouterr().err.strip() == ("edgekit: warning: target 'rpi4-tflite-int8' is now called "
+                                               "'tflite-rpi4-int8'; the old name will be removed")

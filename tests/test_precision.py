@@ -22,7 +22,7 @@ def cnn_variants(tmp_path_factory):
     """zoo:cnn under profiles that change precision or layout, exported once."""
     folder = tmp_path_factory.mktemp("variants")
     names = ["openvino-cpu-fp32", "openvino-cpu-fp16", "openvino-cpu-bf16", "tflite-cpu-fp32", "tflite-cpu-fp16",
-             "rpi4-tflite-fp32", "openvino-intel-igpu-fp16"]
+             "tflite-rpi4-fp32", "openvino-intel-igpu-fp16"]
     profiles = [parse_profile(OPENVINO_MINIMAL)] + [load_profile(n) for n in names]
     result = export("zoo:cnn", profiles, folder / "run")
     return result, {row.target: row for row in result.rows}
@@ -119,12 +119,12 @@ def test_fp16_profiles_store_half_weights(cnn_variants):
 
 def test_tflite_nhwc_profile(cnn_variants):
     result, rows = cnn_variants
-    manifest = manifest_of(result, "rpi4-tflite-fp32")
+    manifest = manifest_of(result, "tflite-rpi4-fp32")
     assert manifest.layout == "NHWC"
     assert manifest.inputs[0].shape == ("batch", 28, 28, 1)
     assert manifest.batch_sizes == (1,)
-    assert rows["rpi4-tflite-fp32"].status is Status.PASS
-    assert rows["rpi4-tflite-fp32"].outputs[0].max_abs_error < 1e-4
+    assert rows["tflite-rpi4-fp32"].status is Status.PASS
+    assert rows["tflite-rpi4-fp32"].outputs[0].max_abs_error < 1e-4
 
 
 def test_device_missing_here_fails_at_load_with_the_reason(cnn_variants):

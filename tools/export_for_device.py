@@ -1,6 +1,6 @@
 """Export a model for one device profile and bundle it: the script to copy into your own repository.
 
-    python tools/export_for_device.py --profile rpi4-tflite-int8 --model zoo:fusion --calib task:calib \
+    python tools/export_for_device.py --profile tflite-rpi4-int8 --model zoo:fusion --calib task:calib \
         --out fusion-rpi4 [--c-array] [--prune channels:0.3 --recover distill]
 
 It exports (and quantizes, for int8 profiles), validates the artifact against torch on the model's data, and writes
