@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import Manifest, read_manifest, verify_files
+from edgekit.artifact import Manifest, add_assets, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.backends.base import check_options
 from edgekit.check import CheckResult, check_model
@@ -92,6 +92,7 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
     manifest = replace(manifest, inputs=length_dims(manifest.inputs, spec),
                        extra={**manifest.extra, **lengths_record(spec, manifest),
                               "preprocess": None if spec.preprocess is None else jsonable(spec.preprocess)})
+    manifest = add_assets(folder, manifest, spec.assets)
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
     return validate_in_worker(reference, folder.parent, folder.name, manifest.precision, profile)

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import shutil
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError
 
 MANIFEST_SCHEMA = "edgekit.manifest/1"
+ASSETS = "assets"  # the target folder's sub-folder of files that travel with the model (a tokenizer's)
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,26 @@ def read_manifest(path: Path) -> Manifest:
         raise EdgekitError(f"{path}: not a readable manifest ({exc})") from None
 
 
+def add_assets(folder: Path, manifest: Manifest, files: tuple[Path, ...]) -> Manifest:
+    """Copy ``files`` into ``folder/assets/`` and list them, hashed, in the manifest's ``extra["assets"]``: beside
+    the model files, not among them (they are no part of the model's size and no C array)."""
+    if not files:
+        return manifest
+    (folder / ASSETS).mkdir(exist_ok=True)
+    for path in files:
+        shutil.copyfile(path, folder / ASSETS / path.name)  # follows the Hugging Face cache's symlinks
+    entries = [asdict(file_entry(folder, f"{ASSETS}/{path.name}")) for path in files]
+    return replace(manifest, extra={**manifest.extra, ASSETS: entries})
+
+
+def asset_entries(manifest: Manifest) -> tuple[FileEntry, ...]:
+    return tuple(FileEntry(**e) for e in manifest.extra.get(ASSETS, ()))
+
+
 def verify_files(folder: Path, manifest: Manifest) -> None:
-    """Refuse paths outside the folder and files whose hash changed since export."""
+    """Refuse paths outside the folder and files (model and assets) whose hash changed since export."""
     root = folder.resolve()
-    for entry in manifest.files:
+    for entry in (*manifest.files, *asset_entries(manifest)):
         path = (folder / entry.path).resolve()
         if Path(entry.path).is_absolute() or not path.is_relative_to(root):
             raise EdgekitError(f"{folder}: manifest path {entry.path!r} leaves the folder")

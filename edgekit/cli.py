@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("export", help="export a model for one or more targets and validate each against torch")
-    p.add_argument("source", help="zoo:NAME | path/file.py:factory | package.module:factory | file.pt2")
+    p.add_argument("source", help="zoo:NAME | hf:FOLDER_OR_ID | timm:NAME | torchvision:NAME | path/file.py:factory | "
+                   "package.module:factory | file.pt2")
     p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
     p.add_argument("--out", required=True, help="the run folder to write (replaced if it is an earlier run)")
     p.add_argument("--segments", metavar="N|MODULE,...",
@@ -335,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "in order. The chain is validated end to end and benched as a pipeline against the unsplit "
                    "model")
     data_kinds = ("an image folder (class sub-folders give labels), a .npz of arrays named by the inputs "
-                  "(optional labels), FILE.py:FACTORY yielding input dicts, or task:SPLIT")
+                  "(optional labels), a text file (.txt one sample a line, .jsonl, .csv with a text column) "
+                  "tokenized by the model's tokenizer, FILE.py:FACTORY yielding input dicts, or task:SPLIT")
     p.add_argument("--calib", metavar="DATA", help=f"calibration data for int8: {data_kinds}; "
                    "default: the zoo model's calib split, else required for int8")
     p.add_argument("--data", metavar="DATA", help=f"validation data (accuracy, agreement, errors): {data_kinds}; "
@@ -362,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="export nothing; say per target what will not convert or will run "
                        "differently (ops without a conversion or a kernel, pinned dims, layout transposes), with "
                        "the module path of each op; exit 1 when a target cannot work")
-    p.add_argument("source", help="zoo:NAME | path/file.py:factory | package.module:factory | file.pt2")
+    p.add_argument("source", help="zoo:NAME | hf:FOLDER_OR_ID | timm:NAME | torchvision:NAME | path/file.py:factory | "
+                   "package.module:factory | file.pt2")
     p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
     p.add_argument("--dynamic", metavar="INPUT:AXIS,...", help="axes beyond the batch whose size varies")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")

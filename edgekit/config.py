@@ -188,6 +188,7 @@ class TargetProfile:
         path: Where the profile was read from (not a TOML key).
         text: The TOML it came from, copied into each run so re-validation uses the same gates (not a TOML key).
         explicit: The keys its TOML sets, e.g. ``"runtime.threads"``, ``"quantization.method"`` (not a TOML key).
+        formerly: Earlier names of this profile: ``--target OLD`` still loads it, with a one-line notice.
     """
 
     name: str
@@ -202,10 +203,11 @@ class TargetProfile:
     path: str = ""
     text: str = ""
     explicit: frozenset[str] = frozenset()
+    formerly: tuple[str, ...] = ()
 
 
-_TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "runtime", "gates", "quantization",
-             "validation"}
+_TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "formerly", "runtime", "gates",
+             "quantization", "validation"}
 
 
 # The schema beyond the field types: the range each number must lie in (inclusive).
@@ -349,6 +351,9 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
     for key in ("description", "device_label"):
         if not isinstance(raw.get(key, ""), str):
             raise EdgekitError(f"{path}: {key} must be a string")
+    formerly = raw.get("formerly", [])
+    if not (isinstance(formerly, list) and all(isinstance(n, str) for n in formerly)):
+        raise EdgekitError(f"{path}: formerly must be a list of names")
     for key in ("runtime", "gates", "quantization", "validation"):
         if not isinstance(raw.get(key, {}), dict):
             raise EdgekitError(f"{path}: [{key}] must be a table")
@@ -360,7 +365,8 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
     return TargetProfile(raw["name"], raw["backend"], raw["precision"], raw.get("description", ""),
                          raw.get("device_label", ""), runtime, _gates(f"{path} [gates]", raw.get("gates", {})),
                          _quantization(f"{path} [quantization]", raw.get("quantization", {})),
-                         _validation(f"{path} [validation]", raw.get("validation", {})), path, text, explicit)
+                         _validation(f"{path} [validation]", raw.get("validation", {})), path, text, explicit,
+                         tuple(formerly))
 
 
 def profile_dirs() -> list[Path]:
@@ -377,9 +383,16 @@ def known_profiles() -> dict[str, Path]:
     return found
 
 
-# Profile names read BACKEND-DEVICE-PRECISION; the names of earlier releases still work, with a one-line notice.
-RENAMED = {"rpi4-tflite-fp32": "tflite-rpi4-fp32", "rpi4-tflite-int8": "tflite-rpi4-int8",
-           "android-arm64-tflite-fp16": "tflite-android-arm64-fp16"}
+def _renamed(old: str, known: dict[str, Path]) -> str | None:
+    """The profile whose ``formerly`` lists ``old`` (profile names read BACKEND-DEVICE-PRECISION since 0.1)."""
+    for name, path in known.items():
+        try:
+            formerly = tomllib.loads(path.read_text(encoding="utf-8")).get("formerly", [])
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue  # a broken profile is reported when it is asked for by its own name
+        if isinstance(formerly, list) and old in formerly:
+            return name
+    return None
 
 
 def load_profile(name_or_path: str) -> TargetProfile:
@@ -387,10 +400,11 @@ def load_profile(name_or_path: str) -> TargetProfile:
     path = Path(name_or_path)
     if not (path.suffix == ".toml" or os.sep in name_or_path):
         known = known_profiles()
-        if name_or_path in RENAMED and name_or_path not in known:
-            print(f"edgekit: warning: target {name_or_path!r} is now called {RENAMED[name_or_path]!r}; the old "
-                  "name will be removed", file=sys.stderr)
-            name_or_path = RENAMED[name_or_path]
+        renamed = None if name_or_path in known else _renamed(name_or_path, known)
+        if renamed:
+            print(f"edgekit: warning: target {name_or_path!r} is now called {renamed!r}; the old name will be "
+                  "removed", file=sys.stderr)
+            name_or_path = renamed
         if name_or_path not in known:
             raise EdgekitError(f"unknown target {name_or_path!r}; known: {', '.join(known) or 'none'}")
         path = known[name_or_path]

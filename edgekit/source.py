@@ -1,4 +1,5 @@
-"""Model sources: ``zoo:NAME``, ``path/file.py:factory``, ``package.module:factory``, or a torch.export ``.pt2``.
+"""Model sources: a named one (``zoo:NAME``, ``hf:FOLDER``: the schemes of edgekit.sources), ``path/file.py:factory``,
+``package.module:factory``, or a torch.export ``.pt2``.
 
 A factory takes no arguments and returns a :class:`~edgekit.spec.ModelSpec` or a ``(module, example_inputs)``
 tuple. Only the module the user named is imported; nothing is unpickled unless ``allow_pickle`` is set.
@@ -38,7 +39,7 @@ def _load_factory(source: str):
     target, _, factory_name = source.rpartition(":")
     if not target or not factory_name:
         raise EdgekitError(f"model source {source!r} must be zoo:NAME, FILE.py:FACTORY, "
-                           "package.module:FACTORY or FILE.pt2")
+                           "package.module:FACTORY, FILE.pt2 or hf:FOLDER")
     return call_factory(source)
 
 
@@ -48,6 +49,9 @@ def call_factory(source: str, what: str = "factory"):
     target, _, factory_name = source.rpartition(":")
     if not target or not factory_name:
         raise EdgekitError(f"{what} {source!r} must be FILE.py:FACTORY or package.module:FACTORY")
+    from edgekit.sources.vision import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # a user's module may import timm or transformers, which import torchvision
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
@@ -232,10 +236,11 @@ def load_source(source: str, allow_pickle: bool = False, preprocess: str | None 
     """Resolve a model source string into a checked :class:`ModelSpec` in eval mode; ``preprocess`` (a preset
     name or a TOML file) overrides the spec's own, ``dynamic`` (input name -> axes) and ``lengths`` its dynamic
     axes."""
-    if source.startswith("zoo:"):
-        from edgekit import zoo
+    from edgekit import sources
 
-        spec = zoo.load(source[4:])
+    named = sources.parse(source)
+    if named is not None:
+        spec = sources.loader(named[0])(named[1])
     elif source.endswith(".pt2"):
         spec = _load_pt2(Path(source), allow_pickle)
     else:

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the runtime side (bench workers, device runners) never imports torch
+    from collections.abc import Callable
+
+    import numpy as np
     import torch
 
     from edgekit.data.preprocess import Preprocess
+
+    Tokenize = Callable[[list[str], list[str] | None], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,11 @@ class ModelSpec:
     # per entry of ``lengths`` on runtimes that do not; validation runs at every length.
     dynamic_axes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     lengths: tuple[int, ...] = ()  # filled in when the source is loaded: default half and all of the example's
+    # sentences (and the second sentences of pairs, or None) -> the text inputs at the example's length: how text
+    # data files (.txt, .jsonl, .csv) become inputs. None: the model takes no text files
+    tokenize: Tokenize | None = None
+    # files that travel with the model into every target folder (``assets/``) and bundle, e.g. a tokenizer's
+    assets: tuple[Path, ...] = ()
 
     def length_axes(self) -> dict[int, tuple[int, ...]]:
         """The dynamic axes by input position."""

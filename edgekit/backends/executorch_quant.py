@@ -52,11 +52,60 @@ def _keep_float_filter(patterns: tuple[str, ...]):
     return quantize_it
 
 
+def _attention_masks(module: torch.fx.GraphModule) -> set[torch.fx.Node]:
+    """Additive attention masks: float tensors made from integer inputs and constants alone (no float input and no
+    parameter upstream) that hold a huge negative number where padding is (the lowest float, or -10000). No int8
+    scale fits both that and the scores it is added to: XNNPACK's quantizer gave a BERT's scores + mask a scale of
+    ~1e36, and its attention maps went flat (a small trained BERT classifier: attention cosine 0.77 against torch,
+    logits 0.62; with the masked add left in float, both > 0.999)."""
+    parameters = {name for name, _ in module.named_parameters()}
+    data: set[torch.fx.Node] = set()
+    masks: set[torch.fx.Node] = set()
+    for node in module.graph.nodes:
+        value, inputs = node.meta.get("val"), node.all_input_nodes
+        if (node.op == "placeholder" and isinstance(value, torch.Tensor) and value.dtype.is_floating_point) \
+                or (node.op == "get_attr" and node.target in parameters) or any(n in data for n in inputs):
+            data.add(node)
+        elif any(n in masks for n in inputs) or any(isinstance(a, float) and abs(a) >= 1e4 for a in node.args):
+            masks.add(node)
+    return masks
+
+
+def _quantize_filter(module: torch.fx.GraphModule, keep_float: tuple[str, ...]):
+    """Quantize a node unless the profile keeps its module in float or it takes an attention mask."""
+    masks = _attention_masks(module)
+    kept = _keep_float_filter(keep_float)
+    return lambda node: kept(node) and not any(n in masks for n in node.all_input_nodes)
+
+
 def kept_float_modules(module: torch.fx.GraphModule, patterns: tuple[str, ...]) -> list[str]:
     """The module paths that the keep_float patterns left in float, for the manifest."""
     quantized = _keep_float_filter(patterns)
     return sorted({_module_paths(n)[-1] for n in module.graph.nodes
                    if n.op == "call_function" and _module_paths(n) and not quantized(n)})
+
+
+def _integer_scalars_kept(model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """XNNPACKQuantizer turns every scalar operand of an add or mul into a float32 constant, of integer arithmetic
+    too (executorch 1.5.1, ``_convert_scalars_to_attrs``): transformers' attention masks index with
+    ``arange(length) + 0``, which then gives float indices and an IndexError in calibration. Such a constant gets
+    its node's integer dtype back."""
+    for node in model.graph.nodes:
+        value = node.meta.get("val")
+        if node.op != "call_function" or not isinstance(value, torch.Tensor) or value.dtype.is_floating_point:
+            continue
+        for arg in node.args:
+            if isinstance(arg, torch.fx.Node) and arg.op == "get_attr" and arg.target.startswith("_tensor_constant_"):
+                constant = getattr(model, arg.target)
+                if constant.dtype != value.dtype:
+                    setattr(model, arg.target, constant.to(value.dtype))
+                    arg.meta["val"] = value.fake_mode.from_tensor(getattr(model, arg.target), static_shapes=True)
+    return model
+
+
+class _Quantizer(XNNPACKQuantizer):
+    def transform_for_annotation(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        return _integer_scalars_kept(super().transform_for_annotation(model))
 
 
 def _calibrate(prepared: torch.fx.GraphModule, calib: CalibrationData, input_names: tuple[str, ...]) -> None:
@@ -70,10 +119,9 @@ def quantize(spec: ModelSpec, recipe: QuantRecipe, calib: CalibrationData) -> tu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(spec.module, spec.example_inputs, dynamic_shapes=batch_dynamic_shapes(spec))
-        quantizer = XNNPACKQuantizer().set_global(_config(recipe))
-        if recipe.keep_float:
-            quantizer.set_filter_function(_keep_float_filter(recipe.keep_float))
         graph = program.module()
+        quantizer = _Quantizer().set_global(_config(recipe))
+        quantizer.set_filter_function(_quantize_filter(graph, recipe.keep_float))
         kept = kept_float_modules(graph, recipe.keep_float) if recipe.keep_float else []
         prepared = prepare_pt2e(graph, quantizer)
         _calibrate(prepared, calib, spec.input_names)

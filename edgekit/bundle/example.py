@@ -20,7 +20,7 @@ input_spec, output_name = manifest["inputs"][0], manifest["outputs"][0]["name"]
 # 1. preprocess: resize, scale, normalize per channel, a batch of one in the model's layout and dtype
 with Image.open(sys.argv[1]) as image:
     x = image_to_input(image, pre["size"], pre["grayscale"], pre["scale"], pre["mean"], pre["std"],
-                       pre["center_crop"])[None]
+                       pre["center_crop"], pre.get("interpolation", "bilinear"))[None]
 if manifest["layout"] == "NHWC":
     x = x.transpose(0, 2, 3, 1)
 x = np.ascontiguousarray(x, dtype=input_spec["dtype"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit._version import __version__
-from edgekit.artifact import Manifest, file_entry, read_manifest, verify_files
+from edgekit.artifact import Manifest, asset_entries, file_entry, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.config import HIGHER_IS_BETTER, TargetProfile
 from edgekit.errors import EdgekitError
@@ -76,7 +76,9 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
     profile = run.profile(target)
     backend = get_backend(manifest.backend)
     with staged_folder(Path(out), marker=BUNDLE_MARKER) as stage:
-        for entry in manifest.files:
+        assets = asset_entries(manifest)  # files the device needs beside the model (e.g. its tokenizer)
+        for entry in (*manifest.files, *assets):
+            (stage / entry.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / entry.path, stage / entry.path)
         samples = _write_golden(run, stage, tuple(s.name for s in manifest.inputs),
                                 tuple(s.name for s in manifest.outputs))
@@ -104,7 +106,7 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
         hashed = [stage / e.path for e in manifest.files] + [stage / "golden.npz", stage / "run.py",
                                                              *(stage / n for n in HELPERS), stage / SESSION_FILE,
                                                              stage / "example.py",
-                                                             *extra]
+                                                             *(stage / e.path for e in assets), *extra]
         document = {
             "schema": BUNDLE_SCHEMA, "edgekit": __version__, "source": record.source, "target": target,
             "backend": manifest.backend, "model_file": manifest.model_file, "layout": manifest.layout,
@@ -113,7 +115,7 @@ def bundle(run_dir: str | Path, target: str, out: str | Path, *, c_array: bool =
             "precision": jsonable(manifest.precision), "quantization": manifest.extra.get("quantization"),
             "io": "float32 (or the integer token ids) in and out; quantized models quantize inside the graph",
             "preprocess": _preprocess(record, manifest.layout), "labels": list(record.labels),
-            "attention_outputs": list(record.attention_outputs),
+            "attention_outputs": list(record.attention_outputs), "assets": [e.path for e in assets],
             "dynamic_axes": manifest.extra.get("dynamic_axes"), "lengths": manifest.extra.get("lengths"),
             "gates": _gates(profile), "higher_is_better": sorted(HIGHER_IS_BETTER),
             "runtime": _runtime(manifest, backend), "versions": manifest.versions,

@@ -120,7 +120,7 @@ def read_input(path: Path, manifest: dict) -> np.ndarray:
         raise BundleError("this model declares no image preprocessing: pass an array already preprocessed (.npy)")
     with Image.open(path) as image:
         return image_to_input(image, pre["size"], pre["grayscale"], pre["scale"], pre["mean"], pre["std"],
-                              pre.get("center_crop"))[None]
+                              pre.get("center_crop"), pre.get("interpolation", "bilinear"))[None]
 
 
 def predict(manifest: dict, path: Path) -> dict:

@@ -14,7 +14,8 @@ from edgekit.errors import EdgekitError
 class Preprocess:
     """``x = (pixel * scale - mean) / std`` per channel, channels first. ``size`` (height, width) None takes the
     model input's; ``center_crop`` None stretches the image to ``size``, a fraction f resizes the shorter side
-    to size / f and cuts the centre (ImageNet's 0.875: 256 -> 224)."""
+    to size / f and cuts the centre (ImageNet's 0.875: 256 -> 224). ``interpolation`` is the resize filter
+    (bilinear or bicubic, as the model's library resizes)."""
 
     size: tuple[int, int] | None = None
     grayscale: bool = False
@@ -22,6 +23,7 @@ class Preprocess:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     center_crop: float | None = None
+    interpolation: str = "bilinear"
 
     def channels(self) -> int:
         return 1 if self.grayscale else 3
@@ -33,6 +35,7 @@ PRESETS = {
     "inception": Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), center_crop=0.875),  # [-1, 1]
 }
 KEYS = {f.name for f in fields(Preprocess)}
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 def from_table(table: dict, where: str) -> Preprocess:
@@ -52,6 +55,8 @@ def from_table(table: dict, where: str) -> Preprocess:
         raise EdgekitError(f"{where}: mean and std need 1 or {pre.channels()} values each")
     if pre.center_crop is not None and not 0 < pre.center_crop <= 1:
         raise EdgekitError(f"{where}: center_crop must be in (0, 1]")
+    if pre.interpolation not in INTERPOLATIONS:
+        raise EdgekitError(f"{where}: interpolation must be one of {', '.join(INTERPOLATIONS)}")
     return pre
 
 

@@ -4,6 +4,8 @@
 - an image folder, read recursively with pillow through the model's preprocessing; with class sub-folders it also
   gives labels, as torchvision's ImageFolder does (by the model's label names where they match, else sorted);
 - a ``.npz`` of arrays named by the model's inputs (optional ``labels``), for any modality;
+- a text file, ``.txt`` (one sentence a line), ``.jsonl`` or ``.csv`` (a ``text`` field, optional ``text_pair``
+  and ``label``), through the model's own tokenizer (edgekit.data.text);
 - ``file.py:factory`` / ``package.module:factory``: a function returning an iterable of input dicts (one sample or
   one batch each; an optional ``label`` / ``labels`` entry), e.g. sentences through the model's own tokenizer;
 - ``task:SPLIT`` of the built-in tasks.
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,13 +24,18 @@ from PIL import Image, UnidentifiedImageError
 from edgekit.data.pixels import image_to_input
 from edgekit.data.preprocess import Preprocess
 from edgekit.data.tasks import load_task
+from edgekit.data.text import TEXT_SUFFIXES, label_indices, read_text
 from edgekit.errors import EdgekitError, one_line
 from edgekit.fsutil import read_npz
+
+if TYPE_CHECKING:
+    from edgekit.spec import Tokenize
 
 METADATA_SUFFIXES = {".csv", ".json", ".md", ".txt", ".toml", ".npz", ".npy"}
 # a folder of splits (image sub-folders calib/ and val/) gives its calib/ split to --calib, its val/ split to --data
 SPLIT_FOLDERS = {"--calib": "calib", "--data": "val"}
-KINDS = "an image folder, a .npz of named arrays, FILE.py:FACTORY / module:FACTORY, or task:SPLIT"
+KINDS = ("an image folder, a .npz of named arrays, a text file (.txt, .jsonl, .csv), FILE.py:FACTORY / "
+         "module:FACTORY, or task:SPLIT")
 
 
 @dataclass(frozen=True)
@@ -62,13 +70,15 @@ class InputInfo:
     task: str | None = None
     labels: tuple[str, ...] = ()  # the model's class names
     preprocess: Preprocess | None = None  # resolved for the image input
+    tokenize: Tokenize | None = None  # the model's tokenizer, for text files
 
     @staticmethod
     def of(spec) -> InputInfo:
         """From a loaded ModelSpec (its example inputs give shapes and dtypes)."""
         return InputInfo(spec.input_names, tuple(tuple(t.shape) for t in spec.example_inputs),
                          tuple(str(t.dtype).removeprefix("torch.") for t in spec.example_inputs), spec.task,
-                         spec.labels, spec.preprocess if isinstance(spec.preprocess, Preprocess) else None)
+                         spec.labels, spec.preprocess if isinstance(spec.preprocess, Preprocess) else None,
+                         spec.tokenize)
 
     def image_inputs(self) -> list[str]:
         return [n for n, s, d in zip(self.names, self.shapes, self.dtypes) if len(s) == 4 and d.startswith("float")]
@@ -100,7 +110,8 @@ def _class_labels(folder: Path, files: list[Path], names: tuple[str, ...]) -> np
 def _read_image(path: Path, pre: Preprocess) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return image_to_input(image, pre.size, pre.grayscale, pre.scale, pre.mean, pre.std, pre.center_crop)
+            return image_to_input(image, pre.size, pre.grayscale, pre.scale, pre.mean, pre.std, pre.center_crop,
+                                  pre.interpolation)
     except Image.DecompressionBombError as exc:  # an image of hundreds of megapixels: refused before decoding
         raise EdgekitError(f"{path}: too large to read safely ({one_line(exc)})") from None
     except (UnidentifiedImageError, OSError) as exc:
@@ -147,6 +158,22 @@ def _npz(path: Path, info: InputInfo, role: str) -> Dataset:
     inputs = {n: _fit(n, arrays[n], info, f"{role} {path}") for n in info.names}
     labels = arrays.get("labels")
     return Dataset(inputs, None if labels is None else labels.astype(np.int64), f"{path.name}")
+
+
+def _text_file(path: Path, info: InputInfo, role: str) -> Dataset:
+    """Sentences (or pairs) through the model's tokenizer, at its example's length."""
+    if info.tokenize is None:
+        raise EdgekitError(f"{role} {path}: a text file needs the model's tokenizer, and this model has none (an "
+                           "hf: source has one): give a .npz of named arrays or a FILE.py:FACTORY of samples")
+    rows = read_text(path, role)
+    try:
+        tokens = info.tokenize(rows.texts, rows.pairs)
+    except Exception as exc:
+        raise EdgekitError(f"{role} {path}: the model's tokenizer failed on it: {one_line(exc)}") from None
+    inputs = {n: _fit(n, tokens[n], info, f"{role} {path}") for n in info.names}
+    labels = None if rows.labels is None else label_indices(rows.labels, info.labels, f"{role} {path}")
+    what = "sentence pairs" if rows.pairs is not None else "sentences"
+    return Dataset(inputs, labels, f"{len(rows.texts)} {what} from {path}")
 
 
 def _factory(source: str, info: InputInfo, role: str) -> Dataset:
@@ -201,6 +228,8 @@ def load_data(data: str | Path, info: InputInfo, role: str, samples: int, seed: 
         if not Path(text).is_file():
             raise EdgekitError(f"{role} {text} does not exist")
         found = _npz(Path(text), info, role)
+    elif text.lower().endswith(TEXT_SUFFIXES):
+        found = _text_file(Path(text), info, role)
     elif ":" in text and not Path(text).exists():
         found = _factory(text, info, role)
     else:
