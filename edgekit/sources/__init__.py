@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from edgekit.errors import EdgekitError
 from edgekit.spec import ModelSpec
 
 Loader = Callable[[str], ModelSpec]
@@ -35,3 +36,15 @@ def parse(source: str) -> tuple[str, str] | None:
 def loader(scheme: str) -> Loader:
     module, _, function = SCHEMES[scheme].partition(":")
     return getattr(importlib.import_module(module), function)
+
+
+def split_options(scheme: str, rest: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """("torchvision", "mobilenet_v2?weights=w.pth") -> ("mobilenet_v2", {"weights": "w.pth"}); an empty name or
+    an unknown key is a one-line error."""
+    name, _, query = rest.partition("?")
+    options = dict(item.partition("=")[::2] for item in query.split("&") if item)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown or not name:
+        raise EdgekitError(f"{scheme}:{rest}: give {scheme}:NAME" + "".join(f"[?{k}=...]" for k in allowed)
+                           + (f" (unknown option {unknown[0]!r})" if unknown else ""))
+    return name, options

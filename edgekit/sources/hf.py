@@ -20,6 +20,7 @@ import torch
 
 from edgekit.data.preprocess import Preprocess
 from edgekit.errors import EdgekitError, one_line
+from edgekit.sources import split_options
 from edgekit.sources.vision import ensure_torchvision_importable
 from edgekit.spec import ModelSpec
 
@@ -64,12 +65,7 @@ def _transformers():
 
 def _options(name: str) -> tuple[str, dict[str, str]]:
     """``./bert?task=feature-extraction&length=64`` -> ("./bert", {"task": ..., "length": "64"})."""
-    where, _, query = name.partition("?")
-    options = dict(item.partition("=")[::2] for item in query.split("&") if item)
-    unknown = sorted(set(options) - OPTIONS)
-    if unknown or not where:
-        raise EdgekitError(f"hf:{name}: give hf:FOLDER or hf:ORG/NAME, optionally ?task=TASK&length=N"
-                           + (f" (unknown option {unknown[0]!r})" if unknown else ""))
+    where, options = split_options("hf", name, tuple(sorted(OPTIONS)))
     if not options.get("length", "0").isdigit():
         raise EdgekitError(f"hf:{name}: length={options['length']} is not a number of tokens")
     return where, options

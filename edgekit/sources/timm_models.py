@@ -7,12 +7,12 @@ from pathlib import Path
 
 from edgekit.data.preprocess import Preprocess
 from edgekit.errors import EdgekitError
+from edgekit.sources import split_options
 from edgekit.sources.vision import (
     ensure_torchvision_importable,
     example_images,
     load_weights,
     no_such_model,
-    split_options,
 )
 from edgekit.spec import ModelSpec
 
@@ -50,7 +50,7 @@ def preprocess_of(config: dict) -> Preprocess:
 
 
 def load(source: str) -> ModelSpec:
-    name, options = split_options(source, ("weights",))
+    name, options = split_options("timm", source, ("weights",))
     timm = _timm()
     if not timm.is_model(name):
         raise no_such_model("timm", name, timm.list_models())

@@ -10,12 +10,12 @@ import torch
 
 from edgekit.data.preprocess import Preprocess
 from edgekit.errors import EdgekitError
+from edgekit.sources import split_options
 from edgekit.sources.vision import (
     ensure_torchvision_importable,
     example_images,
     load_weights,
     no_such_model,
-    split_options,
 )
 from edgekit.spec import ModelSpec
 
@@ -60,7 +60,7 @@ def preprocess_of(transforms) -> Preprocess:
 
 
 def load(source: str) -> ModelSpec:
-    name, options = split_options(source, ("weights",))
+    name, options = split_options("torchvision", source, ("weights",))
     models = _models()
     known = models.list_models(module=models)  # the classification models
     if name not in known:

@@ -41,17 +41,6 @@ def ensure_torchvision_importable() -> None:
           "classification models and transforms work, torchvision.ops (detection) do not", file=sys.stderr)
 
 
-def split_options(source: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
-    """``mobilenet_v2?weights=w.pth`` -> ("mobilenet_v2", {"weights": "w.pth"}); an unknown key is an error."""
-    name, _, query = source.partition("?")
-    options = dict(item.partition("=")[::2] for item in query.split("&") if item)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown or not name:
-        raise EdgekitError(f"{source!r}: give NAME" + "".join(f"[?{k}=...]" for k in allowed)
-                           + (f"; unknown option {unknown[0]!r}" if unknown else ""))
-    return name, options
-
-
 def no_such_model(library: str, name: str, known: list[str]) -> EdgekitError:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     return EdgekitError(f"{library} has no model {name!r}" + (f"; closest: {', '.join(close)}" if close else "")
