@@ -43,17 +43,12 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
-def _commands(parser, prefix: str = "") -> list[str]:
-    import argparse
-
-    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    if sub is None:
-        return []
-    found = []
-    for name, child in sub.choices.items():
-        found.append(f"{prefix}{name}")
-        found += _commands(child, f"{prefix}{name} ")
-    return found
+def _commands(parser) -> list[str]:
+    """The subcommands as the CLI page's hook walks them (docs/hooks/cli_reference.py's ``commands``)."""
+    spec = importlib.util.spec_from_file_location("cli_reference", ROOT / "docs" / "hooks" / "cli_reference.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    return hook.commands(parser)
 
 
 def test_cli_page_has_every_subcommand(site):
