@@ -3,6 +3,7 @@ file the user names (never unpickled), the closest names for a typo, and an Imag
 from __future__ import annotations
 
 import difflib
+import functools
 import glob
 import importlib.util
 import os
@@ -16,6 +17,7 @@ from edgekit.errors import EdgekitError, one_line
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
+@functools.cache  # once a process: the probe dlopens torchvision's library, and the warning is one line
 def ensure_torchvision_importable() -> None:
     """torchvision's compiled ops link CUDA libraries that the CPU build of torch lacks: the ops fail to load
     (quietly), then its fake-kernel registrations die on two schemas nothing defined, ``torchvision::nms`` and
