@@ -36,7 +36,7 @@ test: $(STAMP) test-deps real-models
 
 # the real-size benchmark of the README (EfficientNet-Lite0 with ImageNet weights); about 8 minutes here
 efficientnet: real-models
-	$(BIN)/python tools/bench_efficientnet.py --out runs/efficientnet --seconds 5
+	$(BIN)/python benchmarks/bench_efficientnet.py --out runs/efficientnet --seconds 5
 
 clean:
 	rm -rf $(VENV) runs

@@ -5,23 +5,24 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from edgekit.artifact import Manifest, add_assets, read_manifest, verify_files
 from edgekit.backends import get_backend
 from edgekit.backends.base import check_options
-from edgekit.check import CheckResult, check_model
+from edgekit.check import check_model
 from edgekit.compress.recipe import CompressionRecipe, compress
-from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile, load_profiles
+from edgekit.config import TargetProfile, load_profiles
 from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.data.sources import InputInfo, load_data
-from edgekit.errors import EdgekitError, one_line
+from edgekit.errors import EdgekitError
+from edgekit.findings import CheckResult
 from edgekit.fsutil import jsonable, staged_folder, stale_stages, write_json, write_text
 from edgekit.isolation.validate import validate_in_worker
 from edgekit.lengths import length_dims, lengths_record, own_length
-from edgekit.reference import Reference, build_reference, save_reference
+from edgekit.quantize import quantize_target
+from edgekit.reference import Reference, build_reference, load_run_reference, save_reference
 from edgekit.report.render import write_bench_reports
-from edgekit.results import BenchResult, BenchRow, RunResult, Stage, Validation, failure
+from edgekit.results import BenchResult, BenchRow, RunResult, StageFailed, Validation, failure
 from edgekit.runfolder import (
     COMPRESSION_FILE,
     MANIFEST_FILE,
@@ -31,7 +32,7 @@ from edgekit.runfolder import (
     RunFolder,
     RunRecord,
 )
-from edgekit.source import load_source, parse_dynamic
+from edgekit.source import load_source
 from edgekit.spec import ModelSpec
 
 Progress = Callable[[str], None]
@@ -50,44 +51,15 @@ def _keep_diagnostics(folder: Path) -> None:
 
 
 def export_target(reference: Reference, profile: TargetProfile, folder: Path, calib: CalibrationData | None,
-                   progress: Progress) -> Validation:
+                  progress: Progress) -> Validation:
+    """One target: its artifact made (:func:`edgekit.quantize.quantize_target`), described and validated."""
     folder.mkdir()
     write_text(folder / PROFILE_FILE, profile.text)
-    exported, rounding = reference.spec, None
-    if profile.precision == "int8" and profile.quantization.weight_rounding != "nearest" and calib is not None:
-        try:
-            exported, rounding = _rounded(reference, profile, calib, progress)
-        except Exception as exc:
-            _keep_diagnostics(folder)
-            return failure(profile, Stage.QUANTIZE, f"{profile.quantization.weight_rounding} weights: "
-                                                    f"{one_line(exc)}")
     try:
-        backend = get_backend(profile.backend)
-        progress(f"{profile.name}: exporting")
-        manifest = backend.export(exported, profile, folder, reference.source)
-    except Exception as exc:  # one target's failure never stops the others
+        manifest = quantize_target(reference.spec, reference.source, profile, folder, calib, progress)
+    except StageFailed as exc:
         _keep_diagnostics(folder)
-        return failure(profile, Stage.EXPORT, one_line(exc))
-    if profile.precision in QUANTIZED_PRECISIONS:
-        try:
-            progress(f"{profile.name}: quantizing ({profile.precision})")
-            if profile.quantization.mixed_precision:
-                from edgekit.compress.mixed import search
-
-                # judged against the original model: the rounding is part of what the gates measure
-                manifest = search(backend, exported, profile, folder, manifest, calib, reference.source,
-                                  progress, original=reference.spec)
-                if profile.quantization.weight_rounding == "distill" and rounding is not None:
-                    manifest, rounding = _distilled_after_search(reference, profile, folder, backend, exported,
-                                                                 manifest, calib, rounding, progress)
-            else:
-                manifest = backend.quantize(exported, profile, folder, manifest, calib)
-        except Exception as exc:
-            _keep_diagnostics(folder)
-            return failure(profile, Stage.QUANTIZE, one_line(exc))
-        if rounding is not None:
-            quantization = {**manifest.extra.get("quantization", {}), "weight_rounding": rounding}
-            manifest = replace(manifest, extra={**manifest.extra, "quantization": quantization})
+        return failure(profile, exc.stage, exc.reason)
     spec = reference.spec
     manifest = replace(manifest, inputs=length_dims(manifest.inputs, spec),
                        extra={**manifest.extra, **lengths_record(spec, manifest),
@@ -96,65 +68,6 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
     write_text(folder / MANIFEST_FILE, manifest.to_json())
     progress(f"{profile.name}: validating on {len(next(iter(reference.inputs.values())))} samples")
     return validate_in_worker(reference, folder.parent, folder.name, manifest.precision, profile)
-
-
-def _rounded(reference: Reference, profile: TargetProfile, calib: CalibrationData, progress: Progress
-             ) -> tuple[ModelSpec, dict[str, Any]]:
-    """The model with its weights GPTQ-rounded (then, for "distill" without mixed precision, fine-tuned under
-    simulated int8), and the manifest's record of what was done. Layers the profile keeps in float keep their
-    weights."""
-    from edgekit.compress.gptq import cached_gptq
-
-    recipe = profile.quantization
-    progress(f"{profile.name}: rounding the weights (GPTQ on {len(calib)} calibration samples)")
-    rounded, gptq_record = cached_gptq(reference.spec, calib, per_channel=recipe.per_channel,
-                                       keep_float=recipe.keep_float)
-    record = gptq_record.record()
-    if recipe.weight_rounding == "distill" and not recipe.mixed_precision:
-        rounded, record = _distilled(reference, profile, rounded, calib, record, recipe.keep_float, progress)
-    return rounded, record
-
-
-def _distilled(reference: Reference, profile: TargetProfile, rounded: ModelSpec, calib: CalibrationData,
-               record: dict[str, Any], keep_float: tuple[str, ...], progress: Progress
-               ) -> tuple[ModelSpec, dict[str, Any]]:
-    from edgekit.compress.distill import cached_distill
-
-    recipe = profile.quantization
-    progress(f"{profile.name}: distilling the int8 weights ({recipe.distill_steps} steps)")
-    tuned, tuning = cached_distill(rounded, reference.spec, calib, per_channel=recipe.per_channel,
-                                   keep_float=keep_float, steps=recipe.distill_steps, lr=recipe.distill_lr)
-    return tuned, {**record, "method": "gptq+distill", "distillation": tuning.record()}
-
-
-def _distilled_after_search(reference: Reference, profile: TargetProfile, folder: Path, backend: Any,
-                            rounded: ModelSpec, searched: Manifest, calib: CalibrationData,
-                            record: dict[str, Any], progress: Progress) -> tuple[Manifest, dict[str, Any]]:
-    """Distillation with the layers the mixed-precision search kept in float left in float, and the artifact
-    exported and quantized again with them. In this order because distilled weights learn the rounding they were
-    trained with: a layer moved to float afterwards takes away noise its neighbours had learned to expect
-    (EfficientNet-Lite0: distilled, then a second layer to float lowered the search's cosine)."""
-    from edgekit.compress.gptq import with_weights_of
-    from edgekit.compress.mixed import keep_pattern
-
-    recipe = profile.quantization
-    mixed = searched.extra["quantization"]["mixed_precision"]
-    stretch = sorted({m for k in mixed["kept_float_layers"] for m in (k["module"], *k["with"])})
-    keep = (*recipe.keep_float, *map(keep_pattern, stretch))
-    start = with_weights_of(rounded, reference.spec, stretch) if stretch else rounded  # as the search's artifact
-    tuned, record = _distilled(reference, profile, start, calib, record, keep, progress)
-    record = {**record, "distillation": {**record["distillation"], "after_search": True}}
-    if tuned is start:  # not better on the held-out samples: the search's artifact stays
-        return searched, record
-    progress(f"{profile.name}: exporting and quantizing the distilled weights ({len(stretch)} modules in float)")
-    shutil.rmtree(folder)
-    folder.mkdir()
-    write_text(folder / PROFILE_FILE, profile.text)
-    fp32 = backend.export(tuned, profile, folder, reference.source)
-    final = replace(profile, quantization=replace(recipe, keep_float=keep, mixed_precision=False))
-    manifest = backend.quantize(tuned, final, folder, fp32, calib)
-    quantization = {**manifest.extra.get("quantization", {}), "mixed_precision": mixed}
-    return replace(manifest, extra={**manifest.extra, "quantization": quantization}), record
 
 
 def _resumable(out: Path, reference: Reference) -> Path | None:
@@ -217,7 +130,7 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
         check_options(profile)
     progress(f"loading {source}")
     spec = load_source(source, allow_pickle=allow_pickle, preprocess=preprocess,
-                       dynamic=parse_dynamic(dynamic) if isinstance(dynamic, str) else dynamic, lengths=lengths)
+                       dynamic=dynamic, lengths=lengths)
     calibration = calibration_for(spec, profiles, calib)
     validation = None
     if data is not None:
@@ -245,21 +158,26 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
         result = RunResult(source, Path(out), reference.accuracy(), rows, compressed, reference.describe())
         if compressed is not None:
             write_json(stage / COMPRESSION_FILE, compressed)
-        lengths = lengths_record(spec)
-        record = RunRecord(
-            source, tuple(spec.input_names), tuple(spec.output_names), tuple(p.name for p in profiles),
-            task=spec.task, attention_outputs=tuple(spec.attention_outputs), labels=tuple(spec.labels),
-            data={"origin": reference.origin, "samples": reference.samples, "real": reference.real,
-                  "labels": reference.labels is not None},
-            preprocess=jsonable(spec.preprocess) if spec.preprocess is not None else None,
-            dynamic_axes=lengths.get("dynamic_axes", {}), lengths=tuple(lengths.get("lengths", ())),
-            validated_lengths=tuple(sorted({*reference.at_lengths, *own_length(reference.spec, reference.inputs)})),
-            torch_accuracy=result.torch_accuracy)
+        record = _run_record(source, spec, profiles, reference, result)
         folder.write_record(record)
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
         write_reports(stage, result, reference, record)
     return result
+
+
+def _run_record(source: str, spec: ModelSpec, profiles: list[TargetProfile], reference: Reference,
+                result: RunResult) -> RunRecord:
+    lengths = lengths_record(spec)
+    return RunRecord(
+        source, tuple(spec.input_names), tuple(spec.output_names), tuple(p.name for p in profiles),
+        task=spec.task, attention_outputs=tuple(spec.attention_outputs), labels=tuple(spec.labels),
+        data={"origin": reference.origin, "samples": reference.samples, "real": reference.real,
+              "labels": reference.labels is not None},
+        preprocess=jsonable(spec.preprocess) if spec.preprocess is not None else None,
+        dynamic_axes=lengths.get("dynamic_axes", {}), lengths=tuple(lengths.get("lengths", ())),
+        validated_lengths=tuple(sorted({*reference.at_lengths, *own_length(reference.spec, reference.inputs)})),
+        torch_accuracy=result.torch_accuracy)
 
 
 def write_reports(folder: Path, result: RunResult, reference: Reference, record: RunRecord) -> None:
@@ -286,7 +204,7 @@ def validate_run(run_dir: str | Path, progress: Progress = _quiet) -> RunResult:
     """Validate every artifact of a run folder again, on its runtime, with the gates it was exported under."""
     run = RunFolder(run_dir)
     record = run.record()
-    reference = run.reference(record)
+    reference = load_run_reference(run, record)
     rows = []
     for name in record.targets:
         progress(f"{name}: validating")
@@ -300,12 +218,12 @@ def check(source: str, targets: str | list[TargetProfile], *, allow_pickle: bool
           dynamic: str | dict[str, tuple[int, ...]] | None = None, progress: Progress = _quiet
           ) -> list[CheckResult]:
     """What will not convert, or will run differently, on each target, without exporting anything: one
-    :class:`~edgekit.check.CheckResult` per target (``ok`` when it has no error; warnings allowed). Bad input
+    :class:`~edgekit.findings.CheckResult` per target (``ok`` when it has no error; warnings allowed). Bad input
     (source, profile) raises EdgekitError, as :func:`export` does."""
     profiles = load_profiles(targets) if isinstance(targets, str) else list(targets)
     for profile in profiles:
         check_options(profile)
     progress(f"loading {source}")
     spec = load_source(source, allow_pickle=allow_pickle,
-                       dynamic=parse_dynamic(dynamic) if isinstance(dynamic, str) else dynamic)
+                       dynamic=dynamic)
     return check_model(spec, profiles, progress)

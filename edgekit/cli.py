@@ -316,18 +316,17 @@ def _bench_options(p: argparse.ArgumentParser, quick_default: bool = False) -> N
     p.add_argument("--no-explain", action="store_true", help="skip the occlusion maps")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgekit", description="Export PyTorch models to edge runtimes and "
-                                     "prove they still work there.")
-    parser.add_argument("--version", action="version", version=f"edgekit {__version__} (Python "
-                        f"{sys.version.split()[0]}, {sys.platform})")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show what converters and runtimes print (else it goes to edgekit.log in the folder)")
-    sub = parser.add_subparsers(dest="command", required=True)
+SOURCE_HELP = ("zoo:NAME | hf:FOLDER_OR_ID | timm:NAME | torchvision:NAME | path/file.py:factory | "
+               "package.module:factory | file.pt2")
+DATA_KINDS = ("an image folder (class sub-folders give labels), a .npz of arrays named by the inputs "
+              "(optional labels), a text file (.txt one sample a line, .jsonl, .csv with a text column) "
+              "tokenized by the model's tokenizer, FILE.py:FACTORY yielding input dicts, or task:SPLIT")
+Subcommands = argparse._SubParsersAction
 
+
+def _add_export(sub: Subcommands) -> None:
     p = sub.add_parser("export", help="export a model for one or more targets and validate each against torch")
-    p.add_argument("source", help="zoo:NAME | hf:FOLDER_OR_ID | timm:NAME | torchvision:NAME | path/file.py:factory | "
-                   "package.module:factory | file.pt2")
+    p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
     p.add_argument("--out", required=True, help="the run folder to write (replaced if it is an earlier run)")
     p.add_argument("--segments", metavar="N|MODULE,...",
@@ -335,12 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "or at the named modules (each begins a segment); --target then names one target per segment, "
                    "in order. The chain is validated end to end and benched as a pipeline against the unsplit "
                    "model")
-    data_kinds = ("an image folder (class sub-folders give labels), a .npz of arrays named by the inputs "
-                  "(optional labels), a text file (.txt one sample a line, .jsonl, .csv with a text column) "
-                  "tokenized by the model's tokenizer, FILE.py:FACTORY yielding input dicts, or task:SPLIT")
-    p.add_argument("--calib", metavar="DATA", help=f"calibration data for int8: {data_kinds}; "
+    p.add_argument("--calib", metavar="DATA", help=f"calibration data for int8: {DATA_KINDS}; "
                    "default: the zoo model's calib split, else required for int8")
-    p.add_argument("--data", metavar="DATA", help=f"validation data (accuracy, agreement, errors): {data_kinds}; "
+    p.add_argument("--data", metavar="DATA", help=f"validation data (accuracy, agreement, errors): {DATA_KINDS}; "
                    "default: the zoo model's val split, else only the example inputs")
     p.add_argument("--preprocess", metavar="PRESET|FILE.toml",
                    help="how an image becomes the image input: mnist, imagenet, inception, or a TOML file; "
@@ -361,20 +357,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "checked, validated again)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_check(sub: Subcommands) -> None:
     p = sub.add_parser("check", help="export nothing; say per target what will not convert or will run "
                        "differently (ops without a conversion or a kernel, pinned dims, layout transposes), with "
                        "the module path of each op; exit 1 when a target cannot work")
-    p.add_argument("source", help="zoo:NAME | hf:FOLDER_OR_ID | timm:NAME | torchvision:NAME | path/file.py:factory | "
-                   "package.module:factory | file.pt2")
+    p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("--target", required=True, help="profile names or TOML paths, comma-separated")
     p.add_argument("--dynamic", metavar="INPUT:AXIS,...", help="axes beyond the batch whose size varies")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_check)
 
+
+def _add_validate(sub: Subcommands) -> None:
     p = sub.add_parser("validate", help="validate every artifact of a run folder again on its runtime")
     p.add_argument("run_dir", help="a run folder written by edgekit export")
     p.set_defaults(func=cmd_validate)
 
+
+def _add_bench(sub: Subcommands) -> None:
     p = sub.add_parser("bench", help="run every artifact of a run folder on its runtime, each in a worker "
                        "process: speed, memory, size, accuracy, attention and occlusion against torch")
     p.add_argument("run_dir", help="a run folder written by edgekit export")
@@ -382,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="the run's source is a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_bundle(sub: Subcommands) -> None:
     p = sub.add_parser("bundle", help="write what goes onto the device for one target of a run: model, manifest, "
                        "golden data, a runner that needs only numpy and the runtime")
     p.add_argument("run_dir", help="a run folder written by edgekit export")
@@ -392,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "C program that checks it against the model file")
     p.set_defaults(func=cmd_bundle)
 
+
+def _add_device_bench(sub: Subcommands) -> None:
     p = sub.add_parser("device-bench", help="copy a bundle to a device, run its check and bench there, bring the "
                        "results back")
     p.add_argument("bundle", help="a bundle folder written by edgekit bundle")
@@ -405,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="a run folder whose reports get the device's rows")
     p.set_defaults(func=cmd_device_bench)
 
+
+def _add_ledger(sub: Subcommands) -> None:
     p = sub.add_parser("ledger", help="per layer, every artifact's intermediate tensors on its runtime against "
                        "the torch module that made them: SQNR per target, the first diverging layer")
     p.add_argument("run_dir", help="a run folder written by edgekit export")
@@ -412,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="the run's source is a .pt2 archive (uses pickle)")
     p.set_defaults(func=cmd_ledger)
 
+
+def _add_sweep(sub: Subcommands) -> None:
     p = sub.add_parser("sweep", help="every source x recipe x target of a sweep file, each cell exported, "
                        "validated and benched once (finished cells are reused: rerun to resume), locally or on Ray")
     p.add_argument("sweep_file", help="a sweep TOML file: [sweep], [[source]], [recipe.NAME], [targets]")
@@ -421,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="at most this many cells at once here (default: cores / threads)")
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_profiles(sub: Subcommands) -> None:
     p = sub.add_parser("profiles", help="list the target profiles, one line each (shipped ones, ./targets and "
                        "$EDGEKIT_TARGETS)")
     p.set_defaults(func=cmd_profiles)
@@ -429,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name", help="a profile name (see `edgekit profiles`) or a TOML path")
     show.set_defaults(func=cmd_profile_show)
 
+
+def _add_demo(sub: Subcommands) -> None:
     p = sub.add_parser("demo", help="the whole chain on the built-in models and sample data")
     p.add_argument("--out", default="runs/demo", help="the folder of the demo's run folders, one per model")
     p.add_argument("--target", help="default: every installed backend's demo profiles (fp32 and int8)")
@@ -436,6 +449,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bench", action="store_true", help="export and validate only")
     _bench_options(p, quick_default=True)
     p.set_defaults(func=cmd_demo, allow_pickle=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; imports no runtime (the docs render it, see docs/hooks/cli_reference.py)."""
+    parser = argparse.ArgumentParser(prog="edgekit", description="Export PyTorch models to edge runtimes and "
+                                     "prove they still work there.")
+    parser.add_argument("--version", action="version", version=f"edgekit {__version__} (Python "
+                        f"{sys.version.split()[0]}, {sys.platform})")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show what converters and runtimes print (else it goes to edgekit.log in the folder)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_export, _add_check, _add_validate, _add_bench, _add_bundle, _add_device_bench, _add_ledger,
+                _add_sweep, _add_profiles, _add_demo):  # in this order in --help and the docs
+        add(sub)
     return parser
 
 

@@ -118,7 +118,7 @@ class QuantRecipe:
         samples: Calibration samples to draw (seeded) from ``--calib``.
         keep_float: Regexes of torch module paths (or runtime node names) to keep in float.
         mixed_precision: Accuracy-aware mixed precision: keep the most sensitive layers in float, fewest first,
-            until the profile's gates pass on held-out calibration samples (``edgekit.compress.mixed``).
+            until the profile's gates pass on held-out calibration samples (``edgekit.quantize.mixed``).
         max_float_layers: The mixed-precision search stops at this many layers in float, gates passed or not.
         search_samples: Calibration samples the search judges on (the validation data stays unseen).
         speed_check: After the search, layers whose ops the runtime's profiler times slower in int8 than in fp32
@@ -140,10 +140,10 @@ class QuantRecipe:
             inputs (``per_channel``), per-tensor ones (``per_tensor``), or (``auto``) whichever gives the smaller
             error on calibration samples held out from the ranges.
         weight_rounding: Static int8: ``gptq`` rounds the torch weights onto the int8 grid on the calibration data
-            before export (``edgekit.compress.gptq``), and every backend's quantizer then keeps them; ``nearest``
+            before export (``edgekit.quantize.gptq``), and every backend's quantizer then keeps them; ``nearest``
             leaves rounding to the quantizer; ``distill`` starts from GPTQ's weights and fine-tunes them under
             simulated int8 to give the float model's outputs on the calibration data
-            (``edgekit.compress.distill``), kept only if better on held-out samples.
+            (``edgekit.quantize.distill``), kept only if better on held-out samples.
         distill_steps: ``distill``: training steps of 16 calibration samples.
         distill_lr: ``distill``: Adam's learning rate, decayed to 0 over the steps.
         seed: Seed of the calibration draw and its augmentation.

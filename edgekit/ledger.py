@@ -21,6 +21,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import write_json, write_text
+from edgekit.reference import load_run_reference
 from edgekit.validate.metrics import SQNR_CAP_DB, output_stats
 
 # per-layer SQNR gates (dB) by the precision the target declares: below it, a layer diverges
@@ -263,19 +264,19 @@ def ledger(run_dir: str | Path, samples: int = DEFAULT_SAMPLES, allow_pickle: bo
     """The ledger of every target of a run on the first ``samples`` reference inputs; written into the run
     folder as ledger.json and ledger.md."""
     from edgekit.runfolder import RunFolder
-    from edgekit.source import load_source
+    from edgekit.source import load_recorded
 
     if samples < 1:
         raise EdgekitError("--samples must be at least 1")
     run = RunFolder(run_dir)
     record = run.record()
-    reference = run.reference(record)
+    reference = load_run_reference(run, record)
     inputs = {k: v[:samples] for k, v in reference.inputs.items()}
     if run.compression() is not None:
         raise EdgekitError(f"{run.path}: a compressed run; its torch reference is the compressed model, which the "
                            "run folder does not keep: the ledger cannot rebuild it yet")
     progress(f"loading {record.source}")
-    spec = load_source(record.source, allow_pickle=allow_pickle)
+    spec = load_recorded(record, allow_pickle=allow_pickle)
     layers = torch_layers(spec.module.eval(), inputs, tuple(record.inputs))
     targets = []
     for name in record.targets:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from edgekit.errors import EdgekitError
 from edgekit.fsutil import read_npz
 from edgekit.lengths import LENGTH_PREFIX, arrays_at_lengths, cut_to_length, own_length
 from edgekit.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from edgekit.runfolder import RunFolder, RunRecord
 
 BATCH = 250
 
@@ -142,3 +146,10 @@ def load_reference(path: Path, source: str, input_names: tuple[str, ...], output
     return Reference(source, None, input_names, output_names, inputs, outputs, labels, task,
                      data.get("origin", ""), data.get("real", True),
                      {n: (at_inputs[n], at_outputs.get(n, {})) for n in sorted(at_inputs)})
+
+
+def load_run_reference(run: RunFolder, record: RunRecord | None = None) -> Reference:
+    """The torch outputs on a run folder's data, read back (``record``: the run's, if already read)."""
+    record = record or run.record()
+    return load_reference(run.reference_path, record.source, record.inputs, record.outputs, record.task,
+                          record.data)

@@ -57,6 +57,15 @@ class Validation:
         return tuple(c for c in self.checks if c.status is Status.FAIL)
 
 
+class StageFailed(Exception):
+    """A stage of making an artifact failed: the target becomes a row with this stage and reason."""
+
+    def __init__(self, stage: Stage, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+
+
 def failure(profile: TargetProfile, stage: Stage, reason: str, precision: Precision | None = None) -> Validation:
     return Validation(profile.name, profile.backend, Status.FAIL, stage, reason, precision=precision,
                       warnings=precision.warnings if precision else ())

@@ -86,13 +86,6 @@ class RunFolder:
     def reference_path(self) -> Path:
         return self.path / REFERENCE_FILE
 
-    def reference(self, record: RunRecord):
-        """The torch outputs on the run's data (edgekit.reference.Reference), read back."""
-        from edgekit.reference import load_reference
-
-        return load_reference(self.reference_path, record.source, record.inputs, record.outputs, record.task,
-                              record.data)
-
     def compression(self) -> dict | None:
         path = self.path / COMPRESSION_FILE
         if not path.is_file():

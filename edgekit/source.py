@@ -12,11 +12,15 @@ import inspect
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from edgekit.errors import EdgekitError, one_line
 from edgekit.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from edgekit.runfolder import RunRecord
 
 
 def _import_file(path: Path):
@@ -231,11 +235,13 @@ def _with_lengths(spec: ModelSpec, source: str, dynamic: dict[str, tuple[int, ..
 
 
 def load_source(source: str, allow_pickle: bool = False, preprocess: str | None = None,
-                dynamic: dict[str, tuple[int, ...]] | None = None, lengths: tuple[int, ...] | None = None
+                dynamic: str | dict[str, tuple[int, ...]] | None = None, lengths: tuple[int, ...] | None = None
                 ) -> ModelSpec:
     """Resolve a model source string into a checked :class:`ModelSpec` in eval mode; ``preprocess`` (a preset
-    name or a TOML file) overrides the spec's own, ``dynamic`` (input name -> axes) and ``lengths`` its dynamic
-    axes."""
+    name or a TOML file) overrides the spec's own, ``dynamic`` (input name -> axes, or the CLI's
+    "input_ids:1,..." text) and ``lengths`` its dynamic axes."""
+    if isinstance(dynamic, str):
+        dynamic = parse_dynamic(dynamic)
     from edgekit import sources
 
     named = sources.parse(source)
@@ -247,3 +253,12 @@ def load_source(source: str, allow_pickle: bool = False, preprocess: str | None 
         spec = _as_spec(_load_factory(source), source)
     spec = _with_preprocess(_complete(spec, source), preprocess)
     return _with_lengths(spec, source, dynamic, lengths)
+
+
+def load_recorded(record: RunRecord, allow_pickle: bool = False) -> ModelSpec:
+    """The model a run was exported from, rebuilt from its record (bench's torch row and saliency, the ledger):
+    its source with the dynamic axes and lengths the run recorded (none recorded: the model's own). A compression
+    recipe is not replayed: a compressed run rebuilds the model before compression."""
+    return load_source(record.source, allow_pickle=allow_pickle,
+                       dynamic={k: tuple(v) for k, v in record.dynamic_axes.items()} or None,
+                       lengths=record.lengths or None)

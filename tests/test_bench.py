@@ -3,7 +3,6 @@ rows; the report files are complete and consistent."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -13,6 +12,7 @@ import pytest
 
 from edgekit.bench.run import TORCH_ROW, Timing, bench
 from edgekit.cli import main
+from edgekit.cpu import resolve_threads
 from edgekit.validate.gates import Status
 from edgekit.validate.validate import Stage
 
@@ -35,7 +35,7 @@ def test_every_backend_row_is_measured_and_passes(benched):
         assert m.artifact_bytes == sum(f["bytes"] for f in manifest["files"])
         assert row.validation.accuracy == pytest.approx(benched.torch_accuracy, abs=0.002)
         # the bench session ran with what the manifest records, as the runtime reports it
-        assert m.applied["threads"] == m.threads_all == (manifest["extra"]["runtime"]["threads"] or os.cpu_count())
+        assert m.applied["threads"] == m.threads_all == resolve_threads(manifest["extra"]["runtime"]["threads"])
         hint = manifest["precision"]["evidence"].get("inference_precision_hint")
         assert hint is None or m.applied["precision"] == hint == "float32"
 

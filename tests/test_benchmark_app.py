@@ -1,26 +1,33 @@
-"""tools/benchmark_app.py reads benchmark_app's statistics in whatever unit it printed. The texts below are the tail
-of real benchmark_app runs (openvino 2026.4.1, AMD EPYC with AVX-512, 2026-11): EfficientNet-Lite0 IRs (ms) and a
-near-empty model (us, which benchmark_app switches to when the average is under 1 ms)."""
+"""benchmarks/benchmark_app.py reads benchmark_app's statistics in whatever unit it printed. The texts below are
+the tail of real benchmark_app runs (openvino 2026.4.1, AMD EPYC with AVX-512, 2026-11): EfficientNet-Lite0 IRs (ms)
+and a near-empty model (us, which benchmark_app switches to when the average is under 1 ms). The script runs in its
+own process, from the command line: tests import nothing from benchmarks/."""
 from __future__ import annotations
 
-import importlib.util
+import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-TOOLS = Path(__file__).parents[1] / "tools"
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "benchmark_app.py"
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("benchmark_app_tool", TOOLS / "benchmark_app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up by name
-    spec.loader.exec_module(module)
-    return module
+def _script(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], input=stdin, capture_output=True, text=True,
+                          timeout=120)
 
 
-tool = _tool()
+def _report(*args: str, stdin: str = "") -> dict:
+    done = _script(*args, stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _parse(text: str) -> dict:
+    return _report("--parse", stdin=text)
 
 EFFICIENTNET_FP32_1_THREAD = """\
 [Step 10/11] Measuring performance (Start inference synchronously, limits: 3000 ms duration)
@@ -122,27 +129,28 @@ ir: Could not open the file: "/tmp/effnet_scratch/missing.xml"
     (TINY_MODEL_PERCENTILE_90, (0.03299, 90, 0.03838, 0.02389, 5.4017, 21627.15, 21628)),
 ], ids=["ms", "ms-int8", "us", "us-percentile"])
 def test_reads_every_statistic_in_ms(text, expected):
-    report = tool.parse_report(text)
-    got = (report.median_ms, report.percentile, report.average_ms, report.min_ms, report.max_ms,
-           report.throughput_fps, report.iterations)
+    report = _parse(text)
+    got = tuple(report[k] for k in ("median_ms", "percentile", "average_ms", "min_ms", "max_ms", "throughput_fps",
+                                    "iterations"))
     assert got == pytest.approx(expected, rel=1e-9)
 
 
 def test_the_whole_run_wins_over_the_shape_groups():
-    report = tool.parse_report(SHAPE_GROUPS)
-    assert (report.median_ms, report.average_ms, report.min_ms, report.max_ms, report.throughput_fps) == \
+    report = _parse(SHAPE_GROUPS)
+    assert tuple(report[k] for k in ("median_ms", "average_ms", "min_ms", "max_ms", "throughput_fps")) == \
         pytest.approx((0.05929, 0.06498, 0.04218, 0.38153, 8551.97))
 
 
 def test_no_statistics_is_an_error():
-    with pytest.raises(ValueError, match="no latency"):
-        tool.parse_report(MISSING_MODEL)
+    done = _script("--parse", stdin=MISSING_MODEL)
+    assert done.returncode == 1 and "no latency" in done.stderr and not done.stdout
 
 
 def test_a_failing_benchmark_app_raises_with_its_output(tmp_path):
     pytest.importorskip("openvino")
-    with pytest.raises(RuntimeError, match="exit code 1.*Could not open the file"):
-        tool.run(tmp_path / "missing.xml", 1, 1)
+    done = _script(str(tmp_path / "missing.xml"), "--threads", "1", "--seconds", "1")
+    assert done.returncode == 1 and not done.stdout
+    assert re.search(r"benchmark_app failed \(exit code 1\).*Could not open the file", done.stderr), done.stderr
 
 
 def test_reads_this_machines_benchmark_app(tmp_path):
@@ -155,6 +163,6 @@ def test_reads_this_machines_benchmark_app(tmp_path):
     logits = ops.matmul(ops.reduce_mean(image, np.array([2, 3]), keep_dims=False),
                         ops.constant(np.ones((3, 10), np.float32)), False, False)
     ov.save_model(ov.Model([logits], [image]), str(tmp_path / "tiny.xml"), compress_to_fp16=False)
-    report = tool.run(tmp_path / "tiny.xml", 1, 1)
-    assert 0 < report.min_ms <= report.median_ms <= report.max_ms < 50
-    assert report.iterations > 10 and report.throughput_fps > 10
+    report = _report(str(tmp_path / "tiny.xml"), "--threads", "1", "--seconds", "1")
+    assert 0 < report["min_ms"] <= report["median_ms"] <= report["max_ms"] < 50
+    assert report["iterations"] > 10 and report["throughput_fps"] > 10

@@ -82,10 +82,10 @@ def test_bundle_check_passes_without_torch(fusion_bundles, device, backend):
 def expected_applied(folder: Path) -> dict:
     """What a consumer of this bundle must run with: the recorded threads (0: every core) and, for OpenVINO, the
     precision the shared rule picks for this CPU, which the host's manifest also read back."""
-    import os
+    from edgekit.cpu import resolve_threads
 
     manifest = json.loads((folder / "manifest.json").read_text())
-    threads = manifest["runtime"]["threads"] or os.cpu_count()
+    threads = resolve_threads(manifest["runtime"]["threads"])
     expected = {"threads": threads}
     if manifest["backend"] == "openvino":
         expected["precision"] = manifest["precision"]["evidence"]["inference_precision_hint"]
@@ -112,6 +112,21 @@ def torch_version() -> str:
     from importlib import metadata
 
     return metadata.version("torch")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_bundle_carries_current_copies_of_the_one_runner(fusion_bundles, backend):
+    """run.py, the artifact runner, the session module and every helper in a freshly written bundle are edgekit's
+    own files byte for byte, each listed with its hash: the device runs what validation ran."""
+    from edgekit.bundle.make import copied_sources
+
+    folder = fusion_bundles[backend]
+    copies = copied_sources(get_backend(backend))
+    assert {"run.py", "edgekit_execute.py", "edgekit_cpu.py", "edgekit_session.py"} <= set(copies)
+    stale = [name for name, source in copies.items() if (folder / name).read_bytes() != source.read_bytes()]
+    assert stale == []
+    listed = {f["path"] for f in json.loads((folder / "manifest.json").read_text())["files"]}
+    assert set(copies) <= listed
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -158,7 +173,7 @@ def test_tampered_model_and_escaping_paths_are_refused(fusion_bundles, tmp_path,
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))
     done = run_py(folder, no_torch, "--check")
-    assert done.returncode == 2 and "does not match its sha256" in done.stderr
+    assert done.returncode == 2 and "does not match its manifest hash" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     manifest["files"][0]["path"] = "../../etc/passwd"
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -197,17 +212,18 @@ def test_cli_bundle_refuses_an_unknown_target(zoo_run, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
-def test_export_for_device_script(tmp_path, capsys):
-    import importlib.util
+def test_export_for_device_script(tmp_path):
+    """tools/export_for_device.py as a user runs it, in its own process."""
+    def script(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "tools" / "export_for_device.py"), *args],
+                              capture_output=True, text=True, timeout=600)
 
-    spec = importlib.util.spec_from_file_location("export_for_device", REPO / "tools" / "export_for_device.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     out = tmp_path / "cnn-device"
-    assert tool.main(["--profile", fp32_profile(BACKENDS[0]), "--model", "zoo:cnn", "--out", str(out)]) == 0
+    done = script("--profile", fp32_profile(BACKENDS[0]), "--model", "zoo:cnn", "--out", str(out))
+    assert done.returncode == 0, done.stderr
     assert (out / "run.py").is_file() and (tmp_path / "cnn-device.run" / "run.json").is_file()
-    assert tool.main(["--profile", "no-such-profile", "--model", "zoo:cnn", "--out", str(tmp_path / "x")]) == 2
-    assert "no-such-profile" in capsys.readouterr().err
+    refused = script("--profile", "no-such-profile", "--model", "zoo:cnn", "--out", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "no-such-profile" in refused.stderr
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

@@ -1,4 +1,4 @@
-"""Quantization-aware distillation (edgekit.compress.distill): the tuned weights end on the int8 grid, are kept only
+"""Quantization-aware distillation (edgekit.quantize.distill): the tuned weights end on the int8 grid, are kept only
 when the simulated int8 error on held-out calibration samples drops, the teacher is never touched, and an export
 with ``weight_rounding = "distill"`` says in its manifest what was done."""
 from __future__ import annotations
@@ -12,12 +12,12 @@ import torch
 from onnx import numpy_helper
 
 from edgekit.api import export
-from edgekit.compress.distill import distill
-from edgekit.compress.gptq import QMAX, gptq, grid_scale, weight_layers
 from edgekit.config import load_profile, parse_profile
 from edgekit.data.calib import load_calibration
 from edgekit.data.sources import InputInfo
 from edgekit.errors import EdgekitError
+from edgekit.quantize.distill import distill
+from edgekit.quantize.gptq import QMAX, gptq, grid_scale, weight_layers
 from edgekit.zoo import load
 
 
@@ -150,7 +150,7 @@ def test_the_simulation_rounds_a_cnn_blocks_residual_stream_as_a_static_int8_gra
     """Beside each weight layer's input, the tensors a runtime's static int8 graph rounds in a CNN block: the
     block's input (also the addition's skip input), the norm output no activation follows (the addition's other
     input) and the sum. Not in a transformer's residual layer, whose runtime quantizes only the weight ops."""
-    from edgekit.compress.distill import _fake_uint8, _Simulation
+    from edgekit.quantize.distill import _fake_uint8, _Simulation
 
     torch.manual_seed(0)
     net = _Net().eval()

@@ -22,6 +22,18 @@ def test_readme_is_short():
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail into docs/"
 
 
+# a script or model source of this repository, named by its path (not a part of a longer path such as a/tools/b.py)
+_REPO_FILE = re.compile(r"(?<![\w./-])((?:tools|benchmarks|examples|dev)/[\w./-]*\w\.(?:py|sh|toml))")
+
+
+def test_every_script_the_docs_name_exists():
+    """The results pages' commands and the guides name scripts and model sources by path: a moved file fails here."""
+    texts = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "docs").rglob("*.md"))]
+    missing = sorted({f"{text.relative_to(ROOT)}: {path}" for text in texts
+                      for path in _REPO_FILE.findall(text.read_text(encoding="utf-8")) if not (ROOT / path).is_file()})
+    assert not missing, f"the docs name files that do not exist: {missing}"
+
+
 def test_report_schema_names_every_run_record_field():
     from edgekit.runfolder import RunRecord
 

@@ -1,4 +1,4 @@
-"""GPTQ weight rounding (edgekit.compress.gptq): the weights land on the int8 grid every backend's quantizer
+"""GPTQ weight rounding (edgekit.quantize.gptq): the weights land on the int8 grid every backend's quantizer
 uses, the layer outputs move less than with nearest rounding on held-out real data, and the grid survives a
 backend's own quantizer."""
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 from onnx import numpy_helper
 
 from edgekit.api import export
-from edgekit.compress.gptq import QMAX, cached_gptq, gptq, grid_scale, nearest, weight_layers
 from edgekit.data.calib import load_calibration
 from edgekit.data.sources import InputInfo, load_data
+from edgekit.quantize.gptq import QMAX, cached_gptq, gptq, grid_scale, nearest, weight_layers
 from edgekit.zoo import load
 
 

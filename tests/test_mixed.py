@@ -14,9 +14,9 @@ import pytest
 
 from edgekit.api import export
 from edgekit.backends import get_backend
-from edgekit.compress.mixed import keep_pattern
 from edgekit.config import load_profile, parse_profile
 from edgekit.errors import EdgekitError
+from edgekit.quantize.mixed import keep_pattern
 from edgekit.results import Status
 
 from .conftest import BACKENDS, FIXTURES
@@ -87,7 +87,7 @@ def test_all_int8_fails_and_mixed_precision_passes(run, target):
 def test_the_search_times_int8_against_fp32_and_says_what_it_did(run, target):
     """The rule, not the speed: which layers are slower in int8 depends on the CPU's kernels, so the test checks
     that every layer moved (or listed) obeys the rule on the numbers the record holds."""
-    from edgekit.compress.mixed import MIN_SHARE, SLOWER
+    from edgekit.quantize.mixed import MIN_SHARE, SLOWER
 
     out, _ = run
     record = _record(out, f"{target}-mixed")
@@ -112,7 +112,7 @@ def test_the_search_times_int8_against_fp32_and_says_what_it_did(run, target):
 
 def test_slower_layers_follow_the_rule():
     from edgekit.bench.measurement import OpTime
-    from edgekit.compress.mixed import slower_layers
+    from edgekit.quantize.mixed import slower_layers
 
     owners = {"conv1": "conv1", "bn1": "conv1", "conv2": "conv2", "act": "conv2", "fc": "fc"}
     weighted = {"conv1", "conv2", "fc"}
@@ -129,7 +129,7 @@ def test_slower_layers_follow_the_rule():
 
 def test_layers_rank_by_noise_per_ms_of_float_time():
     from edgekit.bench.measurement import OpTime
-    from edgekit.compress.mixed import float_costs, per_ms
+    from edgekit.quantize.mixed import float_costs, per_ms
 
     owners = {"conv1": "conv1", "bn1": "conv1", "conv2": "conv2", "fc": "fc"}
     fp32 = [OpTime("a", "Conv", "conv1", 1.0), OpTime("b", "Conv", "conv2", 1.0), OpTime("c", "Gemm", "fc", 0.5)]

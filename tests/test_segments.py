@@ -9,6 +9,7 @@ import pytest
 
 from edgekit.cli import main
 from edgekit.errors import EdgekitError
+from edgekit.reference import load_run_reference
 from edgekit.results import Timing
 from edgekit.runfolder import RunFolder
 from edgekit.segments.export import export_segments
@@ -115,7 +116,7 @@ def test_a_broken_segment_is_a_row_not_a_crash(fusion_split, tmp_path):
     model = next((copy / "segment1" / TARGETS[1]).glob("*.onnx"))
     model.write_bytes(model.read_bytes()[:-10])
     run = RunFolder(copy)
-    reference = run.reference(run.record())
+    reference = load_run_reference(run)
     spec = load_source("zoo:fusion")
     plan = split(spec, 2)
     from edgekit.config import load_profile
@@ -144,6 +145,11 @@ def test_bundle_chains_the_segments_without_edgekit(fusion_split, tmp_path):
     assert done.stderr.strip().splitlines()[-1] == "0 False False", done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == "PASS" and {c["output"] for c in result["checks"]} == {"logits", "attention"}
+    # the chain runner and the one artifact runner it runs each segment through are current copies of edgekit's
+    from edgekit.segments.bundle import FILES
+
+    assert {"run.py", "edgekit_execute.py", "edgekit_cpu.py", "edgekit_pipeline.py"} <= set(FILES)
+    assert [n for n, source in FILES.items() if (out / n).read_bytes() != source.read_bytes()] == []
 
 
 def test_split_at_named_modules(fusion_spec):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,8 @@ from edgekit.validate.gates import Status
 from tests.conftest import BACKENDS, fp32_profile
 
 pytest.importorskip("timm", reason="the vision extra installs timm and torchvision")
-TOOLS = Path(__file__).parents[1] / "tools"
+# model sources named as a user names them (FILE.py:FACTORY), through edgekit's own loader
+EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 def _mobilenet_v2_weights() -> Path:
@@ -31,11 +31,10 @@ def _mobilenet_v2_weights() -> Path:
 def labelled_photos(tmp_path_factory) -> Path:
     """Real photos in class folders named as ImageNet names them: the folder gives each photo's label."""
     pytest.importorskip("skimage", reason="make test installs scikit-image")
-    sys.path.insert(0, str(TOOLS))
-    from efficientnet_lite0 import photos
+    from edgekit.source import call_factory
 
     folder = tmp_path_factory.mktemp("labelled")
-    images = photos()
+    images = call_factory(f"{EXAMPLES / 'efficientnet_lite0.py'}:photos")
     for label, name in (("Egyptian cat", "chelsea"), ("espresso", "coffee")):
         (folder / label).mkdir()
         images[name].save(folder / label / f"{name}.png")
@@ -105,17 +104,14 @@ def test_weights_that_do_not_fit_are_one_line(tmp_path, capsys):
 
 
 def test_the_weights_file_matches_the_hand_written_network():
-    """The torchvision: source gives the same logits as tools/mobilenet_v2.py's network with the same file."""
+    """The torchvision: source gives the same logits as examples/mobilenet_v2.py's network with the same file."""
     import torch
 
     from edgekit.source import load_source
 
     _mobilenet_v2_weights()
-    sys.path.insert(0, str(TOOLS))
-    import mobilenet_v2
-
     ours = load_source(f"torchvision:mobilenet_v2?weights={_mobilenet_v2_weights()}")
-    theirs = mobilenet_v2.build()
+    theirs = load_source(f"{EXAMPLES / 'mobilenet_v2.py'}:build")
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32))
     with torch.no_grad():
         assert torch.allclose(ours.module(x), theirs.module(x), atol=1e-5)

@@ -115,7 +115,7 @@ class Backend(Protocol):
     # the profiles `edgekit demo` runs for this backend, by precision (e.g. {"fp32": "onnx-cpu-fp32", ...})
     demo_targets: dict[str, str]
 
-    # Optional, for `edgekit check`: check(spec, profile, program) -> list[edgekit.check.Finding] converts the
+    # Optional, for `edgekit check`: check(spec, profile, program) -> list[edgekit.findings.Finding] converts the
     # torch.export program in memory and says what the converter or the runtime refuses; nothing is written.
 
 

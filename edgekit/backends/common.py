@@ -1,8 +1,9 @@
-"""Helpers that several backends share."""
+"""What several backends share and no runtime owns: torch.export shapes for a dynamic batch, example resizing,
+package versions, thread counts, precision names, the manifest's quantization record, the conversion cache, and
+the gate check a quantizer's own search judges a choice by."""
 from __future__ import annotations
 
 import inspect
-import os
 import weakref
 from collections import Counter
 from collections.abc import Callable
@@ -61,11 +62,6 @@ def versions(*packages: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
-
-
-def thread_count(threads: int) -> int:
-    """A profile's thread count; 0 means all cores."""
-    return threads if threads > 0 else (os.cpu_count() or 1)
 
 
 # Normalized names for the precision a runtime computes in, whatever each runtime calls it.

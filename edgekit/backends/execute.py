@@ -1,16 +1,34 @@
-"""Run a Session over many samples: the caller's NCHW/int64 arrays in, the artifact's layout, dtypes and batch
-sizes on the runtime side, so every backend is compared like for like.
+"""The one artifact runner: an artifact's files checked against their hashes, the artifact opened through its
+backend's session module, and the caller's NCHW/int64 arrays run through it in the artifact's layout, dtypes and
+batch sizes (all samples in the chunks it takes, or one call as they come), so every backend is compared like for
+like; a bundle's golden check too.
 
-Numpy only and no edgekit imports: bundles carry this file as ``edgekit_execute.py``, so the device feeds a model
-exactly as validation did. ``manifest`` is an edgekit Manifest or a bundle's manifest.json (a dict): both have a
-layout, inputs (name, shape, dtype) and batch sizes."""
+Host validation and bench (edgekit.isolation.worker), the segment chain and pipeline (edgekit.segments.worker)
+and both device runners (a bundle's run.py, a segmented bundle's run.py) run artifacts through this file. Numpy
+and the standard library only, no edgekit imports but the metrics the golden check computes: bundles carry it as
+``edgekit_execute.py`` (beside ``edgekit_metrics.py``), byte for byte, so the device feeds a model exactly as
+validation did. ``manifest`` is an edgekit Manifest or a bundle's manifest.json (a dict): both have a layout,
+inputs (name, shape, dtype), batch sizes, files and runtime options."""
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 DYNAMIC_BATCH = 100
+SESSION_FILE = "edgekit_session.py"  # a bundle's copy of its backend's session module
+MANIFEST = "manifest.json"
+STATUSES = ("PASS", "WARN", "FAIL")  # in order of severity
+
+
+class ArtifactError(ValueError):
+    """An artifact that cannot be run: a file missing, modified or outside its folder, or its runtime missing."""
 
 
 def _get(manifest: Any, key: str) -> Any:
@@ -62,3 +80,88 @@ def run_batched(session: Any, manifest: Any, inputs: dict[str, np.ndarray]) -> d
         for name, value in session.run(part).items():
             chunks.setdefault(name, []).append(np.asarray(value)[:size])
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def runner(session: Any, manifest: Any, batched: bool) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """The artifact as a function of the caller's arrays: ``batched`` runs all samples in the chunks it takes
+    (validation, a golden check), else one call on the samples as they come (a stream of batch-1 samples)."""
+    if batched:
+        return lambda feed: run_batched(session, manifest, feed)
+    return lambda feed: session.run(to_artifact_layout(feed, manifest))
+
+
+def inside(folder: Path, relative: str, where: str) -> Path:
+    """A path the manifest names, refused unless it is relative and stays inside ``folder`` (``where`` names the
+    folder in the message)."""
+    path = (folder / relative).resolve()
+    if Path(relative).is_absolute() or not path.is_relative_to(folder.resolve()):
+        raise ArtifactError(f"{where}: the manifest names {relative!r}; paths must be relative and stay inside "
+                            f"{where}")
+    return path
+
+
+def verify_files(folder: Path, entries: Iterable[Any], where: str) -> None:
+    """Refuse files (FileEntry or a manifest.json's dicts: path, sha256) outside ``folder``, missing, or whose
+    hash changed since they were written."""
+    for entry in entries:
+        relative, sha256 = (entry["path"], entry["sha256"]) if isinstance(entry, dict) else (entry.path, entry.sha256)
+        path = inside(folder, relative, where)
+        if not path.is_file():
+            raise ArtifactError(f"{where}: {relative} is missing")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            raise ArtifactError(f"{where}: {relative} does not match its manifest hash (modified or corrupt)")
+
+
+def read_bundle(folder: Path, where: str) -> dict:
+    """A bundle folder's manifest.json, every file it lists checked against its hash."""
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    verify_files(folder, manifest["files"], where)
+    return manifest
+
+
+_SESSION_MODULES: dict[Path, ModuleType] = {}
+
+
+def _session_module(path: Path) -> ModuleType:
+    """A bundle's session module, imported once per file under a name of its own: the segments of a chain may
+    run on different runtimes in one process, and a runtime may keep process-wide state in its module."""
+    if path not in _SESSION_MODULES:
+        spec = importlib.util.spec_from_file_location(f"edgekit_session_{len(_SESSION_MODULES)}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _SESSION_MODULES[path] = module
+    return _SESSION_MODULES[path]
+
+
+def open_bundled(folder: Path, manifest: dict, threads: int | None = None, where: str = "the bundle") -> Any:
+    """The model of a bundle folder on its runtime with every option its manifest records, through the session
+    module beside it: the backend's own, which the host opened it with. ``threads`` None: the profile's count."""
+    try:
+        module = _session_module((folder / SESSION_FILE).resolve())
+    except ImportError as exc:
+        raise ArtifactError(f"the {manifest['backend']} runtime is not installed here ({exc.name or exc}); "
+                            f"pip install {manifest['runtime']['package']}") from None
+    return module.open_session(inside(folder, manifest["model_file"], where), manifest["runtime"], threads)
+
+
+def golden_check(golden: dict[str, np.ndarray], actual: dict[str, np.ndarray], gates: dict,
+                 higher_is_better: Iterable[str]) -> tuple[str, list[dict]]:
+    """Each output against the original's under a bundle manifest's gates (output name or "*" -> metric ->
+    warn, fail), as validation gated it: the worst status and a row per gated metric."""
+    if __package__:  # edgekit.backends.execute
+        from edgekit.validate.metrics import gate_status, output_stats
+    else:  # a bundle's edgekit_execute.py, beside its copy of edgekit/validate/metrics.py
+        from edgekit_metrics import gate_status, output_stats
+
+    higher = set(higher_is_better)
+    rows, status = [], "PASS"
+    for name, expected in golden.items():
+        stats = output_stats(name, expected, actual[name])
+        for metric, threshold in {**gates.get("*", {}), **gates.get(name, {})}.items():
+            value = getattr(stats, metric, None)
+            if value is None:
+                continue
+            result = gate_status(value, threshold["warn"], threshold["fail"], metric in higher)
+            status = max(status, result, key=STATUSES.index)
+            rows.append({"output": name, "metric": metric, "value": value, **threshold, "status": result})
+    return status, rows

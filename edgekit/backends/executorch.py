@@ -42,8 +42,8 @@ from edgekit.errors import EdgekitError
 if TYPE_CHECKING:
     import torch
 
-    from edgekit.check import Finding
     from edgekit.data.calib import CalibrationData
+    from edgekit.findings import Finding
     from edgekit.spec import ModelSpec
 
 MODEL_FILE = "model.pte"
@@ -289,8 +289,9 @@ class ExecuTorchBackend:
               ) -> list[Finding]:
         """Lower ``program`` to XNNPACK in memory: a lowering failure, the ops left outside XNNPACK (portable
         kernels), the batch pinned per method. Nothing is written."""
-        from edgekit.check import ERROR, WARNING, Finding, batch_is_dynamic
         from edgekit.errors import one_line
+        from edgekit.findings import ERROR, WARNING, Finding
+        from edgekit.graph import batch_is_dynamic
 
         findings = []
         if batch_is_dynamic(program):

@@ -1,6 +1,6 @@
 """How to open an ExecuTorch artifact: the one place that turns a manifest's runtime options into loaded methods
 of a .pte program. The host (validation, bench) and the device bundle (copied there as ``edgekit_session.py``)
-both use this file, so it imports no edgekit.
+both use this file, so it imports no edgekit but edgekit.cpu (in a bundle, the copy beside it).
 
 It imports torch, unlike the other session modules, because executorch 1.5.1's Python runtime cannot run
 without it: ``executorch.runtime`` imports torch itself, its extension links libtorch from the torch wheel, and
@@ -12,7 +12,6 @@ batch silently narrows its upper bound (to 15 for models with a convolution), so
 """
 from __future__ import annotations
 
-import os
 import sys
 import types
 import weakref
@@ -20,6 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+if __package__:  # edgekit.backends.executorch_session
+    from edgekit.cpu import resolve_threads
+else:  # a bundle's edgekit_session.py, beside its copy of edgekit/cpu.py
+    from edgekit_cpu import resolve_threads
 
 
 def _import_runtime() -> None:
@@ -54,11 +58,6 @@ SCALAR_TYPES = {0: np.uint8, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.int64, 
 # Sessions alive in this process. The threadpool XNNPACK runs on is one per process, and a loaded XNNPACK
 # delegate keeps the pool it was loaded with: resetting the pool under a live method crashed (SIGSEGV) here.
 _LIVE: weakref.WeakSet = weakref.WeakSet()
-
-
-def resolve_threads(threads: int) -> int:
-    """A profile's thread count; 0 means all cores."""
-    return threads if threads > 0 else (os.cpu_count() or 1)
 
 
 def _use_threadpool(threads: int) -> str | None:

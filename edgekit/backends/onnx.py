@@ -27,13 +27,14 @@ from edgekit.backends.common import (
 )
 from edgekit.backends.onnx_session import DISABLED_OPTIMIZERS, PROVIDER, OnnxSession
 from edgekit.config import CALIBRATION_METHODS, QUANTIZED_PRECISIONS, TargetProfile
+from edgekit.cpu import resolve_threads
 from edgekit.errors import EdgekitError
 
 if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
     import torch
 
-    from edgekit.check import Finding
     from edgekit.data.calib import CalibrationData
+    from edgekit.findings import Finding
     from edgekit.spec import ModelSpec
 
 ort.set_default_logger_severity(3)
@@ -211,8 +212,9 @@ def _export_failures(exc: Exception, report_dir: Path, program: torch.export.Exp
                      target: str) -> list[Finding]:
     """Every op the exporter found no ONNX function for: its report lists them all (the exception stops at the
     first); the graph of the failing node, which the exporter decomposed from the program, places them."""
-    from edgekit.check import ERROR, Finding, OpSites, failing_node, node_module_path, op_findings
     from edgekit.errors import one_line
+    from edgekit.findings import ERROR, Finding
+    from edgekit.graph import OpSites, failing_node, node_module_path, op_findings
 
     node = failing_node(exc)
     sites = OpSites(*([node.graph] if node is not None else []), program.graph)
@@ -240,8 +242,8 @@ def _kernel_failure(exc: Exception, model: onnx.ModelProto, target: str) -> list
     node metadata says which module and which aten op it came from."""
     import ast
 
-    from edgekit.check import ERROR, Finding
     from edgekit.errors import one_line
+    from edgekit.findings import ERROR, Finding
 
     found = _NO_KERNEL.search(str(exc))
     if not found:
@@ -348,7 +350,7 @@ class OnnxBackend:
         model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in paths if name not in present)
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        options.intra_op_num_threads = manifest.extra["runtime"]["threads"] or (os.cpu_count() or 1)
+        options.intra_op_num_threads = resolve_threads(manifest.extra["runtime"]["threads"])
         session = ort.InferenceSession(model.SerializeToString(), options, providers=[PROVIDER],
                                        disabled_optimizers=DISABLED_OPTIMIZERS)
         names = [o.name for o in session.get_outputs()]
@@ -377,7 +379,8 @@ class OnnxBackend:
         cannot translate, nodes onnxruntime has no CPU kernel for. Nothing is written."""
         import torch
 
-        from edgekit.check import ERROR, Finding, batch_is_dynamic
+        from edgekit.findings import ERROR, Finding
+        from edgekit.graph import batch_is_dynamic
 
         findings = []
         if not batch_is_dynamic(program):

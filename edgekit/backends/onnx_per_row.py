@@ -68,6 +68,98 @@ def row_inputs(model: onnx.ModelProto, keep: set[str]) -> list[str]:
                               if n.name not in keep and _weight(initializers, n) is not None))
 
 
+class _Rewrite:
+    """The graph being rewritten: its new nodes in order, the constants they read, the float weights they replace,
+    and each activation's per-row codes (quantized once, however many MatMuls read it). Each new node carries the
+    metadata of the node it replaces."""
+
+    def __init__(self, opset: int):
+        self.opset = opset
+        self.constants = [numpy_helper.from_array(np.array(255, np.float32), PREFIX + "levels"),
+                          numpy_helper.from_array(np.array(0.5, np.float32), PREFIX + "half"),
+                          numpy_helper.from_array(np.array(1e-12, np.float32), PREFIX + "tiny"),
+                          numpy_helper.from_array(np.array(1, np.float32), PREFIX + "one")]
+        if opset >= 18:
+            self.constants.append(numpy_helper.from_array(np.array([-1], np.int64), PREFIX + "last_axis"))
+        self.rows: dict[str, tuple[str, str, str]] = {}  # activation -> (its uint8 codes, gain, low)
+        self.nodes: list[onnx.NodeProto] = []
+        self.used_weights: set[str] = set()
+
+    def made(self, op: str, inputs: list[str], output: str, like: onnx.NodeProto, **attrs) -> str:
+        node = helper.make_node(op, inputs, [output], name=output, **attrs)
+        node.metadata_props.extend(like.metadata_props)
+        self.nodes.append(node)
+        return output
+
+    def replacing(self, op: str, inputs: list[str], like: onnx.NodeProto, **attrs) -> None:
+        """The last node of a rewrite: it writes ``like``'s output under ``like``'s name."""
+        out = helper.make_node(op, inputs, [like.output[0]], name=like.name, **attrs)
+        out.metadata_props.extend(like.metadata_props)
+        self.nodes.append(out)
+
+    def reduced(self, op: str, x: str, output: str, like: onnx.NodeProto) -> str:
+        if self.opset >= 18:
+            return self.made(op, [x, PREFIX + "last_axis"], output, like, keepdims=1)
+        return self.made(op, [x], output, like, axes=[-1], keepdims=1)
+
+    def table_lookup(self, node: onnx.NodeProto, table: np.ndarray, index: int) -> None:
+        """A Gather from a float table becomes a Gather from its int8 rows times each row's scale."""
+        # onnxruntime's own dynamic quantization gives a table one scale: MiniLM's word embedding (30522 rows)
+        # came out at 28 dB, the first diverging layer of the int8 model. One scale per row costs a lookup.
+        t = f"{PREFIX}table{index}_"
+        w_q, w_scale = _quantized_weight(table.T, per_channel=True, bits=8)
+        self.constants += [numpy_helper.from_array(np.ascontiguousarray(w_q.T), t + "codes"),
+                           numpy_helper.from_array(w_scale[:, None], t + "scales")]
+        self.used_weights.add(node.input[0])
+        codes = self.made("Gather", [t + "codes", node.input[1]], t + "rows", node)
+        scales = self.made("Gather", [t + "scales", node.input[1]], t + "row_scales", node)
+        self.replacing("Mul", [self.made("Cast", [codes], t + "float", node, to=TensorProto.FLOAT), scales], node)
+
+    def per_tensor_matmul(self, node: onnx.NodeProto, w_q: np.ndarray, w_scale: np.ndarray, p: str) -> None:
+        """onnxruntime's DynamicQuantizeMatMul: one scale and zero point for the whole activation."""
+        self.constants += [numpy_helper.from_array(w_q, p + "weight"), numpy_helper.from_array(w_scale, p + "scale"),
+                           numpy_helper.from_array(np.zeros(w_q.shape[1], np.int8), p + "zero")]
+        self.replacing("DynamicQuantizeMatMul", [node.input[0], p + "weight", p + "scale", p + "zero"], node,
+                       domain=MS_DOMAIN)
+
+    def row_codes(self, x: str, like: onnx.NodeProto) -> tuple[str, str, str]:
+        """The uint8 codes of activation ``x``, one low value and gain per row; made the first time it is asked."""
+        if x not in self.rows:
+            made, q = self.made, f"{PREFIX}x{len(self.rows)}_"
+            low, high = self.reduced("ReduceMin", x, q + "low", like), self.reduced("ReduceMax", x, q + "high", like)
+            span = made("Max", [made("Sub", [high, low], q + "range", like), PREFIX + "tiny"], q + "span", like)
+            gain = made("Div", [PREFIX + "levels", span], q + "gain", like)  # codes per unit
+            # x * gain + (0.5 - low * gain) lies in [0.5, 255.5]: truncated, the codes of round((x - low) * gain)
+            start = made("Sub", [PREFIX + "half", made("Mul", [low, gain], q + "low_codes", like)], q + "start", like)
+            codes = made("Add", [made("Mul", [x, gain], q + "scaled", like), start], q + "shifted", like)
+            self.rows[x] = made("Cast", [codes], q + "uint8", like, to=TensorProto.UINT8), gain, low
+        return self.rows[x]
+
+    def per_row_matmul(self, node: onnx.NodeProto, w_q: np.ndarray, w_scale: np.ndarray, p: str) -> None:
+        """MatMulIntegerToFloat on the row codes, divided by the row's gain, plus low times the column sums."""
+        codes, gain, low = self.row_codes(node.input[0], node)
+        column_sums = (w_q.astype(np.int64).sum(axis=0) * w_scale).astype(np.float32)
+        self.constants += [numpy_helper.from_array(w_q, p + "weight"), numpy_helper.from_array(w_scale, p + "scale"),
+                           numpy_helper.from_array(column_sums, p + "column_sums")]
+        products = self.made("MatMulIntegerToFloat", [codes, p + "weight", PREFIX + "one", p + "scale"],
+                             p + "products", node, domain=MS_DOMAIN)
+        rescaled = self.made("Div", [products, gain], p + "rows", node)
+        offset = self.made("Mul", [low, p + "column_sums"], p + "offset", node)
+        self.replacing("Add", [rescaled, offset], node)
+
+    def install(self, model: onnx.ModelProto, uses_ms_domain: bool) -> None:
+        """Put the new nodes and constants into ``model``, dropping the float weights no node reads any more."""
+        graph = model.graph
+        still_read = {i for n in self.nodes for i in n.input}
+        kept = [i for i in graph.initializer if i.name not in self.used_weights or i.name in still_read]
+        del graph.node[:]
+        graph.node.extend(self.nodes)
+        del graph.initializer[:]
+        graph.initializer.extend(kept + self.constants)
+        if uses_ms_domain and not any(o.domain == MS_DOMAIN for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+
+
 def quantize(model: onnx.ModelProto, keep: set[str], per_channel: bool, reduce_range: bool,
              per_tensor: frozenset[str] = frozenset()) -> tuple[onnx.ModelProto, int, int]:
     """``model`` with every MatMul by a constant 2-D float weight (not named in ``keep``) in per-row dynamic int8,
@@ -77,95 +169,25 @@ def quantize(model: onnx.ModelProto, keep: set[str], per_channel: bool, reduce_r
     fused op: per row adds ten per activation and three per MatMul). Each new node carries the metadata of the
     node it replaces, so the torch module it came from (name scopes) stays known to keep_float, the ledger and the
     profiler."""
-    graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    opset = _opset(model)
-    constants = [numpy_helper.from_array(np.array(255, np.float32), PREFIX + "levels"),
-                 numpy_helper.from_array(np.array(0.5, np.float32), PREFIX + "half"),
-                 numpy_helper.from_array(np.array(1e-12, np.float32), PREFIX + "tiny"),
-                 numpy_helper.from_array(np.array(1, np.float32), PREFIX + "one")]
-    if opset >= 18:
-        constants.append(numpy_helper.from_array(np.array([-1], np.int64), PREFIX + "last_axis"))
-    rows: dict[str, tuple[str, str, str]] = {}  # activation -> (its uint8 codes, gain, low), quantized once
-    nodes: list[onnx.NodeProto] = []
-    used_weights: set[str] = set()
-    rewritten = 0
-
-    def made(op: str, inputs: list[str], output: str, like: onnx.NodeProto, **attrs) -> str:
-        node = helper.make_node(op, inputs, [output], name=output, **attrs)
-        node.metadata_props.extend(like.metadata_props)
-        nodes.append(node)
-        return output
-
-    def reduced(op: str, x: str, output: str, like: onnx.NodeProto) -> str:
-        if opset >= 18:
-            return made(op, [x, PREFIX + "last_axis"], output, like, keepdims=1)
-        return made(op, [x], output, like, axes=[-1], keepdims=1)
-
-    tables = 0
-    for node in graph.node:
+    initializers = {i.name: i for i in model.graph.initializer}
+    rewrite = _Rewrite(_opset(model))
+    rewritten = tables = 0
+    for node in model.graph.node:
         table = None if node.name in keep else _table(initializers, node)
         if table is not None:
-            # onnxruntime's own dynamic quantization gives a table one scale: MiniLM's word embedding (30522 rows)
-            # came out at 28 dB, the first diverging layer of the int8 model. One scale per row costs a lookup.
-            t = f"{PREFIX}table{tables}_"
-            w_q, w_scale = _quantized_weight(table.T, per_channel=True, bits=8)
-            constants += [numpy_helper.from_array(np.ascontiguousarray(w_q.T), t + "codes"),
-                          numpy_helper.from_array(w_scale[:, None], t + "scales")]
-            used_weights.add(node.input[0])
-            codes = made("Gather", [t + "codes", node.input[1]], t + "rows", node)
-            scales = made("Gather", [t + "scales", node.input[1]], t + "row_scales", node)
-            out = helper.make_node("Mul", [made("Cast", [codes], t + "float", node, to=TensorProto.FLOAT), scales],
-                                   [node.output[0]], name=node.name)
-            out.metadata_props.extend(node.metadata_props)
-            nodes.append(out)
+            rewrite.table_lookup(node, table, tables)
             tables += 1
             continue
         weight = None if node.name in keep else _weight(initializers, node)
         if weight is None:
-            nodes.append(node)
+            rewrite.nodes.append(node)
             continue
-        p = f"{PREFIX}{rewritten}_"
-        x = node.input[0]
         w_q, w_scale = _quantized_weight(weight, per_channel, 7 if reduce_range else 8)
-        used_weights.add(node.input[1])
+        rewrite.used_weights.add(node.input[1])
+        matmul = rewrite.per_tensor_matmul if node.input[0] in per_tensor else rewrite.per_row_matmul
+        matmul(node, w_q, w_scale, f"{PREFIX}{rewritten}_")
         rewritten += 1
-        if x in per_tensor:
-            constants += [numpy_helper.from_array(w_q, p + "weight"), numpy_helper.from_array(w_scale, p + "scale"),
-                          numpy_helper.from_array(np.zeros(w_q.shape[1], np.int8), p + "zero")]
-            out = helper.make_node("DynamicQuantizeMatMul", [x, p + "weight", p + "scale", p + "zero"],
-                                   [node.output[0]], name=node.name, domain=MS_DOMAIN)
-            out.metadata_props.extend(node.metadata_props)
-            nodes.append(out)
-            continue
-        if x not in rows:
-            q = f"{PREFIX}x{len(rows)}_"
-            low, high = reduced("ReduceMin", x, q + "low", node), reduced("ReduceMax", x, q + "high", node)
-            span = made("Max", [made("Sub", [high, low], q + "range", node), PREFIX + "tiny"], q + "span", node)
-            gain = made("Div", [PREFIX + "levels", span], q + "gain", node)  # codes per unit
-            # x * gain + (0.5 - low * gain) lies in [0.5, 255.5]: truncated, the codes of round((x - low) * gain)
-            start = made("Sub", [PREFIX + "half", made("Mul", [low, gain], q + "low_codes", node)], q + "start", node)
-            codes = made("Add", [made("Mul", [x, gain], q + "scaled", node), start], q + "shifted", node)
-            rows[x] = made("Cast", [codes], q + "uint8", node, to=TensorProto.UINT8), gain, low
-        codes, gain, low = rows[x]
-        column_sums = (w_q.astype(np.int64).sum(axis=0) * w_scale).astype(np.float32)
-        constants += [numpy_helper.from_array(w_q, p + "weight"), numpy_helper.from_array(w_scale, p + "scale"),
-                      numpy_helper.from_array(column_sums, p + "column_sums")]
-        products = made("MatMulIntegerToFloat", [codes, p + "weight", PREFIX + "one", p + "scale"], p + "products",
-                        node, domain=MS_DOMAIN)
-        rescaled = made("Div", [products, gain], p + "rows", node)
-        offset = made("Mul", [low, p + "column_sums"], p + "offset", node)
-        out = helper.make_node("Add", [rescaled, offset], [node.output[0]], name=node.name)
-        out.metadata_props.extend(node.metadata_props)
-        nodes.append(out)
-    still_read = {i for n in nodes for i in n.input}
-    kept = [i for i in graph.initializer if i.name not in used_weights or i.name in still_read]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.initializer[:]
-    graph.initializer.extend(kept + constants)
-    if rewritten and not any(o.domain == MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    rewrite.install(model, uses_ms_domain=rewritten > 0)
     return model, rewritten, tables
 
 

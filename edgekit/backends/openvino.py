@@ -44,8 +44,9 @@ from edgekit.errors import EdgekitError
 if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
     import torch
 
-    from edgekit.check import Finding, OpSites
     from edgekit.data.calib import CalibrationData
+    from edgekit.findings import Finding
+    from edgekit.graph import OpSites
     from edgekit.spec import ModelSpec
 
 MODEL_FILE = "model.xml"
@@ -162,7 +163,7 @@ MODULE_PATHS = "edgekit_module_paths"  # model rt_info: FX node name -> torch mo
 def _convert(spec: ModelSpec) -> ov.Model:
     """convert_model on torch.export's program, through the decoder convert_model itself makes for one, so the
     FX nodes that OpenVINO names its ops after are known: their module paths go into the model's rt_info."""
-    from edgekit.check import node_module_path
+    from edgekit.graph import node_module_path
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -225,7 +226,7 @@ def _decoded(program: torch.export.ExportedProgram) -> tuple[object, torch.fx.Gr
     own table) can place the ops the frontend names; its "not found in decomp table" logging is dropped."""
     from openvino.frontend.pytorch.fx_decoder import TorchFXPythonDecoder
 
-    from edgekit.check import root_log_captured
+    from edgekit.graph import root_log_captured
 
     with root_log_captured():
         decoder = TorchFXPythonDecoder.from_exported_program(program)
@@ -234,8 +235,9 @@ def _decoded(program: torch.export.ExportedProgram) -> tuple[object, torch.fx.Gr
 
 def _conversion_failures(exc: Exception, sites: OpSites, target: str) -> list[Finding]:
     """The frontend lists every op it has no rule for, or whose rule failed (with the rule's message)."""
-    from edgekit.check import ERROR, Finding, op_findings
     from edgekit.errors import one_line
+    from edgekit.findings import ERROR, Finding
+    from edgekit.graph import op_findings
 
     text = str(exc)
     messages = {op: " ".join(line.strip() for line in body.splitlines()
@@ -338,8 +340,9 @@ class OpenVinoBackend:
               ) -> list[Finding]:
         """convert_model on ``program`` in memory (it names every op it cannot convert), then compile on the
         profile's device when this host has it. Nothing is written."""
-        from edgekit.check import ERROR, WARNING, Finding, OpSites, batch_is_dynamic
         from edgekit.errors import one_line
+        from edgekit.findings import ERROR, WARNING, Finding
+        from edgekit.graph import OpSites, batch_is_dynamic
 
         findings = []
         if not batch_is_dynamic(program):
@@ -438,7 +441,7 @@ class OpenVinoBackend:
         the first golden sample as raw batch-1 input files for it."""
         folder = stage / "c"
         folder.mkdir(exist_ok=True)
-        shutil.copy2(Path(__file__).with_name("openvino_example.c"), folder / "example_openvino.c")
+        shutil.copy2(Path(__file__).with_name("bundle_files") / "example_openvino.c", folder / "example_openvino.c")
         runtime = manifest.extra["runtime"]
         # the hint asked for; the example, like openvino_session.compute_hint, drops it to f32 where the device
         # has no native f16 / bf16, and INFERENCE_NUM_THREADS 0 means every online core

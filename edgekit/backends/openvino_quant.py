@@ -97,11 +97,41 @@ def kept_float_ops(module_paths: dict[str, str | None], patterns: tuple[str, ...
                   if any(re.search(p, path or "") or re.search(p, name) for p in patterns))
 
 
+def _ignoring(names: list[str]):
+    """NNCF's scope of ops to leave in float (None: none)."""
+    import nncf
+
+    return nncf.IgnoredScope(names=sorted(set(names)), validate=False) if names else None
+
+
 def quantize(model: ov.Model, precision: str, recipe: QuantRecipe, calib: CalibrationData | None,
              module_paths: dict[str, str | None], gates: Gates | None = None) -> tuple[ov.Model, dict]:
     """The quantized model and what reached NNCF, for the manifest. ``module_paths``: op friendly name -> the
     torch module it came from, which keep_float patterns are matched against; ``gates``: the profile's, which an
     int8-dynamic model's activation group size must keep on the calibration samples."""
+    keep = kept_float_ops(module_paths, recipe.keep_float)
+    if precision == "int8-dynamic":
+        return _int8_weights(model, recipe, calib, keep, gates or Gates())
+    return _int8_static(model, recipe, calib, keep)
+
+
+def _int8_weights(model: ov.Model, recipe: QuantRecipe, calib: CalibrationData | None, keep: list[str],
+                  gates: Gates) -> tuple[ov.Model, dict]:
+    """int8-dynamic: int8 weights, and the activation group size the CPU plugin quantizes activations by."""
+    import nncf
+
+    samples = list(calib.batches(1))[:recipe.search_samples] if calib else []
+    reference = _outputs(model, samples) if samples and not recipe.dynamic_group_size else []
+    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=_ignoring(keep))
+    groups = dynamic_group(compressed, recipe.dynamic_group_size, samples, reference, gates)
+    return compressed, {"weights": "int8_asym per channel (compress_weights)", "per_channel": True,
+                        "kept_float_ops": len(keep), "dynamic_groups": groups, "calibrated": "tried" in groups,
+                        "activations": f"dynamic (CPU plugin, group size {groups['group_size']})"}
+
+
+def _int8_static(model: ov.Model, recipe: QuantRecipe, calib: CalibrationData | None,
+                 keep: list[str]) -> tuple[ov.Model, dict]:
+    """int8 static: weights and activations, activation ranges calibrated on ``calib``."""
     import nncf
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
@@ -109,22 +139,9 @@ def quantize(model: ov.Model, precision: str, recipe: QuantRecipe, calib: Calibr
         QuantizationParameters,
     )
 
-    def ignoring(names: list[str]):
-        return nncf.IgnoredScope(names=sorted(set(names)), validate=False) if names else None
-
-    keep = kept_float_ops(module_paths, recipe.keep_float)
-    if precision == "int8-dynamic":
-        samples = list(calib.batches(1))[:recipe.search_samples] if calib else []
-        reference = _outputs(model, samples) if samples and not recipe.dynamic_group_size else []
-        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM,
-                                           ignored_scope=ignoring(keep))
-        groups = dynamic_group(compressed, recipe.dynamic_group_size, samples, reference, gates or Gates())
-        return compressed, {"weights": "int8_asym per channel (compress_weights)", "per_channel": True,
-                            "kept_float_ops": len(keep), "dynamic_groups": groups, "calibrated": "tried" in groups,
-                            "activations": f"dynamic (CPU plugin, group size {groups['group_size']})"}
     attention = attention_ops(model)
     transformer = bool(attention)
-    ignored = ignoring(keep + attention + embedding_lookups(model) if transformer else keep)
+    ignored = _ignoring(keep + attention + embedding_lookups(model) if transformer else keep)
     estimator = _range_estimator(recipe.method)
     # NNCF's overflow fix rounds the first layer's weights again to 7 bits (GPTQ's rounding is lost there) so that
     # x86 CPUs without VNNI do not saturate; where this CPU's int8 products are exact the IR keeps 8 bits, and the

@@ -1,18 +1,23 @@
 """How to open an OpenVINO artifact: the one place that turns a manifest's runtime options into a compiled model.
 
 The host (validation, bench) and the device bundle (copied there as ``edgekit_session.py``) both use this file, so
-it imports numpy and openvino only. The compute precision is chosen here, on the machine that runs the model,
-because that is where the CPU's capabilities are known: the CPU plugin computes in bf16 on CPUs with bf16 unless
-told otherwise, and takes an f16 hint on a CPU without native fp16 as leave to run bf16. We never let it pick a
-precision below the one asked for."""
+it imports numpy, openvino and edgekit.cpu only (in a bundle, the copy beside it). The compute precision is chosen
+here, on the machine that runs the model, because that is where the CPU's capabilities are known: the CPU plugin
+computes in bf16 on CPUs with bf16 unless told otherwise, and takes an f16 hint on a CPU without native fp16 as
+leave to run bf16. We never let it pick a precision below the one asked for."""
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+import platform
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
+
+if __package__:  # edgekit.backends.openvino_session
+    from edgekit.cpu import NO_VNNI, NOT_X86, UNKNOWN, cpu_features, int8_dot_products, resolve_threads
+else:  # a bundle's edgekit_session.py, beside its copy of edgekit/cpu.py
+    from edgekit_cpu import NO_VNNI, NOT_X86, UNKNOWN, cpu_features, int8_dot_products, resolve_threads
 
 # the CPU plugin's activation group size for int8-dynamic when none was chosen (the profile's 0 without calibration
 # data, and every manifest made before edgekit chose one)
@@ -43,34 +48,19 @@ def compute_hint(precision: str, capabilities: Iterable[str]) -> tuple[str, str 
                    f"float32" + (" with the fp16 weights" if precision == "fp16" else ""))
 
 
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
-
-
-def exact_int8_products(machine: str | None = None, flags: set[str] | None = None) -> tuple[bool, str]:
+def exact_int8_products(machine: str | None = None, flags: Collection[str] | None = None) -> tuple[bool, str]:
     """Whether this CPU's int8 convolutions add u8 x s8 products exactly, and why. x86 without VNNI adds pairs of
     them in saturating 16-bit lanes (255 * 127 * 2 > 32767), which NNCF's overflow fix (7-bit weights in the
     first layer) exists for; VNNI and arm64's dot products accumulate in 32 bits. Defaults: this machine."""
-    import platform
-
     machine = (machine or platform.machine()).lower()
-    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+    kind = int8_dot_products(machine, cpu_features() if flags is None else flags)
+    if kind == NOT_X86:
         return True, f"{machine}: int8 dot products accumulate in 32 bits"
-    if flags is None:
-        try:
-            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-                flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
-        except OSError:
-            flags = None
-    if flags is None:
+    if kind == UNKNOWN:
         return False, "x86 CPU whose flags cannot be read: assumed without VNNI"
-    if any(f in flags for f in VNNI_FLAGS):
-        return True, "x86 with VNNI: int8 dot products accumulate in 32 bits"
-    return False, "x86 without VNNI: pairs of u8 x s8 products saturate at 16 bits"
-
-
-def resolve_threads(threads: int) -> int:
-    """A profile's thread count; 0 means all cores."""
-    return threads if threads > 0 else (os.cpu_count() or 1)
+    if kind == NO_VNNI:
+        return False, "x86 without VNNI: pairs of u8 x s8 products saturate at 16 bits"
+    return True, "x86 with VNNI: int8 dot products accumulate in 32 bits"
 
 
 def device_capabilities(device: str) -> list[str]:

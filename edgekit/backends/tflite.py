@@ -32,13 +32,14 @@ from edgekit.backends.common import (  # noqa: E402
 from edgekit.backends.quiet import native_stderr_captured  # noqa: E402
 from edgekit.backends.tflite_session import TfliteSession  # noqa: E402
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile  # noqa: E402
+from edgekit.cpu import resolve_threads  # noqa: E402
 from edgekit.errors import EdgekitError  # noqa: E402
 
 if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
     import torch
 
-    from edgekit.check import Finding
     from edgekit.data.calib import CalibrationData
+    from edgekit.findings import Finding
     from edgekit.spec import ModelSpec
 
 MODEL_FILE = "model.tflite"
@@ -187,7 +188,7 @@ def _named(message: str, spec: ModelSpec) -> str:
 def _tensor_module_paths(program: torch.export.ExportedProgram) -> dict[str, str]:
     """litert-torch names tensors after the module hierarchy of the node that made them ("Cls_attr/Cls_attr;N",
     root class first): that hierarchy, without the root, -> the module path."""
-    from edgekit.check import node_module_path
+    from edgekit.graph import node_module_path
 
     found = {}
     for node in program.graph.nodes:
@@ -215,7 +216,7 @@ def _op_module_path(interpreter: Interpreter, index: int, program: torch.export.
 def _input_transposes(interpreter: Interpreter, signature: str, spec: ModelSpec, layout: str,
                       target: str) -> list[Finding]:
     """TRANSPOSE ops that read a model input: the layout the input arrives in is not the one the kernels use."""
-    from edgekit.check import WARNING, Finding
+    from edgekit.findings import WARNING, Finding
 
     details = interpreter.get_signature_runner(signature).get_input_details()
     inputs = {details[f"args_{i}"]["index"]: name for i, name in enumerate(spec.input_names)}
@@ -231,8 +232,9 @@ def _input_transposes(interpreter: Interpreter, signature: str, spec: ModelSpec,
 
 
 def _lowering_failure(exc: Exception, program: torch.export.ExportedProgram, target: str) -> list[Finding]:
-    from edgekit.check import ERROR, Finding, OpSites, failing_node, node_module_path, op_findings
     from edgekit.errors import one_line
+    from edgekit.findings import ERROR, Finding
+    from edgekit.graph import OpSites, failing_node, node_module_path, op_findings
 
     node = failing_node(exc)
     if node is not None:
@@ -250,7 +252,7 @@ def _lowering_failure(exc: Exception, program: torch.export.ExportedProgram, tar
 def _convert_in_memory(spec: ModelSpec, layout: str, size: int) -> tuple[bytes, Exception | None, list[str]]:
     """The flatbuffer of one signature as export makes it (layout wrapper included), the conversion's failure,
     and what litert-torch logged meanwhile (e.g. 64-bit inputs narrowed to 32 bits)."""
-    from edgekit.check import root_log_captured
+    from edgekit.graph import root_log_captured
 
     with native_stderr_captured():  # torchao's "Failed to load ..._C_cutlass" lines on CPU-only machines
         import litert_torch
@@ -273,7 +275,7 @@ def _convert_in_memory(spec: ModelSpec, layout: str, size: int) -> tuple[bytes, 
 def _prepare_failure(exc: Exception, interpreter: Interpreter, program: torch.export.ExportedProgram,
                      target: str) -> Finding:
     """A kernel that refuses the op it was given (the interpreter names the op by its index)."""
-    from edgekit.check import ERROR, Finding
+    from edgekit.findings import ERROR, Finding
 
     found = _PREPARE.search(str(exc))
     op, path = None, None
@@ -400,7 +402,7 @@ class TfliteBackend:
         with native_stderr_captured(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "preserve_all_tensors is intended for debugging"
             interpreter = Interpreter(model_path=str(folder / manifest.model_file),
-                                      num_threads=runtime["threads"] or (os.cpu_count() or 1),
+                                      num_threads=resolve_threads(runtime["threads"]),
                                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
                                       experimental_preserve_all_tensors=True)
         # the interpreter lists the ops of subgraph 0 only: run that signature
@@ -439,7 +441,8 @@ class TfliteBackend:
         """Convert in memory for the smallest batch size of the profile (the ops are the same for every size),
         with the profile's layout, then allocate it in the interpreter: ops without a lowering, kernels that
         refuse to prepare, layout transposes at the inputs, the batch pinned per signature. Nothing is written."""
-        from edgekit.check import WARNING, Finding, batch_is_dynamic
+        from edgekit.findings import WARNING, Finding
+        from edgekit.graph import batch_is_dynamic
 
         size = min(profile.runtime.batch_sizes)
         content, failure, notes = _convert_in_memory(spec, profile.runtime.layout, size)

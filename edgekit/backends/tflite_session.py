@@ -1,18 +1,17 @@
 """How to open a TFLite artifact: the one place that turns a manifest's runtime options into LiteRT signature
 runners. The host (validation, bench) and the device bundle (copied there as ``edgekit_session.py``) both use this
-file, so it imports numpy and ai-edge-litert only."""
+file, so it imports numpy, ai-edge-litert and edgekit.cpu only (in a bundle, the copy beside it)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-
-def resolve_threads(threads: int) -> int:
-    """A profile's thread count; 0 means all cores."""
-    return threads if threads > 0 else (os.cpu_count() or 1)
+if __package__:  # edgekit.backends.tflite_session
+    from edgekit.cpu import resolve_threads
+else:  # a bundle's edgekit_session.py, beside its copy of edgekit/cpu.py
+    from edgekit_cpu import resolve_threads
 
 
 class TfliteSession:

@@ -1,1 +1,2 @@
-"""Benchmarking: honest timing of an artifact on its runtime."""
+"""Benchmarking: every artifact of a run on its runtime in a worker process, against the torch model; how latency
+and throughput are timed, and the measurement that comes back."""

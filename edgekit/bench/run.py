@@ -14,10 +14,10 @@ from edgekit.artifact import Precision, read_manifest
 from edgekit.config import Gates, TargetProfile, Threshold
 from edgekit.isolation.process import Outcome, run_worker
 from edgekit.isolation.worker import Job
-from edgekit.reference import Reference
+from edgekit.reference import Reference, load_run_reference
 from edgekit.report.render import write_bench_reports
 from edgekit.results import BenchResult, BenchRow, Explanation, Timing
-from edgekit.runfolder import MANIFEST_FILE, RunFolder
+from edgekit.runfolder import MANIFEST_FILE, RunFolder, RunRecord
 from edgekit.validate.attention import attention_stats
 from edgekit.validate.explain import (
     OcclusionPlan,
@@ -54,19 +54,60 @@ TORCH_PRECISION = Precision("fp32", "float32", "float32")
 TORCH_ORIGINAL_PROFILE = TargetProfile(TORCH_ROW, "torch", "fp32", "the original torch eager model, before compression")
 
 
+class _Worker:
+    """Runs one row in a worker process, and keeps what the report needs beside the row: each row's validation
+    outputs and the logits of its occlusion inputs."""
+
+    def __init__(self, run_folder: RunFolder, record: RunRecord, reference: Reference, timing: Timing,
+                 allow_pickle: bool, scratch: str, explain_path: str):
+        self.run_folder, self.record, self.reference, self.timing = run_folder, record, reference, timing
+        self.allow_pickle, self.scratch, self.explain_path = allow_pickle, scratch, explain_path
+        self.outputs: dict[str, dict[str, np.ndarray]] = {}
+        self.explain_logits: dict[str, np.ndarray] = {}
+
+    def row(self, kind: str, name: str, profile: TargetProfile, precision: Precision,
+            attention: tuple[str, ...]) -> BenchRow:
+        timing = self.timing
+        job = Job(kind, str(self.run_folder.path.resolve()), name, os.path.join(self.scratch, name),
+                  timing.min_runs, timing.min_seconds, timing.throughput_seconds,
+                  allow_pickle=self.allow_pickle, explain=self.explain_path)
+        outcome = run_worker(job, timing.timeout)
+        self.outputs[name] = outcome.validation_outputs()
+        logits = outcome.outputs.get(f"explain:{self.reference.logits}")
+        if logits is not None:
+            self.explain_logits[name] = logits
+        return _row(outcome, self.reference, profile, precision, attention)
+
+    def torch_row(self) -> BenchRow:
+        """The original torch model, eager; after compression it is the baseline, not the reference."""
+        compressed = self.run_folder.compression() is not None
+        torch = self.row("torch", TORCH_ROW, TORCH_ORIGINAL_PROFILE if compressed else TORCH_PROFILE,
+                         TORCH_PRECISION, ())
+        if compressed:
+            torch = replace(torch, validation=replace(torch.validation, warnings=(
+                "the original model before compression: outputs differ from the compressed reference",)))
+        return torch
+
+    def target_row(self, name: str) -> BenchRow:
+        """One target's artifact on its runtime, or the failure that left it without one."""
+        profile = self.run_folder.profile(name)
+        if not self.run_folder.has_manifest(name):
+            return BenchRow(self.run_folder.earlier_failure(name, profile))
+        precision = read_manifest(self.run_folder.target(name) / MANIFEST_FILE).precision
+        return self.row("artifact", name, profile, precision, self.record.attention_outputs)
+
+
 def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = True, torch_row: bool = True,
           allow_pickle: bool = False, on_row: RowProgress | None = None) -> BenchResult:
     """Bench every artifact of a run folder; writes report.json, report.md, report.html and junit.xml into it."""
     run_folder = RunFolder(run_dir)
     folder, record = run_folder.path, run_folder.record()
     timing = timing or Timing()
-    reference = run_folder.reference(record)
+    reference = load_run_reference(run_folder, record)
     attention = record.attention_outputs
     targets = list(record.targets)
     total = len(targets) + (1 if torch_row else 0)
     occlusion = occlusion_inputs(reference.inputs, reference.labels) if explain else None
-    outputs: dict[str, dict[str, np.ndarray]] = {}
-    explain_logits: dict[str, np.ndarray] = {}
     rows = []
     torch = None
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as scratch:
@@ -74,57 +115,34 @@ def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = 
         if occlusion is not None:
             explain_path = os.path.join(scratch, "explain_inputs.npz")
             np.savez(explain_path, **occlusion[0])
-
-        def job(kind: str, target: str) -> Job:
-            return Job(kind, str(folder.resolve()), target, os.path.join(scratch, target), timing.min_runs,
-                       timing.min_seconds, timing.throughput_seconds, record.source, allow_pickle, explain_path)
-
-        def measured(kind: str, name: str, profile: TargetProfile, precision: Precision,
-                     attention_names: tuple[str, ...]) -> BenchRow:
-            outcome = run_worker(job(kind, name), timing.timeout)
-            outputs[name] = outcome.validation_outputs()
-            logits = outcome.outputs.get(f"explain:{reference.logits}")
-            if logits is not None:
-                explain_logits[name] = logits
-            return _row(outcome, reference, profile, precision, attention_names)
-
+        worker = _Worker(run_folder, record, reference, timing, allow_pickle, scratch, explain_path)
         done = 0
         if torch_row:
             if on_row:
                 on_row(done, total, f"{TORCH_ROW}: original model, eager")
-            compressed = run_folder.compression() is not None
-            torch = measured("torch", TORCH_ROW, TORCH_ORIGINAL_PROFILE if compressed else TORCH_PROFILE,
-                             TORCH_PRECISION, ())
-            if compressed:
-                torch = replace(torch, validation=replace(torch.validation, warnings=(
-                    "the original model before compression: outputs differ from the compressed reference",)))
+            torch = worker.torch_row()
             done += 1
         for name in targets:
             if on_row:
                 on_row(done, total, name)
-            profile = run_folder.profile(name)
-            if run_folder.has_manifest(name):
-                precision = read_manifest(run_folder.target(name) / MANIFEST_FILE).precision
-                rows.append(measured("artifact", name, profile, precision, attention))
-            else:
-                rows.append(BenchRow(run_folder.earlier_failure(name, profile)))
+            rows.append(worker.target_row(name))
             done += 1
         if on_row:
             on_row(done, total, "writing the reports")
     explanation = None
-    if occlusion is not None and TORCH_ROW in explain_logits:
-        explanation = _explanation(occlusion[1], reference, explain_logits, record.source, allow_pickle)
+    if occlusion is not None and TORCH_ROW in worker.explain_logits:
+        explanation = _explanation(occlusion[1], reference, worker.explain_logits, record, allow_pickle)
         rows = [replace(r, occlusion=agreement(explanation.torch_maps, explanation.maps[r.target]))
                 if r.target in explanation.maps else r for r in rows]
     result = BenchResult(record.source, folder, record.task, reference.accuracy(), torch, tuple(rows),
-                         attention, explanation, outputs, reference, timing)
+                         attention, explanation, worker.outputs, reference, timing)
     write_bench_reports(result)
     return result
 
 
-def _explanation(plan: OcclusionPlan, reference: Reference, logits: dict[str, np.ndarray], source: str,
+def _explanation(plan: OcclusionPlan, reference: Reference, logits: dict[str, np.ndarray], record: RunRecord,
                  allow_pickle: bool) -> Explanation:
-    from edgekit.source import load_source
+    from edgekit.source import load_recorded
     from edgekit.validate.explain import (
         gradient_saliency,
         pool_to_grid,
@@ -137,7 +155,7 @@ def _explanation(plan: OcclusionPlan, reference: Reference, logits: dict[str, np
     torch_maps = maps.pop(TORCH_ROW)
     saliency, rho = None, None
     try:  # the saliency is context for the maps; a model that will not differentiate still gets its maps
-        spec = load_source(source, allow_pickle=allow_pickle)
+        spec = load_recorded(record, allow_pickle=allow_pickle)
         saliency = gradient_saliency(spec.module, reference.inputs, reference.input_names, plan, classes)
         rho = float(np.mean([rank_correlation(pool_to_grid(saliency, plan)[i], torch_maps[i])
                              for i in range(len(classes))]))

@@ -10,9 +10,7 @@ Exit codes: 0 ok, 1 a gate failed, 2 bad input or a broken bundle (one line on s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,8 +23,8 @@ except ImportError:
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from edgekit_execute import run_batched, to_artifact_layout  # noqa: E402
-from edgekit_metrics import gate_status, output_stats  # noqa: E402
+# the one artifact runner, as validation ran this model: its copy beside this file (numpy only)
+from edgekit_execute import golden_check, open_bundled, read_bundle, run_batched, to_artifact_layout  # noqa: E402
 from edgekit_timing import measure, peak_rss_mb  # noqa: E402
 
 
@@ -34,36 +32,14 @@ class BundleError(Exception):
     pass
 
 
-def inside(relative: str) -> Path:
-    """A path named by the manifest, refused unless it stays inside this folder."""
-    if os.path.isabs(relative) or ".." in Path(relative).parts:
-        raise BundleError(f"manifest names {relative!r}: bundle paths must be relative and stay inside the bundle")
-    path = (HERE / relative).resolve()
-    if HERE not in path.parents:
-        raise BundleError(f"manifest names {relative!r}, which resolves outside the bundle")
-    return path
-
-
 def load_manifest() -> dict:
-    manifest = json.loads((HERE / "manifest.json").read_text(encoding="utf-8"))
-    for entry in manifest["files"]:
-        path = inside(entry["path"])
-        if not path.is_file():
-            raise BundleError(f"{entry['path']} is missing from the bundle")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
-            raise BundleError(f"{entry['path']} does not match its sha256 in manifest.json (modified or corrupt)")
-    return manifest
+    return read_bundle(HERE, "the bundle")
 
 
 def open_session(manifest: dict, threads: int | None = None):
     """The model on its runtime with every option the manifest records, through the same session module that
     edgekit's validation used (``edgekit_session.py``); ``threads`` None is the profile's count."""
-    try:
-        from edgekit_session import open_session as open_with
-    except ImportError as exc:
-        raise BundleError(f"the {manifest['backend']} runtime is not installed here ({exc.name or exc}); "
-                          f"pip install {manifest['runtime']['package']}") from None
-    return open_with(inside(manifest["model_file"]), manifest["runtime"], threads)
+    return open_bundled(HERE, manifest, threads)
 
 
 def check(manifest: dict) -> dict:
@@ -71,19 +47,8 @@ def check(manifest: dict) -> dict:
         inputs = {s["name"]: z[f"input:{s['name']}"] for s in manifest["inputs"]}
         golden = {s["name"]: z[f"output:{s['name']}"] for s in manifest["outputs"]}
     session = open_session(manifest)
-    actual = run_batched(session, manifest, inputs)
-    rows, status = [], "PASS"
-    for name, expected in golden.items():
-        stats = output_stats(name, expected, actual[name])
-        gates = {**manifest["gates"].get("*", {}), **manifest["gates"].get(name, {})}
-        for metric, threshold in gates.items():
-            value = getattr(stats, metric, None)
-            if value is None:
-                continue
-            result = gate_status(value, threshold["warn"], threshold["fail"],
-                                 metric in manifest["higher_is_better"])
-            status = max(status, result, key=["PASS", "WARN", "FAIL"].index)
-            rows.append({"output": name, "metric": metric, "value": value, **threshold, "status": result})
+    status, rows = golden_check(golden, run_batched(session, manifest, inputs), manifest["gates"],
+                                manifest["higher_is_better"])
     return {"status": status, "samples": len(next(iter(inputs.values()))), "checks": rows,
             "applied": session.effective()}
 

@@ -1,1 +1,2 @@
-"""Compression: pruning (unstructured L1, structured channels), recovery (fine-tune, distillation), quantization."""
+"""Compression before export, as a recipe applied to a ModelSpec: pruning (unstructured L1, structured
+channels) and recovery after it (fine-tune, distillation from the original). Quantization is edgekit.quantize's."""

@@ -1,1 +1,3 @@
-"""Sample data readers: real MNIST digits as PNG files and the captions of the fusion task."""
+"""The data a model is checked on: the user's (image folders, .npz, text files, factories; ``--calib`` and
+``--data``), calibration sets, image preprocessing, and the built-in tasks over the shipped sample data (MNIST,
+captions)."""

@@ -1,6 +1,6 @@
 """Read the MNIST splits of sample_data/ into arrays: one ``mnist/{split}.npz`` per split (train, val, calib),
 holding ``images`` (uint8 [N, 28, 28]), ``labels`` (int64 [N]) and ``files`` (the digits' ids, e.g.
-"val/0003.png", by which captions/*_pairs.csv pair them). tools/make_sample_data.py writes them."""
+"val/0003.png", by which captions/*_pairs.csv pair them). dev/make_sample_data.py writes them."""
 from __future__ import annotations
 
 from dataclasses import dataclass

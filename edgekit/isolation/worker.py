@@ -35,7 +35,6 @@ class Job:
     min_runs: int = 200
     min_seconds: float = 1.0
     throughput_seconds: float = 1.0
-    source: str = ""  # torch row: the run's model source
     allow_pickle: bool = False
     explain: str = ""  # an .npz of extra inputs to run (the occlusion batch), or ""
     measure: bool = True  # False: outputs only (validation), no timing
@@ -69,17 +68,24 @@ def _stage(stage: Stage, call):
         raise StageFailure(stage, one_line(exc)) from None
 
 
-def _backend(job: Job):
-    """(folder, manifest, backend) of the job's artifact, its files checked against their hashes."""
+def read_artifact(folder: Path):
+    """(manifest, backend) of the artifact in ``folder``, its files checked against their hashes: what a worker
+    opens with ``backend.open`` (the backend's session module, the file a bundle carries) and runs through
+    edgekit.backends.execute, the one artifact runner."""
     from edgekit.artifact import read_manifest, verify_files
     from edgekit.backends import get_backend
     from edgekit.backends.base import load_plugins
 
     load_plugins()
+    manifest = read_manifest(folder / "manifest.json")
+    verify_files(folder, manifest)
+    return manifest, get_backend(manifest.backend)
+
+
+def _backend(job: Job):
+    """(folder, manifest, backend) of the job's artifact, its files checked against their hashes."""
     folder = Path(job.run_dir) / job.target
-    manifest = _stage(Stage.LOAD, lambda: read_manifest(folder / "manifest.json"))
-    _stage(Stage.LOAD, lambda: verify_files(folder, manifest))
-    return folder, manifest, _stage(Stage.LOAD, lambda: get_backend(manifest.backend))
+    return (folder, *_stage(Stage.LOAD, lambda: read_artifact(folder)))
 
 
 def _artifact(job: Job):
@@ -96,8 +102,10 @@ def _artifact(job: Job):
 
 def _torch(job: Job, inputs: dict[str, np.ndarray]):
     from edgekit.bench.torch_session import torch_row
+    from edgekit.runfolder import RunFolder
 
-    return (*torch_row(job.source, job.allow_pickle, inputs), None)  # no per-op profile of the torch row
+    record = RunFolder(job.run_dir).record()  # the model is rebuilt from the run's record, as the ledger does
+    return (*torch_row(record, job.allow_pickle, inputs), None)  # no per-op profile of the torch row
 
 
 def _latency(session, one: dict[str, np.ndarray], job: Job):
@@ -135,6 +143,7 @@ def _profile(profile_ops, one: dict[str, np.ndarray], job: Job) -> dict:
 def run(job: Job) -> dict | None:
     from edgekit.backends.execute import run_batched, to_artifact_layout
     from edgekit.bench.throughput import parallel_sessions
+    from edgekit.cpu import resolve_threads
     from edgekit.lengths import AT, arrays_at_lengths
 
     with np.load(Path(job.run_dir) / "reference.npz", allow_pickle=False) as z:
@@ -166,7 +175,7 @@ def run(job: Job) -> dict | None:
     session = _stage(Stage.LOAD, lambda: open_with(1))
     latency_1t = _latency(session, one, job)
     session = None
-    threads_all = applied["threads"] if isinstance(applied["threads"], int) else (os.cpu_count() or 1)
+    threads_all = applied["threads"] if isinstance(applied["threads"], int) else resolve_threads(None)
     if throughput is None:
         def throughput(one, seconds):
             return parallel_sessions(lambda: open_with(1), one, threads_all, seconds)

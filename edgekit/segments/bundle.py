@@ -15,6 +15,7 @@ from edgekit.bundle.make import BUNDLE_MARKER, GOLDEN_SAMPLES, HELPERS, bundle
 from edgekit.config import HIGHER_IS_BETTER
 from edgekit.errors import EdgekitError
 from edgekit.fsutil import jsonable, staged_folder
+from edgekit.reference import load_run_reference
 from edgekit.runfolder import RunFolder
 from edgekit.segments.record import read_segments
 
@@ -41,7 +42,7 @@ def bundle_segments(run_dir: str | Path, out: str | Path) -> Path:
     for stage in record.stages:
         if not RunFolder(run / stage.folder).has_manifest(stage.target):
             raise EdgekitError(f"{run / stage.folder} has no artifact for {stage.target} (its export failed)")
-    reference = RunFolder(run).reference(RunFolder(run).record())
+    reference = load_run_reference(RunFolder(run))
     with staged_folder(Path(out), marker=BUNDLE_MARKER) as stage_dir:
         for stage in record.stages:
             bundle(run / stage.folder, stage.target, stage_dir / stage.folder)

@@ -188,15 +188,10 @@ def validate_chain(run_dir: Path, plan: Split, profiles: list[TargetProfile], re
     return compare(reference, actual, precision, profile), cuts
 
 
-def export_segments(source: str, segments: str | int | tuple[str, ...], targets: str | list[TargetProfile],
-                    out: str | Path, *, calib: str | Path | None = None, data: str | Path | None = None,
-                    preprocess: str | None = None, allow_pickle: bool = False, unsplit: bool = True,
-                    timing: Timing | None = DEFAULT_TIMING, progress: Progress = _quiet) -> SegmentsResult:
-    """Split ``source`` into segments (``segments``: a count, cuts balanced by FLOPs among its top-level module
-    boundaries, or the modules each later segment begins at), export segment i to the i-th of ``targets``,
-    validate each segment and the whole chain against torch on real data, and bench the chain as a pipeline
-    against the unsplit model exported to the same targets (``unsplit=False``: no baseline; ``timing=None``: no
-    bench). Bad input raises EdgekitError before anything is written; a failing segment becomes a row."""
+def _checked_request(segments: str | int | tuple[str, ...], targets: str | list[TargetProfile]
+                     ) -> tuple[int | tuple[str, ...], str, list[TargetProfile]]:
+    """The segments asked for, their label as given, and one profile per segment with its options checked; bad
+    input raises here, before anything is loaded or written."""
     wanted = segments if isinstance(segments, (int, tuple)) else parse_segments(str(segments))
     if isinstance(wanted, int) and wanted < 2:
         raise EdgekitError(f"--segments {wanted}: a split needs at least 2 segments")
@@ -207,6 +202,63 @@ def export_segments(source: str, segments: str | int | tuple[str, ...], targets:
                            f"{len(profiles)} target(s): give one per segment, in order")
     for profile in profiles:
         check_options(profile)
+    return wanted, label, profiles
+
+
+def _export_unsplit(stage: Path, source: str, spec, reference: Reference, profiles: list[TargetProfile],
+                    calibration: dict[str, CalibrationData], progress: Progress) -> list[Validation]:
+    """The unsplit model exported to each of ``profiles``: the pipeline's baseline, an ordinary run in ``stage``."""
+    baseline = []
+    for profile in profiles:
+        progress(f"unsplit model: {profile.name}")
+        baseline.append(export_target(reference, profile, stage / profile.name, calibration.get(profile.name),
+                                       lambda m: progress(f"unsplit model: {m}")))
+    _write_run(stage, reference, baseline, _record(source, spec, reference, tuple(v.target for v in baseline),
+                                                   reference.accuracy()))
+    return baseline
+
+
+def _export_segment(stage: Path, plan: Split, index: int, profile: TargetProfile, ref: Reference,
+                    calibration: dict[str, CalibrationData], progress: Progress) -> SegmentRow:
+    """Segment ``index`` exported to ``profile`` and validated alone: an ordinary run folder ``segmentN/``, whose
+    reference data (and calibration data) are torch's values at its cuts."""
+    segment = plan.segments[index]
+    folder = stage / f"segment{index}"
+    folder.mkdir()
+    save_reference(ref, folder / REFERENCE_FILE)
+    calib_data: CalibrationData | None = None
+    if profile.name in calibration:
+        calib_data = _through(plan, index, calibration[profile.name], "calibration")
+    row = export_target(ref, _segment_profile(profile, ref), folder / profile.name, calib_data,
+                        lambda m: progress(f"segment {index}: {m}"))
+    _write_run(folder, ref, [row], _record(ref.source, segment.spec, ref, (profile.name,), ref.accuracy()))
+    return SegmentRow(index, folder.name, segment.begins_at, segment.modules, segment.spec.input_names,
+                      segment.spec.output_names, segment.flops, row)
+
+
+def _chain_validation(stage: Path, plan: Split, profiles: list[TargetProfile], reference: Reference,
+                      rows: list[SegmentRow], torch_values: dict[str, np.ndarray], progress: Progress
+                      ) -> tuple[Validation, tuple[OutputStats, ...]]:
+    """The chain validated end to end, or, when a segment has no artifact, the chain's failure naming it."""
+    broken = next((r for r in rows if r.validation.stage in (Stage.EXPORT, Stage.QUANTIZE)), None)
+    if broken is not None:
+        return failure(_chain_profile(plan, profiles, reference.output_names), broken.validation.stage,
+                       f"segment {broken.index} ({broken.validation.target}) has no artifact: "
+                       f"{broken.validation.reason}"), ()
+    progress(f"chain: validating the {len(rows)} segments end to end on {reference.samples} samples")
+    return validate_chain(stage, plan, profiles, reference, torch_values)
+
+
+def export_segments(source: str, segments: str | int | tuple[str, ...], targets: str | list[TargetProfile],
+                    out: str | Path, *, calib: str | Path | None = None, data: str | Path | None = None,
+                    preprocess: str | None = None, allow_pickle: bool = False, unsplit: bool = True,
+                    timing: Timing | None = DEFAULT_TIMING, progress: Progress = _quiet) -> SegmentsResult:
+    """Split ``source`` into segments (``segments``: a count, cuts balanced by FLOPs among its top-level module
+    boundaries, or the modules each later segment begins at), export segment i to the i-th of ``targets``,
+    validate each segment and the whole chain against torch on real data, and bench the chain as a pipeline
+    against the unsplit model exported to the same targets (``unsplit=False``: no baseline; ``timing=None``: no
+    bench). Bad input raises EdgekitError before anything is written; a failing segment becomes a row."""
+    wanted, label, profiles = _checked_request(segments, targets)
     progress(f"loading {source}")
     spec = load_source(source, allow_pickle=allow_pickle, preprocess=preprocess)
     distinct = list({p.name: p for p in profiles}.values())
@@ -221,42 +273,17 @@ def export_segments(source: str, segments: str | int | tuple[str, ...], targets:
     torch_values = {k: v for r in references for k, v in r.outputs.items()}
     with staged_folder(Path(out)) as stage:
         save_reference(reference, stage / REFERENCE_FILE)
-        baseline = []
-        for profile in distinct if unsplit else []:
-            progress(f"unsplit model: {profile.name}")
-            baseline.append(export_target(reference, profile, stage / profile.name, calibration.get(profile.name),
-                                           lambda m: progress(f"unsplit model: {m}")))
-        _write_run(stage, reference, baseline, _record(source, spec, reference, tuple(v.target for v in baseline),
-                                                       reference.accuracy()))
-        rows = []
-        for segment, profile, ref in zip(plan.segments, profiles, references):
-            folder = stage / f"segment{segment.index}"
-            folder.mkdir()
-            save_reference(ref, folder / REFERENCE_FILE)
-            calib_data: CalibrationData | None = None
-            if profile.name in calibration:
-                calib_data = _through(plan, segment.index, calibration[profile.name], "calibration")
-            row = export_target(ref, _segment_profile(profile, ref), folder / profile.name, calib_data,
-                                 lambda m, i=segment.index: progress(f"segment {i}: {m}"))
-            _write_run(folder, ref, [row], _record(ref.source, segment.spec, ref, (profile.name,), ref.accuracy()))
-            rows.append(SegmentRow(segment.index, folder.name, segment.begins_at, segment.modules,
-                                   segment.spec.input_names, segment.spec.output_names, segment.flops, row))
+        baseline = _export_unsplit(stage, source, spec, reference, distinct if unsplit else [], calibration,
+                                   progress)
+        rows = [_export_segment(stage, plan, segment.index, profile, ref, calibration, progress)
+                for segment, profile, ref in zip(plan.segments, profiles, references)]
         record = SegmentsRecord(source, label, tuple(
             StageRecord(r.folder, p.name, r.begins_at, r.modules, r.inputs, r.outputs, plan.dropped(r.index),
                         plan.carried(r.index), r.flops) for r, p in zip(rows, profiles)),
             tuple(spec.input_names), tuple(spec.output_names), plan.tensors,
             tuple(v.target for v in baseline if v.stage not in (Stage.EXPORT, Stage.QUANTIZE)))
         record.write(stage)
-        broken = next((r for r in rows if r.validation.stage in (Stage.EXPORT, Stage.QUANTIZE)), None)
-        if broken is not None:
-            chain = failure(_chain_profile(plan, profiles, reference.output_names), broken.validation.stage,
-                            f"segment {broken.index} ({broken.validation.target}) has no artifact: "
-                            f"{broken.validation.reason}")
-            cuts: tuple[OutputStats, ...] = ()
-        else:
-            progress(f"chain: validating the {len(rows)} segments end to end on "
-                     f"{reference.samples} samples")
-            chain, cuts = validate_chain(stage, plan, profiles, reference, torch_values)
+        chain, cuts = _chain_validation(stage, plan, profiles, reference, rows, torch_values, progress)
         record.write(stage, validation=chain, cut_errors=cuts)
         pipeline, raw = None, None
         if timing is not None and chain.stage in (None, Stage.MISMATCH):  # it ran, whatever the gates said

@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.bench.throughput import parallel_runs
+from edgekit.cpu import resolve_threads, share_cores
 from edgekit.isolation.worker import (
     OUTPUTS_FILE,
     RESULT_FILE,
     StageFailure,
     die_with_parent,
+    read_artifact,
 )
 from edgekit.results import Stage as FailedStage
 from edgekit.segments.pipeline import (
@@ -65,28 +67,13 @@ def _at(stage: FailedStage, what: str, call, *args):
         raise StageFailure(stage, f"{what}: {one_line(exc)}") from None
 
 
-def _artifact(folder: Path):
-    """(manifest, backend) of the artifact in ``folder``, its files checked against their hashes."""
-    from edgekit.artifact import read_manifest, verify_files
-    from edgekit.backends import get_backend
-    from edgekit.backends.base import load_plugins
-
-    load_plugins()
-    manifest = read_manifest(folder / "manifest.json")
-    verify_files(folder, manifest)
-    return manifest, get_backend(manifest.backend)
-
-
 def _opened(folder: Path, label: str, threads: int | None, batched: bool):
     """The artifact in ``folder`` on its runtime, as a function of its inputs: ``batched`` runs all samples in
     the chunks the artifact takes (validation), else one sample as it comes (the stream)."""
-    from edgekit.backends.execute import run_batched, to_artifact_layout
+    from edgekit.backends.execute import runner
 
-    manifest, backend = _at(FailedStage.LOAD, label, _artifact, folder)
-    session = _at(FailedStage.LOAD, label, backend.open, folder, manifest, threads)
-    if batched:
-        return lambda feed: run_batched(session, manifest, feed)
-    return lambda feed: session.run(to_artifact_layout(feed, manifest))
+    manifest, backend = _at(FailedStage.LOAD, label, read_artifact, folder)
+    return runner(_at(FailedStage.LOAD, label, backend.open, folder, manifest, threads), manifest, batched)
 
 
 def _stages(run_dir: Path, threads: int | None, batched: bool, drop: bool = True) -> list[Stage]:
@@ -151,8 +138,8 @@ def bench(job: ChainJob) -> dict:
     inputs = _reference_inputs(run_dir)
     count = len(next(iter(inputs.values())))
     samples = [{k: v[i:i + 1] for k, v in inputs.items()} for i in range(min(STREAM_SAMPLES, count))]
-    cores = os.cpu_count() or 1
-    threads = job.stage_threads or max(1, cores // len(record.stages))
+    cores = resolve_threads(None)
+    threads = job.stage_threads or share_cores(len(record.stages))
     stages = _stages(run_dir, threads, batched=False)
     result: dict = {"cores": cores, "stage_threads": threads, "queue_size": QUEUE_SIZE, "stream_samples": len(samples)}
     result["pipeline"] = _at(FailedStage.RUN, "the pipeline", _pipelined, stages, samples, job)

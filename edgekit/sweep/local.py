@@ -3,7 +3,6 @@ cores. A cell that crashes natively or hangs is a CRASH / TIMEOUT row; the other
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -11,14 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from edgekit.cpu import usable_cores
 from edgekit.isolation.process import last_line, run_child, signal_name
 from edgekit.sweep.cell import CELL_FILE, CellJob
 
 Done = Callable[[CellJob, dict[str, Any]], None]
-
-
-def usable_cores() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
 def core_slots(threads: int, jobs: int | None = None) -> list[tuple[int, ...]]:

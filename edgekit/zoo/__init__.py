@@ -61,7 +61,7 @@ def load(name: str, pretrained: bool = True) -> ModelSpec:
 
         path = weights_path(name)
         if not path.is_file():
-            raise EdgekitError(f"no trained weights for zoo:{name} at {path}; run tools/train_zoo.py")
+            raise EdgekitError(f"no trained weights for zoo:{name} at {path}; run dev/train_zoo.py")
         module.load_state_dict(load_file(path))
     return ModelSpec(module.eval(), example_inputs(name), entry.input_names, entry.output_names, entry.task,
                      entry.attention_outputs, DIGITS, preprocess="mnist")

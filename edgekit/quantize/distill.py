@@ -1,7 +1,7 @@
 """Quantization-aware distillation for static int8: the torch weights are fine-tuned, with int8 simulated in the
 forward pass, to give the float model's outputs; they end on the int8 grid every backend's quantizer uses.
 
-GPTQ (edgekit.compress.gptq) makes each layer's weights compute nearly what they did in float on float inputs.
+GPTQ (edgekit.quantize.gptq) makes each layer's weights compute nearly what they did in float on float inputs.
 It cannot see the other half of int8's error: every activation rounded to 256 levels of its tensor's range,
 which after GPTQ is most of what is left on a CNN (EfficientNet-Lite0, simulated: weights alone 27.6 dB, both
 23.2 dB). Here the model runs with its weights on their int8 grid (symmetric, [-127, 127], max |w| / 127 per
@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
-from edgekit.compress.gptq import (
+from edgekit.data.sources import Dataset
+from edgekit.quantize.gptq import (
     QMAX,
     calibration_digest,
     grid_scale,
     kept_in_float,
     weight_layers,
 )
-from edgekit.data.sources import Dataset
 from edgekit.source import flatten_outputs
 from edgekit.spec import ModelSpec
 

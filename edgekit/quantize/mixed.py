@@ -344,130 +344,165 @@ def _duel(attempt, rankings: dict[str, list[tuple[str, float]]], kept: tuple[str
     return winner
 
 
+@dataclass(frozen=True)
+class SearchOutcome:
+    """The searched artifact's manifest (as the backend wrote it), the search's record, and the activation ranges
+    the backend measured and chose in the first round (``activation_ranges = "auto"``), which later rounds reuse."""
+
+    manifest: Manifest
+    record: dict[str, Any]
+    activation_ranges: dict[str, Any] | None
+
+
 def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32: Manifest,
            calib: CalibrationData | None, source: str, progress=lambda _: None,
-           original: ModelSpec | None = None) -> Manifest:
+           original: ModelSpec | None = None) -> SearchOutcome:
     """Quantize ``folder`` (holding the float artifact ``fp32``, exported from ``spec``) with the fewest layers in
-    float that let the gates pass on the search samples; the manifest's quantization record says which and why.
-    The gates and the ledger compare with ``original`` (default ``spec``): the model before its weights were
-    rounded."""
+    float that let the gates pass on the search samples; the record says which and why. The gates and the ledger
+    compare with ``original`` (default ``spec``): the model before its weights were rounded."""
     if calib is None:
         raise EdgekitError(f"{profile.name}: mixed precision judges on calibration samples: pass --calib")
-    recipe = profile.quantization
     with tempfile.TemporaryDirectory(prefix="edgekit-mixed-") as tmp:
-        scratch = Path(tmp)
-        pristine = scratch / "fp32"
-        shutil.copytree(folder, pristine)
-        write_text(pristine / MANIFEST_FILE, fp32.to_json())  # export writes the folder's own only at the end
-        judge = _Judge(original or spec, source, profile, calib, scratch)
-        rounded = original is not None and original is not spec  # the export's weights are not the model's
-        kept: tuple[str, ...] = ()
-        why: dict[str, str] = {}
-        trials: list[Trial] = []
-        by_trial: list[tuple[str, float]] | None = None  # a backend without per-layer tensors: ranked once
-        costs: dict[str, float] | None = None  # rank_by = "noise_per_ms": each layer's ms in float
-        floor, ranking = 0.0, {"by": recipe.rank_by} if recipe.rank_by != "noise_per_ms" else \
+        run = _Search(backend, spec, original or spec, profile, folder, fp32, calib, source, progress, Path(tmp))
+        manifest, validation, outcome = run.rounds()
+        speed: dict[str, Any] = {"outcome": "not checked (speed_check = false)"}
+        if run.recipe.speed_check and validation.stage in (None, Stage.MISMATCH):
+            manifest, speed = run.speed(manifest, validation)
+    return SearchOutcome(manifest, run.record(outcome, speed), run.ranges)
+
+
+class _Search:
+    """One search's state: the layers kept so far and why, the rounds, and how the layers are ranked."""
+
+    def __init__(self, backend, spec: ModelSpec, original: ModelSpec, profile: TargetProfile, folder: Path,
+                 fp32: Manifest, calib: CalibrationData, source: str, progress, scratch: Path) -> None:
+        self.backend, self.spec, self.original, self.profile = backend, spec, original, profile
+        self.folder, self.fp32, self.calib, self.source, self.progress = folder, fp32, calib, source, progress
+        self.recipe, self.scratch = profile.quantization, scratch
+        self.pristine = scratch / "fp32"
+        shutil.copytree(folder, self.pristine)
+        write_text(self.pristine / MANIFEST_FILE, fp32.to_json())  # export writes the folder's own only at the end
+        self.judge = _Judge(original, source, profile, calib, scratch)
+        self.rounded = original is not spec  # the export's weights are not the model's
+        self.kept: tuple[str, ...] = ()
+        self.why: dict[str, str] = {}
+        self.trials: list[Trial] = []
+        self.by_trial: list[tuple[str, float]] | None = None  # a backend without per-layer tensors: ranked once
+        self.costs: dict[str, float] | None = None  # rank_by = "noise_per_ms": each layer's ms in float
+        self.floor = 0.0
+        self.ranking: dict[str, Any] = {"by": self.recipe.rank_by} if self.recipe.rank_by != "noise_per_ms" else \
             {"by": "noise", "why": "no layer was ranked per ms (no per-layer tensors, or no layer needed)"}
-        duels: list[dict[str, Any]] = []  # rank_by = "auto": the measured choice between the two readings
-        leader = "noise"
-        last: tuple[tuple[str, ...], tuple[Manifest, Validation]] | None = None
-        ranges: dict[str, Any] | None = None  # a backend's first measured choice of activation ranges, kept
+        self.duels: list[dict[str, Any]] = []  # rank_by = "auto": the measured choice between the two readings
+        self.leader = "noise"
+        self.last: tuple[tuple[str, ...], tuple[Manifest, Validation]] | None = None
+        self.ranges: dict[str, Any] | None = None  # a backend's first measured choice of activation ranges
 
-        def attempt(keep: tuple[str, ...]) -> tuple[Manifest, Validation]:
-            nonlocal recipe, ranges
-            shutil.rmtree(folder)
-            stretch = sorted({m for k in keep for m in (k, *judge.stretches.get(k, ()))})
-            trial_profile = replace(profile, quantization=replace(
-                recipe, keep_float=(*recipe.keep_float, *map(keep_pattern, stretch))))
-            trial, trial_fp32 = spec, fp32
-            if not rounded or not stretch:
-                shutil.copytree(pristine, folder)
-            else:  # a layer kept in float keeps its own weights, not their int8 rounding: exported again
-                from edgekit.compress.gptq import with_weights_of
+    def attempt(self, keep: tuple[str, ...]) -> tuple[Manifest, Validation]:
+        """Quantize the folder again with ``keep`` (and their stretches) in float, and judge it."""
+        shutil.rmtree(self.folder)
+        stretch = sorted({m for k in keep for m in (k, *self.judge.stretches.get(k, ()))})
+        trial_profile = replace(self.profile, quantization=replace(
+            self.recipe, keep_float=(*self.recipe.keep_float, *map(keep_pattern, stretch))))
+        trial, trial_fp32 = self.spec, self.fp32
+        if not self.rounded or not stretch:
+            shutil.copytree(self.pristine, self.folder)
+        else:  # a layer kept in float keeps its own weights, not their int8 rounding: exported again
+            from edgekit.quantize.gptq import with_weights_of
 
-                trial = with_weights_of(spec, original, stretch)
-                folder.mkdir()
-                shutil.copy2(pristine / PROFILE_FILE, folder / PROFILE_FILE)
-                trial_fp32 = backend.export(trial, profile, folder, source)
-            manifest = backend.quantize(trial, trial_profile, folder, trial_fp32, calib)
-            chosen = manifest.extra.get("quantization", {}).get("activation_ranges", {})
-            if recipe.activation_ranges == "auto" and "held_out_sqnr_db" in chosen:
-                # measured once on the whole model; later rounds differ by a few float layers only
-                ranges = chosen
-                recipe = replace(recipe, activation_ranges="per_tensor" if chosen["chosen"] == "per_tensor"
-                                 else "per_channel")
-            if ranges is not None:
-                manifest = replace(manifest, extra={**manifest.extra, "quantization": {
-                    **manifest.extra["quantization"], "activation_ranges": ranges}})
-            write_text(folder / MANIFEST_FILE, manifest.to_json())  # export rewrites it with the record below
-            nonlocal last
-            validation = judge.validate(folder, manifest)
-            last = keep, (manifest, validation)
-            return manifest, validation
+            trial = with_weights_of(self.spec, self.original, stretch)
+            self.folder.mkdir()
+            shutil.copy2(self.pristine / PROFILE_FILE, self.folder / PROFILE_FILE)
+            trial_fp32 = self.backend.export(trial, self.profile, self.folder, self.source)
+        manifest = self.backend.quantize(trial, trial_profile, self.folder, trial_fp32, self.calib)
+        chosen = manifest.extra.get("quantization", {}).get("activation_ranges", {})
+        if self.recipe.activation_ranges == "auto" and "held_out_sqnr_db" in chosen:
+            # measured once on the whole model; later rounds differ by a few float layers only
+            self.ranges = chosen
+            self.recipe = replace(self.recipe, activation_ranges="per_tensor" if chosen["chosen"] == "per_tensor"
+                                  else "per_channel")
+        write_text(self.folder / MANIFEST_FILE, manifest.to_json())  # the worker reads it; rewritten at the end
+        validation = self.judge.validate(self.folder, manifest)
+        self.last = keep, (manifest, validation)
+        return manifest, validation
 
+    def rounds(self) -> tuple[Manifest, Validation, str]:
+        """Add layers to float, round by round, until the gates pass or the search has to stop."""
         while True:
             # the folder already holds this set when a duel tried it last
-            manifest, validation = last[1] if last is not None and last[0] == kept else attempt(kept)
+            last = self.last
+            manifest, validation = last[1] if last is not None and last[0] == self.kept else self.attempt(self.kept)
             passed = passes(validation)
             short = "" if passed else _short(validation)
-            trials.append(Trial(kept, "PASS" if passed else validation.status.value, short, _metrics(validation)))
-            progress(f"{profile.name}: mixed precision, {len(kept)} layer(s) in float"
-                     + (f" (last added: {', '.join(trials[-2].added(kept))})" if len(trials) > 1 else "") + ": "
-                     + (short or "PASS"))
+            self.trials.append(Trial(self.kept, "PASS" if passed else validation.status.value, short,
+                                     _metrics(validation)))
+            added = f" (last added: {', '.join(self.trials[-2].added(self.kept))})" if len(self.trials) > 1 else ""
+            self.progress(f"{self.profile.name}: mixed precision, {len(self.kept)} layer(s) in float{added}: "
+                          + (short or "PASS"))
             if passed:
-                outcome = "the gates pass on the search samples"
-                break
+                return manifest, validation, "the gates pass on the search samples"
             if validation.stage not in (None, Stage.MISMATCH):
-                outcome = f"stopped: the artifact did not run ({validation.reason})"
-                break
-            room = recipe.max_float_layers - len(kept)
+                return manifest, validation, f"stopped: the artifact did not run ({validation.reason})"
+            room = self.recipe.max_float_layers - len(self.kept)
             if room <= 0:
-                outcome = f"stopped at max_float_layers = {recipe.max_float_layers}: the gates still fail"
-                break
-            if hasattr(backend, "intermediates"):
-                rankings = judge.rankings(folder, manifest, kept)
-                reading = recipe.rank_by if recipe.rank_by in rankings else leader
-                if recipe.rank_by == "auto" and _step(len(kept)) == 1:
-                    leader = reading = _duel(attempt, rankings, kept, validation, len(trials), duels, leader)
-                ranked = rankings[reading]
-                because = ("loses {:.3g} dB SQNR on the runtime" if reading == "sqnr_drop" else
-                           "adds {:.3g} to the noise-to-signal power on the runtime").format
-                if recipe.rank_by == "noise_per_ms":
-                    if costs is None:  # the first round's artifact: every layer in int8
-                        progress(f"{profile.name}: mixed precision, profiling int8 against fp32 per layer")
-                        costs, floor, ranking = _profiled_costs(judge, backend, pristine, folder, scratch)
-                    ranked = per_ms(ranked, costs, floor) if costs else ranked
-            else:
-                if by_trial is None:
-                    by_trial = _one_at_a_time(attempt, _parametrized(spec), shortfall(validation), profile.name,
-                                              progress)
-                    ranking = {"by": "trial", "why": "no per-layer tensors on this runtime: each weight layer was "
-                                                     "tried alone in float"}
-                ranked = [(p, g) for p, g in by_trial if p not in kept]
-                because = "removes {:.3g} of the gates' shortfall when kept in float alone".format
-            if not ranked:  # the error comes from between the layers: keep the block that holds them
-                ranked = [(parent, 0.0) for parent in _parents(kept) if parent not in kept]
-                because = lambda _: "the block holding the layers kept so far"  # noqa: E731
+                return manifest, validation, (f"stopped at max_float_layers = {self.recipe.max_float_layers}: "
+                                              "the gates still fail")
+            ranked, because = self._ranked(manifest, validation)
             if not ranked:
-                outcome = "stopped: no layer left that loses accuracy on the runtime"
-                break
-            added = ranked[:min(_step(len(kept)), room)]
-            for path, drop in added:
-                cost = f", {costs[path]:.4g} ms more in float" if costs and path in costs else ""
-                why[path] = f"round {len(trials)}: {because(drop)}{cost} ({short})"
-            kept = (*kept, *(p for p, _ in added))
-        speed: dict[str, Any] = {"outcome": "not checked (speed_check = false)"}
-        if recipe.speed_check and validation.stage in (None, Stage.MISMATCH):
-            manifest, kept, speed, moved = _speed_check(judge, attempt, backend, pristine, folder, scratch,
-                                                        (manifest, validation, kept), progress, profile.name)
-            for path, int8_ms, fp32_ms in moved:
-                why[path] = (f"speed: its ops took {int8_ms:.4g} ms in int8 against {fp32_ms:.4g} ms in fp32 "
-                             "(one thread, the runtime's profiler)")
-    record = {"samples": judge.reference.samples, "judged_on": judge.reference.origin, "outcome": outcome,
-              "kept_float_layers": [{"module": p, "with": sorted(judge.stretches.get(p, set()) - {p}), "why": why[p]}
-                                    for p in kept],
-              "rounds": [t.record() for t in trials],
-              "ranking": {**ranking, "followed": leader, "duels": duels} if ranking["by"] == "auto" else ranking,
-              "speed": speed}
-    quant = {**manifest.extra.get("quantization", {}), "mixed_precision": record}
-    return replace(manifest, extra={**manifest.extra, "quantization": quant})
+                return manifest, validation, "stopped: no layer left that loses accuracy on the runtime"
+            for path, drop in ranked[:min(_step(len(self.kept)), room)]:
+                cost = f", {self.costs[path]:.4g} ms more in float" if self.costs and path in self.costs else ""
+                self.why[path] = f"round {len(self.trials)}: {because(drop)}{cost} ({short})"
+                self.kept = (*self.kept, path)
+
+    def _ranked(self, manifest: Manifest, validation: Validation):
+        """The layers not yet in float, most to blame first, and how to say why one was chosen."""
+        if hasattr(self.backend, "intermediates"):
+            ranked, because = self._by_ledger(manifest, validation)
+        else:
+            if self.by_trial is None:
+                self.by_trial = _one_at_a_time(self.attempt, _parametrized(self.spec), shortfall(validation),
+                                               self.profile.name, self.progress)
+                self.ranking = {"by": "trial", "why": "no per-layer tensors on this runtime: each weight layer "
+                                                      "was tried alone in float"}
+            ranked = [(p, g) for p, g in self.by_trial if p not in self.kept]
+            because = "removes {:.3g} of the gates' shortfall when kept in float alone".format
+        if not ranked:  # the error comes from between the layers: keep the block that holds them
+            ranked = [(parent, 0.0) for parent in _parents(self.kept) if parent not in self.kept]
+            because = lambda _: "the block holding the layers kept so far"  # noqa: E731
+        return ranked, because
+
+    def _by_ledger(self, manifest: Manifest, validation: Validation):
+        rankings = self.judge.rankings(self.folder, manifest, self.kept)
+        reading = self.recipe.rank_by if self.recipe.rank_by in rankings else self.leader
+        if self.recipe.rank_by == "auto" and _step(len(self.kept)) == 1:
+            self.leader = reading = _duel(self.attempt, rankings, self.kept, validation, len(self.trials),
+                                          self.duels, self.leader)
+        ranked = rankings[reading]
+        because = ("loses {:.3g} dB SQNR on the runtime" if reading == "sqnr_drop" else
+                   "adds {:.3g} to the noise-to-signal power on the runtime").format
+        if self.recipe.rank_by == "noise_per_ms":
+            if self.costs is None:  # the first round's artifact: every layer in int8
+                self.progress(f"{self.profile.name}: mixed precision, profiling int8 against fp32 per layer")
+                self.costs, self.floor, self.ranking = _profiled_costs(self.judge, self.backend, self.pristine,
+                                                                       self.folder, self.scratch)
+            ranked = per_ms(ranked, self.costs, self.floor) if self.costs else ranked
+        return ranked, because
+
+    def speed(self, manifest: Manifest, validation: Validation) -> tuple[Manifest, dict[str, Any]]:
+        manifest, self.kept, speed, moved = _speed_check(
+            self.judge, self.attempt, self.backend, self.pristine, self.folder, self.scratch,
+            (manifest, validation, self.kept), self.progress, self.profile.name)
+        for path, int8_ms, fp32_ms in moved:
+            self.why[path] = (f"speed: its ops took {int8_ms:.4g} ms in int8 against {fp32_ms:.4g} ms in fp32 "
+                              "(one thread, the runtime's profiler)")
+        return manifest, speed
+
+    def record(self, outcome: str, speed: dict[str, Any]) -> dict[str, Any]:
+        ranking = self.ranking
+        if ranking["by"] == "auto":
+            ranking = {**ranking, "followed": self.leader, "duels": self.duels}
+        return {"samples": self.judge.reference.samples, "judged_on": self.judge.reference.origin,
+                "outcome": outcome,
+                "kept_float_layers": [{"module": p, "with": sorted(self.judge.stretches.get(p, set()) - {p}),
+                                       "why": self.why[p]} for p in self.kept],
+                "rounds": [t.record() for t in self.trials], "ranking": ranking, "speed": speed}

@@ -1,4 +1,5 @@
-"""Measure what compression does, on every backend, and print the README's markdown tables.
+"""Measure what compression does, on every backend, and print the markdown tables of docs/results/compression.md
+(it does not write the page: the tables are pasted into it).
 
 1. int8 (static, calibrated on sample_data's calib split) of every zoo model on every backend: val accuracy of
    torch fp32 and of the int8 artifact, file size against the fp32 artifact, attention agreement.
@@ -6,7 +7,7 @@
    parameters, torch val accuracy (original, pruned, recovered), the val accuracy of each runtime's fp32 export of
    the recovered model, and batch-1 single-thread latency before/after on each runtime.
 
-Usage: python tools/compression_table.py [--out runs/compression] [--only int8|pruning] [--epochs N] [--models a,b]
+Usage: python benchmarks/compression_table.py [--out runs/compression] [--only int8|pruning] [--epochs N] [--models a,b]
 """
 from __future__ import annotations
 

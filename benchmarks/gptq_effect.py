@@ -1,9 +1,10 @@
 """Weight rounding alone, in torch: the logits of a model whose Conv2d / Linear weights are rounded onto the int8
 grid (nearest, and GPTQ on the calibration data) against the float model's, on the validation data. Activations
-stay float, so this is the weights' share of the int8 error.
+stay float, so this is the weights' share of the int8 error. Prints the numbers behind "Why GPTQ" in
+docs/results/int8/efficientnet.md (it does not write the page).
 
-    python tools/gptq_effect.py --source tools/efficientnet_lite0.py:build \\
-        --calib tools/efficientnet_lite0.py:calibration --data tools/efficientnet_lite0.py:validation
+    python benchmarks/gptq_effect.py --source examples/efficientnet_lite0.py:build \\
+        --calib examples/efficientnet_lite0.py:calibration --data examples/efficientnet_lite0.py:validation
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from edgekit.compress.gptq import gptq, nearest
 from edgekit.data.calib import load_calibration
 from edgekit.data.sources import Dataset, InputInfo, load_data
+from edgekit.quantize.gptq import gptq, nearest
 from edgekit.source import load_source
 from edgekit.spec import ModelSpec
 
@@ -28,7 +29,7 @@ def logits(module: torch.nn.Module, data, names) -> np.ndarray:
 
 def model_and_data(description: str) -> tuple[argparse.Namespace, ModelSpec, Dataset, Dataset]:
     """--source, --calib and --data from the command line, loaded: the arguments, the model, calibration (200
-    samples at most) and validation data (the int8 tools of tools/ share these)."""
+    samples at most) and validation data (int8_headroom.py shares these)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--source", required=True)
     parser.add_argument("--calib", required=True)

@@ -1,5 +1,5 @@
 """Where static int8's error comes from, in torch, before any runtime: the logits of the model with GPTQ int8
-weights and 8-bit activations simulated as a static int8 graph rounds them (edgekit.compress.distill's
+weights and 8-bit activations simulated as a static int8 graph rounds them (edgekit.quantize.distill's
 simulation, which gives the runtimes' own error within 0.1 dB on EfficientNet-Lite0 and MobileNetV2) against the
 float model's, on the validation data, with the activation ranges chosen four ways:
 
@@ -17,8 +17,11 @@ float model's, on the validation data, with the activation ranges chosen four wa
 If none of them comes near the gate, the error is rounding spread over the whole network, and only layers kept
 in float (mixed precision) or trained weights (weight_rounding = "distill") change it.
 
-    python tools/int8_headroom.py --source tools/efficientnet_lite0.py:build \\
-        --calib tools/efficientnet_lite0.py:calibration --data tools/efficientnet_lite0.py:validation
+Prints one model's column of the table "Which part of int8 costs what" in docs/results/int8/cnn-error.md, as a
+markdown table (it does not write the page: the numbers are pasted in).
+
+    python benchmarks/int8_headroom.py --source examples/efficientnet_lite0.py:build \\
+        --calib examples/efficientnet_lite0.py:calibration --data examples/efficientnet_lite0.py:validation
 """
 from __future__ import annotations
 
@@ -30,12 +33,12 @@ import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
-from edgekit.compress.distill import _batches, _Simulation
-from edgekit.compress.gptq import cached_gptq
+from edgekit.quantize.distill import _batches, _Simulation
+from edgekit.quantize.gptq import cached_gptq
 from edgekit.source import flatten_outputs
 from edgekit.validate.metrics import output_stats
 
-# the int8 tools of tools/ load their inputs alike
+# gptq_effect.py, beside this file, loads the inputs alike
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gptq_effect import model_and_data
 

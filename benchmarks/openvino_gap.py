@@ -2,9 +2,10 @@
 all in one process, each timed around the Python call (perf_counter, what `edgekit bench` reports) and inside it
 (the C++ ``request.latency`` of the same call, what benchmark_app reports); benchmark_app itself runs between
 rounds. The rows take turns in short blocks, so drift hits them alike while each timed call finds its model in
-cache.
+cache. Prints the markdown tables of docs/results/efficientnet-lite0.md ("What the difference was made of"); it
+does not write the page: the tables are pasted into it.
 
-Usage: python tools/openvino_gap.py RUN/openvino-cpu-fp32 [RUN/openvino-cpu-int8 ...] [--threads 1 2]
+Usage: python benchmarks/openvino_gap.py RUN/openvino-cpu-fp32 [RUN/openvino-cpu-int8 ...] [--threads 1 2]
                                     [--calls 100] [--rounds 5]
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmark_app.py, beside this file
 
 import benchmark_app  # noqa: E402
 

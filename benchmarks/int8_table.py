@@ -1,8 +1,11 @@
 """Int8 on a real model, per backend: fp32, plain static int8 and accuracy-aware mixed-precision int8, exported,
-validated and benched together (batch 1; one thread and all threads). Prints the README's markdown table.
+validated and benched together (batch 1; one thread and all threads). Prints the markdown tables of the
+docs/results/int8/ pages (efficientnet.md, mobilenetv2.md, minilm-static.md, minilm-dynamic.md, distillation.md,
+cnn-error.md, openvino-cnn.md, ranking.md) and of the README's headline result; it does not write the pages: the
+tables are pasted into them.
 
-    python tools/int8_table.py --source tools/efficientnet_lite0.py:build \\
-        --calib tools/efficientnet_lite0.py:calibration --data tools/efficientnet_lite0.py:validation \\
+    python benchmarks/int8_table.py --source examples/efficientnet_lite0.py:build \\
+        --calib examples/efficientnet_lite0.py:calibration --data examples/efficientnet_lite0.py:validation \\
         --out runs/int8-effnet [--backends onnx,openvino,tflite] [--seconds 3]
 
 On a busy machine, export with --no-bench, then time the run alone later: ``--out RUN --bench-only``.

