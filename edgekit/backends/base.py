@@ -118,6 +118,12 @@ class Backend(Protocol):
     # Optional, for `edgekit check`: check(spec, profile, program) -> list[edgekit.findings.Finding] converts the
     # torch.export program in memory and says what the converter or the runtime refuses; nothing is written.
 
+    # Optional, for the int8 peers benchmark (benchmarks/int8_peers.py): stock_int8(spec, fp32, manifest, calib,
+    # folder) -> Manifest quantizes the fp32 artifact in folder ``fp32`` (described by ``manifest``; ``spec`` for a
+    # runtime that quantizes in torch) with the runtime's own quantizer as its documentation shows it, defaults
+    # kept, calibrated with ``calib``; writes an ordinary target folder (model files + manifest.json, target
+    # "<backend>-stock-int8", its quantization record naming the tool and every setting) that open() runs.
+
 
 ENTRY_POINTS = "edgekit.backends"  # the entry-point group a backend package declares itself in
 

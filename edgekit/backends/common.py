@@ -1,6 +1,6 @@
 """What several backends share and no runtime owns: torch.export shapes for a dynamic batch, example resizing,
-package versions, thread counts, precision names, the manifest's quantization record, the conversion cache, and
-the gate check a quantizer's own search judges a choice by."""
+package versions, thread counts, precision names, the manifest's quantization record (and a stock peer's), the
+conversion cache, and the gate check a quantizer's own search judges a choice by."""
 from __future__ import annotations
 
 import inspect
@@ -11,10 +11,14 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
     import torch
 
+    from edgekit.artifact import FileEntry, Manifest, Precision
     from edgekit.config import Gates
+    from edgekit.data.calib import CalibrationData
     from edgekit.spec import ModelSpec
 
 MAX_BATCH = 4096
@@ -81,6 +85,28 @@ def quantization_record(profile, calib, fp32_bytes: int, **applied) -> dict:
     return {"mode": profile.precision, "calibration": calib.origin if calib else None,
             "calibration_samples": len(calib) if calib else 0, "keep_float": list(profile.quantization.keep_float),
             "fp32_bytes": fp32_bytes, **applied}
+
+
+STOCK_SUFFIX = "stock-int8"  # a stock peer's target name: "<backend>-stock-int8"
+
+
+def stock_manifest(manifest: Manifest, folder: Path, tool: str, settings: dict, calib: CalibrationData,
+                   precision: Precision, files: tuple[FileEntry, ...], **extra: Any) -> Manifest:
+    """A stock peer's manifest, written into its ``folder`` beside its model ``files``: the fp32 artifact's
+    ``manifest`` with the peer's precision (read back) and files, and a quantization record naming the runtime's
+    own quantizer (``tool``), run as its documentation says with its defaults (``settings``: every argument as
+    passed), on the same calibration data as edgekit's int8. ``extra``: other manifest entries to replace."""
+    from dataclasses import replace
+
+    from edgekit.fsutil import write_text
+    from edgekit.runfolder import MANIFEST_FILE
+
+    record = {"mode": "int8", "tool": f"stock {tool} defaults", "settings": settings, "calibration": calib.origin,
+              "calibration_samples": len(calib), "fp32_bytes": sum(f.bytes for f in manifest.files)}
+    peer = replace(manifest, target=f"{manifest.backend}-{STOCK_SUFFIX}", precision=precision, files=files,
+                   extra={**manifest.extra, **extra, "quantization": record})
+    write_text(folder / MANIFEST_FILE, peer.to_json())
+    return peer
 
 
 def storage_type(weight_elements: Counter[str]) -> str:

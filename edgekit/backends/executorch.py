@@ -29,6 +29,7 @@ from edgekit.backends.common import (
     fixed_shapes,
     quantization_record,
     resized_example,
+    stock_manifest,
     storage_type,
     versions,
 )
@@ -284,6 +285,22 @@ class ExecuTorchBackend:
     def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> ExecuTorchSession:
         with native_stderr_captured():  # cpuinfo and "Resetting threadpool" lines
             return ExecuTorchSession(folder / manifest.model_file, manifest.extra["runtime"], threads)
+
+    def stock_int8(self, spec: ModelSpec, fp32: Path, manifest: Manifest, calib: CalibrationData,
+                   folder: Path) -> Manifest:
+        """ExecuTorch's documented XNNPACK int8 flow on the torch model (executorch_peer.py), with the fp32
+        artifact's methods, as a target folder in ``folder``."""
+        from edgekit.backends import executorch_peer
+
+        made = {name: (b, None) if isinstance(b, int) else tuple(b)
+                for name, b in manifest.extra["runtime"]["methods"].items()}
+        path = folder / MODEL_FILE
+        with native_stderr_captured():
+            program, settings = executorch_peer.stock_int8(spec, made, calib)
+            path.write_bytes(program)
+            precision = read_precision(path, "int8")
+        return stock_manifest(manifest, folder, "ExecuTorch XNNPACKQuantizer", settings, calib, precision,
+                              (file_entry(folder, MODEL_FILE),))
 
     def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram
               ) -> list[Finding]:

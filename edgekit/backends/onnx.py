@@ -22,6 +22,7 @@ from edgekit.backends.common import (
     ConversionCache,
     batch_dynamic_shapes,
     quantization_record,
+    stock_manifest,
     storage_type,
     versions,
 )
@@ -338,6 +339,16 @@ class OnnxBackend:
 
     def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> OnnxSession:
         return OnnxSession(folder / manifest.model_file, manifest.extra["runtime"], threads)
+
+    def stock_int8(self, spec: ModelSpec, fp32: Path, manifest: Manifest, calib: CalibrationData,
+                   folder: Path) -> Manifest:
+        """onnxruntime's own static int8 of the fp32 artifact in ``fp32``, with its documented defaults
+        (onnx_peer.py), as a target folder in ``folder``."""
+        from edgekit.backends import onnx_peer
+
+        settings = onnx_peer.stock_int8(fp32 / manifest.model_file, folder / MODEL_FILE, calib)
+        return stock_manifest(manifest, folder, "onnxruntime quantize_static", settings, calib,
+                              read_precision(folder / MODEL_FILE, "int8"), _model_files(folder))
 
     def intermediates(self, folder: Path, manifest: Manifest, inputs: dict[str, np.ndarray]
                       ) -> dict[str, tuple[str | None, np.ndarray]]:

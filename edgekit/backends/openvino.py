@@ -25,6 +25,7 @@ from edgekit.backends.common import (
     ConversionCache,
     batch_dynamic_shapes,
     quantization_record,
+    stock_manifest,
     storage_type,
     versions,
 )
@@ -38,7 +39,7 @@ from edgekit.backends.openvino_session import (
     core,
 )
 from edgekit.bench.measurement import Throughput
-from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
+from edgekit.config import QUANTIZED_PRECISIONS, RuntimeOptions, TargetProfile
 from edgekit.errors import EdgekitError
 
 if TYPE_CHECKING:  # export-side types: opening an artifact (bench workers) never imports torch
@@ -335,6 +336,21 @@ class OpenVinoBackend:
         if missing:
             raise EdgekitError(missing)
         return OpenVinoSession(folder / manifest.model_file, runtime, threads)
+
+    def stock_int8(self, spec: ModelSpec, fp32: Path, manifest: Manifest, calib: CalibrationData,
+                   folder: Path) -> Manifest:
+        """NNCF's own int8 of the fp32 IR in ``fp32``, with its documented defaults (openvino_peer.py), as a target
+        folder in ``folder``, opened like edgekit's int8 (the int8 precision hint: float parts in f32)."""
+        from edgekit.backends import openvino_peer
+
+        settings = openvino_peer.stock_int8(fp32 / manifest.model_file, folder / MODEL_FILE, calib)
+        runtime = {**manifest.extra["runtime"], "precision": "int8"}
+        profile = TargetProfile(f"{self.name}-stock-int8", self.name, "int8",
+                                runtime=RuntimeOptions(device=runtime["device"], threads=runtime["threads"]))
+        precision = read_precision(folder / MODEL_FILE, OpenVinoSession(folder / MODEL_FILE, runtime), profile)
+        return stock_manifest(manifest, folder, "NNCF nncf.quantize", settings, calib, precision,
+                              (file_entry(folder, MODEL_FILE), file_entry(folder, WEIGHTS_FILE)),
+                              runtime=runtime, compress_to_fp16=True)
 
     def check(self, spec: ModelSpec, profile: TargetProfile, program: torch.export.ExportedProgram
               ) -> list[Finding]:

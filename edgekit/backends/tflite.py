@@ -26,6 +26,7 @@ from edgekit.backends.common import (  # noqa: E402
     fixed_shapes,
     quantization_record,
     resized_example,
+    stock_manifest,
     storage_type,
     versions,
 )
@@ -390,6 +391,19 @@ class TfliteBackend:
     def open(self, folder: Path, manifest: Manifest, threads: int | None = None) -> TfliteSession:
         with native_stderr_captured():  # "Created TensorFlow Lite XNNPACK delegate" on every load
             return TfliteSession(folder / manifest.model_file, manifest.extra["runtime"], threads)
+
+    def stock_int8(self, spec: ModelSpec, fp32: Path, manifest: Manifest, calib: CalibrationData,
+                   folder: Path) -> Manifest:
+        """ai-edge-quantizer's default static int8 recipe on the fp32 .tflite in ``fp32`` (tflite_peer.py), as a
+        target folder in ``folder``."""
+        from edgekit.backends import tflite_peer
+
+        path = folder / MODEL_FILE
+        with native_stderr_captured():
+            settings = tflite_peer.stock_int8(fp32 / manifest.model_file, path, calib, spec.input_names,
+                                              manifest.layout)
+        return stock_manifest(manifest, folder, "ai-edge-quantizer", settings, calib, read_precision(path, "int8"),
+                              (file_entry(folder, MODEL_FILE),))
 
     def intermediates(self, folder: Path, manifest: Manifest, inputs: dict[str, np.ndarray]
                       ) -> dict[str, tuple[str | None, np.ndarray]]:

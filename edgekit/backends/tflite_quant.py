@@ -59,7 +59,7 @@ def _static_recipe(recipe: QuantRecipe, weight_ops_only: bool) -> list[dict]:
     return manager.get_quantization_recipe()
 
 
-def _calibration_batches(path: Path, calib: CalibrationData, input_names: tuple[str, ...],
+def calibration_batches(path: Path, calib: CalibrationData, input_names: tuple[str, ...],
                          layout: str) -> dict[str, list[dict[str, np.ndarray]]]:
     """Every signature needs its own calibration batches of its own batch size."""
     from ai_edge_litert.interpreter import Interpreter
@@ -107,7 +107,7 @@ def quantize(fp32: Path, out: Path, precision: str, recipe: QuantRecipe, calib: 
     q = quantizer.Quantizer(str(fp32), _static_recipe(recipe, weight_ops_only) + FLOAT_IO + keep)
     # global min/max over all batches: the default moving average gives b1 and b8 different ranges
     cal = calibrator.Calibrator(q._float_model_buffer, qsv_update_func=qsv_utils.min_max_update)
-    cal.calibrate(_calibration_batches(fp32, calib, input_names, layout), q._recipe_manager)
+    cal.calibrate(calibration_batches(fp32, calib, input_names, layout), q._recipe_manager)
     q.quantize(cal.get_model_qsvs()).export_model(str(out), overwrite=True)
     os.chmod(out, 0o644)  # export_model marks the file executable
     return {"recipe": "static_wi8_ai8 on weight ops only (attention model)" if weight_ops_only
