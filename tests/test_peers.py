@@ -9,20 +9,23 @@ from pathlib import Path
 
 from edgekit.artifact import read_manifest
 from edgekit.backends import get_backend
-from edgekit.backends.base import registered
 from edgekit.errors import EdgekitError
+
+from .conftest import BACKENDS
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "int8_peers.py"
 
 
 def _backends_with_peers() -> list[str]:
+    """The registered backends that ship int8 profiles and have a stock peer (not the test plugins, which other
+    tests in this process register and which inherit the onnx backend's peer)."""
     found = []
-    for name in registered():
+    for name in BACKENDS:
         try:
             backend = get_backend(name)
         except EdgekitError:  # its runtime is not installed here
             continue
-        if hasattr(backend, "stock_int8"):
+        if hasattr(backend, "stock_int8") and (SCRIPT.parents[1] / "targets" / f"{name}-cpu-int8.toml").is_file():
             found.append(name)
     return found
 
