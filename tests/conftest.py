@@ -42,6 +42,17 @@ def write_digits(split: str, dest: Path, class_folders: bool = True, limit: int 
     return dest
 
 
+# the files that take longest (measured: the slowest first), started first so that, with pytest-xdist's
+# --dist loadfile, no long file starts last on one worker while the other waits
+LONGEST_FIRST = ("test_hf.py", "test_mixed.py", "test_zoo_backends.py", "test_real_models.py", "test_reliability.py",
+                 "test_sweep.py", "test_vision_sources.py", "test_segments.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+
+
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("runs")
