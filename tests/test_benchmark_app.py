@@ -164,5 +164,8 @@ def test_reads_this_machines_benchmark_app(tmp_path):
                         ops.constant(np.ones((3, 10), np.float32)), False, False)
     ov.save_model(ov.Model([logits], [image]), str(tmp_path / "tiny.xml"), compress_to_fp16=False)
     report = _report(str(tmp_path / "tiny.xml"), "--threads", "1", "--seconds", "1")
-    assert 0 < report["min_ms"] <= report["median_ms"] <= report["max_ms"] < 50
+    assert 0 < report["min_ms"] <= report["median_ms"] <= report["max_ms"]
+    # the unit: the fastest run of a near-empty model is microseconds (read in ms, about 0.05), even on a loaded
+    # machine where the slowest runs wait for a core; a us/ms mix-up would read it 1000 times larger
+    assert report["min_ms"] < 5
     assert report["iterations"] > 10 and report["throughput_fps"] > 10
