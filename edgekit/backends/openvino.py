@@ -22,6 +22,7 @@ from edgekit.artifact import Manifest, Precision, TensorSpec, file_entry
 from edgekit.backends.base import Option
 from edgekit.backends.common import (
     PRECISION_NAMES,
+    STOCK_SUFFIX,
     ConversionCache,
     batch_dynamic_shapes,
     quantization_record,
@@ -345,7 +346,7 @@ class OpenVinoBackend:
 
         settings = openvino_peer.stock_int8(fp32 / manifest.model_file, folder / MODEL_FILE, calib)
         runtime = {**manifest.extra["runtime"], "precision": "int8"}
-        profile = TargetProfile(f"{self.name}-stock-int8", self.name, "int8",
+        profile = TargetProfile(f"{self.name}-{STOCK_SUFFIX}", self.name, "int8",
                                 runtime=RuntimeOptions(device=runtime["device"], threads=runtime["threads"]))
         precision = read_precision(folder / MODEL_FILE, OpenVinoSession(folder / MODEL_FILE, runtime), profile)
         return stock_manifest(manifest, folder, "NNCF nncf.quantize", settings, calib, precision,
