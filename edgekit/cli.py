@@ -232,6 +232,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from edgekit.fuzz.run import run
+
+    return run(args)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from edgekit.report import text_table
     from edgekit.sweep.report import table
@@ -431,6 +437,15 @@ def _add_sweep(sub: Subcommands) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
+def _add_fuzz(sub: Subcommands) -> None:
+    from edgekit.fuzz.options import add_arguments
+
+    p = sub.add_parser("fuzz", help="random small networks through every backend (fp32, and int8 with --int8), each "
+                       "target classified; exit 1 if one passed its gates while it computes something else")
+    add_arguments(p)
+    p.set_defaults(func=cmd_fuzz)
+
+
 def _add_profiles(sub: Subcommands) -> None:
     p = sub.add_parser("profiles", help="list the target profiles, one line each (shipped ones, ./targets and "
                        "$EDGEKIT_TARGETS)")
@@ -461,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show what converters and runtimes print (else it goes to edgekit.log in the folder)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_export, _add_check, _add_validate, _add_bench, _add_bundle, _add_device_bench, _add_ledger,
-                _add_sweep, _add_profiles, _add_demo):  # in this order in --help and the docs
+                _add_sweep, _add_fuzz, _add_profiles, _add_demo):  # in this order in --help and the docs
         add(sub)
     return parser
 

@@ -58,10 +58,16 @@ class Gates:
             gates are added to the ``"*"`` ones and win where both name a metric. Metrics: ``OUTPUT_METRICS``.
         task: Metric -> threshold for the task on real data (skipped, and said so, when a run has only the example
             inputs). Metrics: ``TASK_METRICS``.
+        near_tie: A top-1 flip where torch led its runner-up by at most this share of its median lead (over the
+            validation samples) is a near-tie: listed with its lead in every report, but not counted by the
+            ``top1_agreement`` gates, since any small error turns such a sample. 0 counts every flip.
+            ``top1_agreement`` gates then only warn when the data has labels and ``[gates.task]`` has
+            ``accuracy_drop``: the labels decide, as NNCF's accuracy control decides by ``max_drop``.
     """
 
     outputs: dict[str, dict[str, Threshold]] = field(default_factory=dict)
     task: dict[str, Threshold] = field(default_factory=dict)
+    near_tie: float = 0.25
 
     def for_output(self, name: str) -> dict[str, Threshold]:
         return {**self.outputs.get("*", {}), **self.outputs.get(base_name(name), {})}
@@ -285,12 +291,16 @@ def _gate_table(where: str, table: Any, metrics: set[str]) -> dict[str, Threshol
 
 
 def _gates(where: str, raw: dict) -> Gates:
-    _reject_unknown(where, raw, {"outputs", "task"})
+    _reject_unknown(where, raw, {"outputs", "task", "near_tie"})
     if not isinstance(raw.get("outputs", {}), dict):
         raise EdgekitError(f"{where}.outputs: must be a table of output names")
+    near_tie = raw.get("near_tie", Gates.near_tie)
+    if isinstance(near_tie, bool) or not isinstance(near_tie, (int, float)) or not 0 <= near_tie < 10:
+        raise EdgekitError(f"{where}.near_tie: must be a number from 0 (every flip counts) to under 10 "
+                           f"(a share of the median lead), not {near_tie!r}")
     outputs = {name: _gate_table(f"{where}.outputs.{name}", table, OUTPUT_METRICS)
                for name, table in raw.get("outputs", {}).items()}
-    return Gates(outputs, _gate_table(f"{where}.task", raw.get("task", {}), TASK_METRICS))
+    return Gates(outputs, _gate_table(f"{where}.task", raw.get("task", {}), TASK_METRICS), float(near_tie))
 
 
 # The compute precision and OpenVINO's weight storage follow `precision` now; a hint could only ask for less.

@@ -1,8 +1,12 @@
 """Shared fixtures: every zoo model exported once per registered backend, reused by the tests."""
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -53,31 +57,52 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
 
 
+T = TypeVar("T")
+
+
 @pytest.fixture(scope="session")
-def runs_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("runs")
+def shared_root(tmp_path_factory) -> Path:
+    """The temporary folder every pytest-xdist worker of this session shares (the base folder without xdist)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def made_once(root: Path, name: str, make: Callable[[Path], T]) -> T:
+    """``make(root / name)``, run by the first worker of the session that asks, under a file lock; the others wait
+    for it and read its pickled result (the suite's own objects, never a user's file). An ExecuTorch export of a
+    zoo model takes up to a minute: two workers making the same one was a sixth of the suite."""
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = root / f"{name}.pickle"
+        if made.is_file():
+            return pickle.loads(made.read_bytes())
+        value = make(root / name)
+        made.write_bytes(pickle.dumps(value))
+        return value
 
 
 _CACHE: dict[str, RunResult] = {}
 
 
 @pytest.fixture(scope="session")
-def zoo_run(runs_root):
-    """zoo_run(model) -> the run of that zoo model exported to every backend's fp32 profile (made once)."""
+def zoo_run(shared_root):
+    """zoo_run(model) -> the run of that zoo model exported to every backend's fp32 profile (made once per session,
+    across workers). Tests read its folder or copy it; they never change it."""
     def get(model: str) -> RunResult:
         if model not in _CACHE:
-            _CACHE[model] = export(f"zoo:{model}", [load_profile(fp32_profile(b)) for b in BACKENDS],
-                                   runs_root / model)
+            _CACHE[model] = made_once(shared_root, f"zoo-{model}", lambda folder: export(
+                f"zoo:{model}", [load_profile(fp32_profile(b)) for b in BACKENDS], folder))
         return _CACHE[model]
     return get
 
 
 @pytest.fixture(scope="session")
-def benched(zoo_run):
-    """zoo:attention on every backend (fp32), benched once with quick timing."""
+def benched(zoo_run, shared_root):
+    """zoo:attention on every backend (fp32), benched once with quick timing (once per session, across workers)."""
     from edgekit.bench.run import Timing, bench
 
-    return bench(zoo_run("attention").folder, timing=Timing.quick())
+    folder = zoo_run("attention").folder
+    return made_once(shared_root, "bench-attention", lambda _: bench(folder, timing=Timing.quick()))
 
 
 @pytest.fixture(params=BACKENDS)

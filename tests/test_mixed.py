@@ -56,8 +56,12 @@ def run(tmp_path_factory):
     return out, {row.target: row for row in result.rows}
 
 
+def _quantization(out: Path, target: str) -> dict:
+    return json.loads((out / target / "manifest.json").read_text())["extra"]["quantization"]
+
+
 def _record(out: Path, target: str) -> dict:
-    return json.loads((out / target / "manifest.json").read_text())["extra"]["quantization"]["mixed_precision"]
+    return _quantization(out, target)["mixed_precision"]
 
 
 def test_every_static_int8_backend_is_covered():
@@ -80,7 +84,9 @@ def test_all_int8_fails_and_mixed_precision_passes(run, target):
     searched = [k["module"] for k in record["kept_float_layers"] if not k["why"].startswith("speed: ")]
     assert rounds[-1]["status"] == "PASS" and rounds[-1]["kept_float"] == searched
     assert record["outcome"] == "the gates pass on the search samples"
-    assert record["judged_on"].endswith("calibration samples")  # not the validation data
+    # not the validation data, and not the samples the quantizer calibrated on
+    assert record["judged_on"] == "64 calibration samples held apart (not calibrated on)"
+    assert _quantization(out, f"{target}-mixed")["calibration_samples"] == 136  # 200 drawn, 64 held apart
 
 
 @pytest.mark.parametrize("target", INT8)

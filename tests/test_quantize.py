@@ -133,3 +133,45 @@ def test_augmentation_changes_images_deterministically():
     again = load_calibration("task:calib", IMAGE, samples=20, aug=Augment(flip=True, crop=2, brightness=0.2))
     assert not np.array_equal(plain.inputs["image"], aug.inputs["image"])
     assert np.array_equal(aug.inputs["image"], again.inputs["image"])
+
+
+def _relu6_net():
+    """Two convs, each clamped by a ReLU6, whose pre-clamp outputs span far more than [0, 6] (as EfficientNet's
+    stem does: [-53, 61])."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU6(), torch.nn.Conv2d(8, 8, 3),
+                              torch.nn.ReLU6(), torch.nn.Flatten(), torch.nn.Linear(8 * 24 * 24, 10)).eval()
+    with torch.no_grad():
+        net[0].weight *= 20
+        net[2].weight *= 20
+    return net
+
+
+@pytest.mark.skipif("executorch" not in INT8, reason="the executorch backend is not installed")
+def test_executorch_int8_gives_each_relu6_the_clamped_range():
+    """XNNPACKQuantizer fuses only relu into a conv's pattern: a ReLU6 took the conv's pre-clamp scale and most of
+    its 256 levels fell outside [0, 6]. Each clamp now has its own int8 range, and the logits follow."""
+    import torch
+
+    from edgekit.backends.executorch_quant import quantize
+    from edgekit.config import QuantRecipe
+    from edgekit.data.mnist import read_split
+    from edgekit.data.sources import Dataset
+    from edgekit.spec import ModelSpec
+    from edgekit.validate.metrics import output_stats
+
+    def digits(split: str) -> np.ndarray:
+        return (read_split(split).images[:64, None] / np.float32(255)).astype(np.float32)
+
+    net, calib = _relu6_net(), digits("calib")
+    spec = ModelSpec(net, (torch.from_numpy(calib[:2]),), ("image",), ("logits",))
+    converted, _ = quantize(spec, QuantRecipe(), Dataset({"image": calib}, None, "MNIST calib"))
+    clamped = [n for n in converted.graph.nodes if "quantize_per_tensor" in str(n.target)
+               and getattr(n.args[0], "target", None) == torch.ops.aten.hardtanh.default]
+    assert len(clamped) == 2 and all(n.args[1] <= 6 / 127 * 1.01 for n in clamped)
+    val = torch.from_numpy(digits("val"))
+    with torch.no_grad():
+        stats = output_stats("logits", net(val).numpy(), converted(val).numpy())
+    assert stats.sqnr_db > 25, stats

@@ -109,18 +109,39 @@ def _one_at_a_time(attempt, candidates: list[str], baseline: float, target: str,
     return sorted((g for g in gains if g[1] > 0), key=lambda g: -g[1])
 
 
+def held_apart(calib: CalibrationData, search_samples: int) -> tuple[CalibrationData, CalibrationData | None]:
+    """The samples the quantizers calibrate on, and the ones the search judges on, held apart from them: up to
+    ``search_samples``, at most a third (the last of the seeded draw). Judged on samples the quantizer calibrated
+    on, a search could pass where validation then fails. None: too few to hold apart (under 6), and the search
+    judges on calibration samples, as its record says."""
+    from edgekit.data.sources import Dataset
+
+    n = len(calib)
+    held = min(search_samples, n // 3)
+    if held < 2:
+        return calib, None
+
+    def part(rows: slice) -> Dataset:
+        labels = None if calib.labels is None else calib.labels[rows]
+        return Dataset({k: v[rows] for k, v in calib.inputs.items()}, labels, calib.origin)
+    return part(slice(0, n - held)), part(slice(n - held, n))
+
+
 class _Judge:
     """Runs a quantized artifact on the search samples in a worker, against torch's outputs on them."""
 
     def __init__(self, spec: ModelSpec, source: str, profile: TargetProfile, calib: CalibrationData,
-                 scratch: Path) -> None:
+                 held: CalibrationData | None, scratch: Path) -> None:
         from edgekit.reference import Reference, run_torch, save_reference
 
-        n = min(profile.quantization.search_samples, len(calib))
-        inputs = {k: v[:n] for k, v in calib.inputs.items()}
+        if held is not None:
+            inputs, origin = held.inputs, f"{len(held)} calibration samples held apart (not calibrated on)"
+        else:
+            n = min(profile.quantization.search_samples, len(calib))
+            inputs, origin = {k: v[:n] for k, v in calib.inputs.items()}, f"{n} calibration samples"
         outputs = run_torch(spec.module, inputs, spec.input_names, spec.output_names)
         self.reference = Reference(source, spec, tuple(spec.input_names), tuple(spec.output_names), inputs,
-                                   outputs, None, spec.task, f"{n} calibration samples", real=True)
+                                   outputs, None, spec.task, origin, real=True)
         self.run_dir = scratch / "search"
         self.run_dir.mkdir()
         save_reference(self.reference, self.run_dir / "reference.npz")
@@ -356,14 +377,16 @@ class SearchOutcome:
 
 def search(backend, spec: ModelSpec, profile: TargetProfile, folder: Path, fp32: Manifest,
            calib: CalibrationData | None, source: str, progress=lambda _: None,
-           original: ModelSpec | None = None) -> SearchOutcome:
+           original: ModelSpec | None = None, held: CalibrationData | None = None) -> SearchOutcome:
     """Quantize ``folder`` (holding the float artifact ``fp32``, exported from ``spec``) with the fewest layers in
-    float that let the gates pass on the search samples; the record says which and why. The gates and the ledger
-    compare with ``original`` (default ``spec``): the model before its weights were rounded."""
+    float that let the gates pass on the search samples (``held``, apart from ``calib``; see :func:`held_apart`);
+    the record says which and why. The gates and the ledger compare with ``original`` (default ``spec``): the
+    model before its weights were rounded."""
     if calib is None:
         raise EdgekitError(f"{profile.name}: mixed precision judges on calibration samples: pass --calib")
     with tempfile.TemporaryDirectory(prefix="edgekit-mixed-") as tmp:
-        run = _Search(backend, spec, original or spec, profile, folder, fp32, calib, source, progress, Path(tmp))
+        run = _Search(backend, spec, original or spec, profile, folder, fp32, calib, source, progress, Path(tmp),
+                      held)
         manifest, validation, outcome = run.rounds()
         speed: dict[str, Any] = {"outcome": "not checked (speed_check = false)"}
         if run.recipe.speed_check and validation.stage in (None, Stage.MISMATCH):
@@ -375,14 +398,15 @@ class _Search:
     """One search's state: the layers kept so far and why, the rounds, and how the layers are ranked."""
 
     def __init__(self, backend, spec: ModelSpec, original: ModelSpec, profile: TargetProfile, folder: Path,
-                 fp32: Manifest, calib: CalibrationData, source: str, progress, scratch: Path) -> None:
+                 fp32: Manifest, calib: CalibrationData, source: str, progress, scratch: Path,
+                 held: CalibrationData | None = None) -> None:
         self.backend, self.spec, self.original, self.profile = backend, spec, original, profile
         self.folder, self.fp32, self.calib, self.source, self.progress = folder, fp32, calib, source, progress
         self.recipe, self.scratch = profile.quantization, scratch
         self.pristine = scratch / "fp32"
         shutil.copytree(folder, self.pristine)
         write_text(self.pristine / MANIFEST_FILE, fp32.to_json())  # export writes the folder's own only at the end
-        self.judge = _Judge(original, source, profile, calib, scratch)
+        self.judge = _Judge(original, source, profile, calib, held, scratch)
         self.rounded = original is not spec  # the export's weights are not the model's
         self.kept: tuple[str, ...] = ()
         self.why: dict[str, str] = {}

@@ -37,7 +37,8 @@ class Request:
     source: str
     profile: TargetProfile
     folder: Path  # the target folder, holding the profile file
-    calib: CalibrationData | None
+    calib: CalibrationData | None  # what every step calibrates or trains on
+    held: CalibrationData | None  # what the mixed-precision search judges on, apart from ``calib``
     progress: Progress
 
 
@@ -54,7 +55,12 @@ def quantize_target(spec: ModelSpec, source: str, profile: TargetProfile, folder
     """The artifact of ``spec`` for ``profile``, written into ``folder`` (which holds the profile file): exported
     and, for a quantized precision, quantized on ``calib`` by the profile's strategies. Raises
     :class:`~edgekit.results.StageFailed` naming the stage (EXPORT or QUANTIZE) that failed."""
-    request = Request(spec, source, profile, folder, calib, progress)
+    held = None
+    if profile.quantization.mixed_precision and calib is not None:
+        from edgekit.quantize.mixed import held_apart
+
+        calib, held = held_apart(calib, profile.quantization.search_samples)
+    request = Request(spec, source, profile, folder, calib, held, progress)
     rounding = profile.quantization.weight_rounding
     weights = _in_stage(Stage.QUANTIZE, f"{rounding} weights: ", lambda: round_weights(request))
     backend = _in_stage(Stage.EXPORT, "", lambda: get_backend(profile.backend))
@@ -133,7 +139,7 @@ def _quantized(request: Request, backend: Any, weights: Weights, fp32: Manifest
 
     # judged against the original model: the rounding is part of what the gates measure
     searched = search(backend, weights.spec, profile, request.folder, fp32, request.calib, request.source,
-                      request.progress, original=request.spec)
+                      request.progress, original=request.spec, held=request.held)
     if searched.activation_ranges is not None:
         strategies["activation_ranges"] = searched.activation_ranges
     strategies["mixed_precision"] = searched.record

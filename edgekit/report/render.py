@@ -99,8 +99,8 @@ def _note(row: BenchRow) -> str:
     v = row.validation
     if v.stage:
         return f"{v.stage.value}: {v.reason}"
-    warned = [f"{c.subject} {c.metric} {c.value:.3g} beyond warn {c.warn:g}" for c in v.checks
-              if c.status is Status.WARN]
+    warned = [f"{c.subject} {c.metric} {c.value:.3g} beyond warn {c.warn:g}" + (f" ({c.note})" if c.note else "")
+              for c in v.checks if c.status is Status.WARN]
     return "; ".join([*warned, *v.warnings, *(f"{s.name}: {s.flips()}" for s in v.outputs if s.flip_leads)])
 
 

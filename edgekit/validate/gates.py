@@ -22,6 +22,7 @@ class Check:
     warn: float
     fail: float
     status: Status
+    note: str = ""  # how the value was judged when it is not the plain metric, e.g. "2 near-tie flips forgiven"
 
 
 def check(subject: str, metric: str, value: float, gate: Threshold) -> Check:

@@ -38,6 +38,19 @@ class OutputStats:
     def metric(self, name: str) -> float | None:
         return getattr(self, name)
 
+    def confident_flips(self, near_tie: float) -> int:
+        """The flips where torch led its runner-up by more than ``near_tie`` x its median lead: answers it was
+        sure of that changed."""
+        if self.median_lead is None:
+            return len(self.flip_leads)
+        return sum(lead > near_tie * self.median_lead for lead in self.flip_leads)
+
+    def agreement_beyond_ties(self, near_tie: float) -> float | None:
+        """Top-1 agreement with the near-tie flips (``confident_flips``) forgiven: what the gates judge."""
+        if self.top1_agreement is None:
+            return None
+        return 1.0 - self.confident_flips(near_tie) / self.shape[0]
+
     def flips(self) -> str:
         """The top-1 flips in one phrase ("" without any): how many, and how near a tie each was for the reference."""
         if not self.flip_leads:

@@ -1,6 +1,8 @@
 """Validate one artifact against the Reference: output names, then shapes, then values; every failure collected."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from edgekit.artifact import Precision
@@ -15,26 +17,47 @@ from edgekit.validate.metrics import OutputStats, output_stats
 NEEDS_REAL_DATA = {"top1_agreement", "accuracy_drop"}
 
 
+def _check(subject: str, stats: OutputStats, metric: str, gate: Threshold, near_tie: float) -> Check | None:
+    """One gate on one output. Top-1 agreement is judged with the near-tie flips forgiven (the reports still show
+    the plain agreement and every flip with its lead)."""
+    if metric != "top1_agreement":
+        value = stats.metric(metric)
+        return None if value is None else check(subject, metric, value, gate)
+    value = stats.agreement_beyond_ties(near_tie)
+    if value is None:
+        return None
+    forgiven = len(stats.flip_leads) - stats.confident_flips(near_tie)
+    note = f"{forgiven} near-tie flip(s) forgiven" if forgiven else ""
+    return replace(check(subject, metric, value, gate), note=note)
+
+
+def _labels_decide(checks: list[Check]) -> list[Check]:
+    """With labels and an accuracy_drop gate the task's accuracy decides: agreement with torch only warns."""
+    if not any(c.subject == "task" and c.metric == "accuracy_drop" for c in checks):
+        return checks
+    return [replace(c, status=Status.WARN, note="; ".join(filter(None, [c.note, "labels decide (accuracy_drop)"])))
+            if c.metric == "top1_agreement" and c.status is Status.FAIL else c for c in checks]
+
+
 def _gate(reference: Reference, stats: list[OutputStats], accuracy: float | None,
           profile: TargetProfile) -> list[Check]:
-    checks = []
+    gates, checks = profile.gates, []
     for s in stats:
         if s.nonfinite:  # whatever the profile gates: NaN / Inf where torch is finite is wrong
             checks.append(check(s.name, "NaN/Inf values", s.nonfinite, Threshold(0, 0)))
-        for metric, gate in profile.gates.for_output(s.name).items():
-            value = s.metric(metric)
-            if value is not None and (reference.real or metric not in NEEDS_REAL_DATA):
-                checks.append(check(s.name, metric, value, gate))
+        for metric, gate in gates.for_output(s.name).items():
+            if reference.real or metric not in NEEDS_REAL_DATA:
+                checks.append(_check(s.name, s, metric, gate, gates.near_tie))
     if not reference.real:  # the task gates are skipped, not faked; every report says why
-        return checks
+        return [c for c in checks if c is not None]
     torch_acc = reference.accuracy()
     logits = next((s for s in stats if s.name == reference.logits), None)
-    task_values = {"accuracy_drop": None if accuracy is None or torch_acc is None else 100 * (torch_acc - accuracy),
-                   "top1_agreement": logits.top1_agreement if logits else None}
-    for metric, gate in profile.gates.task.items():
-        if task_values.get(metric) is not None:
-            checks.append(check("task", metric, task_values[metric], gate))
-    return checks
+    for metric, gate in gates.task.items():
+        if metric == "accuracy_drop" and accuracy is not None and torch_acc is not None:
+            checks.append(check("task", metric, 100 * (torch_acc - accuracy), gate))
+        elif metric == "top1_agreement" and logits is not None:
+            checks.append(_check("task", logits, metric, gate, gates.near_tie))
+    return _labels_decide([c for c in checks if c is not None])
 
 
 def compare(reference: Reference, actual: dict[str, np.ndarray], precision: Precision,
@@ -58,8 +81,8 @@ def compare(reference: Reference, actual: dict[str, np.ndarray], precision: Prec
     status = worst(c.status for c in checks)
     if precision.warnings and status is Status.PASS:
         status = Status.WARN
-    reason = "; ".join(f"{c.subject} {c.metric} {c.value:.3g} beyond {c.fail:g}" for c in checks
-                       if c.status is Status.FAIL)
+    reason = "; ".join(f"{c.subject} {c.metric} {c.value:.3g} beyond {c.fail:g}" + (f" ({c.note})" if c.note else "")
+                       for c in checks if c.status is Status.FAIL)
     return Validation(profile.name, profile.backend, status, Stage.MISMATCH if reason else None, reason,
                       len(reference.labels) if reference.labels is not None else len(next(iter(actual.values()))),
                       tuple(stats), reference.accuracy(), accuracy, tuple(checks), precision,
