@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test-deps real-models demo test efficientnet clean
+.PHONY: install test-deps real-models demo test efficientnet results-peers clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,18 @@ test: $(STAMP) test-deps real-models
 # the real-size benchmark of the README (EfficientNet-Lite0 with ImageNet weights); about 8 minutes here
 efficientnet: real-models
 	$(BIN)/python benchmarks/bench_efficientnet.py --out runs/efficientnet --seconds 5
+
+# docs/results/int8-peers.md and the README's headline table, from one run per model (about 17 minutes here)
+PEERS = $(BIN)/python benchmarks/int8_peers.py
+results-peers: real-models
+	$(PEERS) --source examples/efficientnet_lite0.py:build --calib examples/efficientnet_lite0.py:calibration \
+		--data examples/efficientnet_lite0.py:validation --out runs/peers-efficientnet_lite0 \
+		--page docs/results/int8-peers.md#efficientnet-lite0 --headline README.md#headline
+	$(PEERS) --source examples/mobilenet_v2.py:build --calib examples/mobilenet_v2.py:calibration \
+		--data examples/mobilenet_v2.py:validation --out runs/peers-mobilenet_v2 \
+		--page docs/results/int8-peers.md#mobilenet-v2
+	$(PEERS) --source zoo:cnn --calib task:calib --data task:val --out runs/peers-cnn \
+		--page docs/results/int8-peers.md#zoo-cnn
 
 clean:
 	rm -rf $(VENV) runs

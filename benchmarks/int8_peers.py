@@ -6,7 +6,10 @@ flips that are not near-ties, labelled accuracy where the data has labels, media
 all threads in ONE interleaved timing loop (round-robin over every artifact and thread count), file size.
 
 Writes ``OUT/peers.json`` (every number) and ``OUT/peers.md``, the body of docs/results/int8-peers.md (a Command /
-Commit / CPU / Date block, then the tables). A peer that fails is a row with its one-line reason.
+Commit / CPU / Date block, then the tables). A peer that fails is a row with its one-line reason. ``--page
+PATH#NAME`` also writes that body into PATH between ``<!-- peers NAME -->`` and ``<!-- /peers NAME -->``, and
+``--headline PATH#NAME`` a short per-runtime table (the README's); ``make results-peers`` regenerates the page and
+the README's table in one command.
 
     python benchmarks/int8_peers.py --source examples/efficientnet_lite0.py:build \\
         --calib examples/efficientnet_lite0.py:calibration --data examples/efficientnet_lite0.py:validation \\
@@ -227,6 +230,51 @@ def markdown(info: dict, reference: Reference, artifacts: list[Artifact], calib_
     return "\n".join(lines) + "\n"
 
 
+def _marked(where: str) -> tuple[Path, str, str]:
+    """``PATH#NAME`` -> the file and its ``<!-- peers NAME -->`` / ``<!-- /peers NAME -->`` markers, checked before
+    any work: a page without them is a one-line error (exit 2), not a table written nowhere."""
+    path, _, name = where.partition("#")
+    begin, end = f"<!-- peers {name} -->", f"<!-- /peers {name} -->"
+    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+    if not name or begin not in text or end not in text or text.index(begin) > text.index(end):
+        print(f"int8_peers.py: {path} has no '{begin}' ... '{end}' section to write (--page and --headline take "
+              "PATH#NAME)", file=sys.stderr)
+        raise SystemExit(2)
+    return Path(path), begin, end
+
+
+def write_section(where: str, body: str) -> None:
+    """Replace the marked section of a page with ``body``, atomically (a temporary file, then a rename)."""
+    path, begin, end = _marked(where)
+    text = path.read_text(encoding="utf-8")
+    text = text[:text.index(begin) + len(begin)] + "\n" + body.rstrip() + "\n" + text[text.index(end):]
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+def headline(info: dict, reference: Reference, artifacts: list[Artifact], source: str) -> str:
+    """The README's table: per runtime, edgekit's default int8 against the runtime's own quantizer."""
+    by_name = {a.name: a for a in artifacts}
+    lines = [f"{source}, {reference.describe()}; batch 1, one thread, timed in one interleaved loop.", "",
+             "| runtime | edgekit int8: SQNR dB / top-1 agreement / ms | its own quantizer: SQNR dB / agreement / ms |",
+             "|---|---|---|"]
+
+    def cell(a: Artifact | None) -> str:
+        if a is None or a.error or not a.quality:
+            return "-" if a is None else (a.error or "-")
+        agree = _cell(a.quality.get("top1_agreement"), ".3f")
+        ms = a.timing.get("1", {}).get("median_ms")
+        return f"{a.quality['sqnr_db']:.1f} / {agree} / {_cell(ms, '.2f')}"
+    for backend in dict.fromkeys(a.backend for a in artifacts):
+        lines.append(f"| {backend} | {cell(by_name.get(f'{backend}-cpu-int8'))} | "
+                     f"{cell(by_name.get(f'{backend}-{STOCK_SUFFIX}'))} |")
+    dirty = " and uncommitted changes" if info["uncommitted_changes"] else ""
+    lines += ["", f"- **Command:** `{info['command']}`", f"- **Commit:** `{info['commit']}`{dirty}",
+              f"- **CPU:** {info['cpu']}", f"- **Date:** {info['date']}"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -240,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=100, help="timing rounds over all artifacts")
     parser.add_argument("--per-turn", type=int, default=3, help="timed calls per artifact and round")
     parser.add_argument("--warmup", type=int, default=10, help="untimed rounds first")
+    parser.add_argument("--page", help="PATH#NAME: also write the table into PATH's <!-- peers NAME --> section")
+    parser.add_argument("--headline", help="PATH#NAME: write the short per-runtime table there (the README's)")
     args = parser.parse_args(argv)
+    for where in filter(None, (args.page, args.headline)):
+        _marked(where)
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
     backends = args.backends.split(",")
     profiles = [profile_for(b, p, args.calib_samples, args.val_samples) for b in backends for p in ("fp32", "int8")]
@@ -267,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     calib_text = f"{calibration['samples']} samples of {calibration['origin']}"
     page = markdown(info, reference, artifacts, calib_text)
     (args.out / "peers.md").write_text(page, encoding="utf-8")
+    if args.page:
+        write_section(args.page, page)
+    if args.headline:
+        write_section(args.headline, headline(info, reference, artifacts, args.source))
     (args.out / "peers.json").write_text(json.dumps(
         {**info, "validated_on": reference.describe(), "calibration": calibration, "near_tie": NEAR_TIE,
          "torch_accuracy": reference.accuracy(),

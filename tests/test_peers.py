@@ -30,12 +30,19 @@ def _backends_with_peers() -> list[str]:
     return found
 
 
+def _page(path: Path, name: str) -> Path:
+    path.write_text(f"# A page\n\nbefore\n<!-- peers {name} -->\nold table\n<!-- /peers {name} -->\nafter\n")
+    return path
+
+
 def test_every_stock_peer_runs_is_int8_and_has_its_row(tmp_path):
     backends = _backends_with_peers()
     assert backends, "no installed backend has a stock peer"
+    page, readme = _page(tmp_path / "page.md", "zoo-cnn"), _page(tmp_path / "readme.md", "headline")
     subprocess.run([sys.executable, str(SCRIPT), "--source", "zoo:cnn", "--data", "task:val", "--out", str(tmp_path),
                     "--backends", ",".join(backends), "--calib-samples", "16", "--val-samples", "32",
-                    "--rounds", "2", "--warmup", "1", "--per-turn", "1"],
+                    "--rounds", "2", "--warmup", "1", "--per-turn", "1", "--page", f"{page}#zoo-cnn",
+                    "--headline", f"{readme}#headline"],
                    check=True, capture_output=True, text=True, timeout=600)
     result = json.loads((tmp_path / "peers.json").read_text())
     rows = {a["name"]: a for a in result["artifacts"]}
@@ -54,3 +61,21 @@ def test_every_stock_peer_runs_is_int8_and_has_its_row(tmp_path):
         assert record["tool"].startswith("stock ") and record["tool"].endswith(" defaults")
         assert record["settings"] and record["calibration_samples"] == 16
     assert result["cpu"] and result["commit"] and result["command"].startswith("python benchmarks/int8_peers.py")
+    # one command regenerates the results page's section and the README's table, and nothing around them
+    written = page.read_text()
+    assert written.startswith("# A page\n\nbefore\n<!-- peers zoo-cnn -->\n") and written.endswith(
+        "<!-- /peers zoo-cnn -->\nafter\n") and "old table" not in written
+    assert written.split("<!-- peers zoo-cnn -->\n")[1].split("<!-- /peers")[0] == table
+    headline = readme.read_text()
+    for backend in backends:
+        assert f"| {backend} | " in headline
+    assert "**Command:** `python benchmarks/int8_peers.py" in headline and "old table" not in headline
+
+
+def test_a_page_without_its_section_is_refused_before_any_work(tmp_path):
+    page = _page(tmp_path / "page.md", "other")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--source", "zoo:cnn", "--data", "task:val",
+                           "--out", str(tmp_path / "out"), "--page", f"{page}#zoo-cnn"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and not (tmp_path / "out").exists()
+    assert done.stderr.strip().splitlines()[-1].startswith(f"int8_peers.py: {page} has no '<!-- peers zoo-cnn -->'")
