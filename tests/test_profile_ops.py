@@ -14,7 +14,6 @@ from .conftest import BACKENDS, fp32_profile
 
 PROFILED = [b for b in BACKENDS if callable(getattr(get_backend(b), "profile_ops", None))]
 RUNS = 30
-ATTEMPTS = 3
 
 
 def test_the_profiled_backends_are_the_ones_with_a_profiler():
@@ -39,15 +38,10 @@ def test_profile_ops_of_the_cnn(zoo_run, name):
     types = [op_type for _, op_type, _, _ in ops]
     assert any("conv" in t.lower() for t in types), types  # the runtime's own op names: Conv, Convolution, ...
     assert {"trunk.conv1", "trunk.conv2"} & {module for _, _, module, _ in ops}, ops
+    # the unit, not the speed: the ops' times are milliseconds like the latency. A ratio tighter than 100x failed
+    # on a loaded machine (a profile is a mean that a preempted run inflates, the latency a median); a slip of
+    # units is 1000x
     session = backend.open(folder, manifest, 1)
-    # the profile is a mean (one preempted run counts in full), the latency a median: on a shared machine a
-    # pair of them can be taken at different loads, so up to three pairs are taken and the closest one counts
-    pairs = []
-    for _ in range(ATTEMPTS):
-        latency = measure(lambda: session.run(one), min_runs=100, min_seconds=0.1).median_ms
-        pairs.append((sum(ms for *_, ms in ops), latency))
-        if 0.1 * latency <= pairs[-1][0] <= 3 * latency:
-            break
-        ops = backend.profile_ops(folder, manifest, one, 1, RUNS)
-    total, latency = pairs[-1]
-    assert 0.1 * latency <= total <= 3 * latency, pairs
+    latency = measure(lambda: session.run(one), min_runs=100, min_seconds=0.1).median_ms
+    total = sum(ms for *_, ms in ops)
+    assert latency / 100 <= total <= 100 * latency, (total, latency)
