@@ -114,8 +114,9 @@ def _clamps_fused(model: torch.fx.GraphModule) -> None:
     """Move the output quantization of a conv or linear onto the ReLU6 (hardtanh) right after it, as the
     quantizer's own conv+relu pattern does for relu. XNNPACKQuantizer (executorch 1.5.1) fuses only relu: a
     hardtanh then shares the conv's pre-clamp scale, which on EfficientNet-Lite0's stem spans [-53, 61] and leaves
-    about 8 levels over [0, 6]. Measured on the .pte at batch 1: EfficientNet-Lite0 logits 2.9 -> 14.6 dB SQNR,
-    MobileNetV2 8.7 -> 11.4 dB. XNNPACK fuses the conv and the clamp into one delegated op either way."""
+    about 8 levels over [0, 6]. Measured on the .pte at batch 1, nearest rounding: EfficientNet-Lite0 logits
+    2.9 -> 14.6 dB SQNR, MobileNetV2 8.7 -> 11.4 dB; with the profile's GPTQ, EfficientNet-Lite0 3.6 -> 21.8 dB
+    (docs/results/int8-peers.md). XNNPACK fuses the conv and the clamp into one delegated op either way."""
     for node in model.graph.nodes:
         producer = node.args[0] if node.op == "call_function" and node.target in _CLAMPS else None
         if not isinstance(producer, torch.fx.Node) or producer.target not in _CLAMPED or len(producer.users) != 1:
