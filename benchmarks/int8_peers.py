@@ -39,16 +39,18 @@ from edgekit.artifact import Manifest, read_manifest
 from edgekit.backends import get_backend
 from edgekit.backends.common import STOCK_SUFFIX
 from edgekit.backends.execute import run_batched, to_artifact_layout
-from edgekit.config import load_profile, parse_profile
+from edgekit.config import Gates, load_profile, parse_profile
 from edgekit.cpu import resolve_threads
 from edgekit.errors import one_line
+from edgekit.fsutil import write_text
 from edgekit.reference import Reference, load_run_reference
 from edgekit.runfolder import MANIFEST_FILE, RunFolder
 from edgekit.source import load_source
 from edgekit.validate.metrics import output_stats
 
 BACKENDS = ("onnx", "openvino", "tflite", "executorch")
-NEAR_TIE = 0.25  # a flip counts when torch's lead over its runner-up is above this share of its median lead
+# a flip counts when torch's lead over its runner-up is above this share of its median lead: the gates' rule
+NEAR_TIE = Gates.near_tie
 RUN, PEERS = "run", "peers"
 
 
@@ -244,13 +246,10 @@ def _marked(where: str) -> tuple[Path, str, str]:
 
 
 def write_section(where: str, body: str) -> None:
-    """Replace the marked section of a page with ``body``, atomically (a temporary file, then a rename)."""
+    """Replace the marked section of a page with ``body``, atomically."""
     path, begin, end = _marked(where)
     text = path.read_text(encoding="utf-8")
-    text = text[:text.index(begin) + len(begin)] + "\n" + body.rstrip() + "\n" + text[text.index(end):]
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    write_text(path, text[:text.index(begin) + len(begin)] + "\n" + body.rstrip() + "\n" + text[text.index(end):])
 
 
 def headline(info: dict, reference: Reference, artifacts: list[Artifact], source: str) -> str:

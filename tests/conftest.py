@@ -70,7 +70,7 @@ def shared_root(tmp_path_factory) -> Path:
 def made_once(root: Path, name: str, make: Callable[[Path], T]) -> T:
     """``make(root / name)``, run by the first worker of the session that asks, under a file lock; the others wait
     for it and read its pickled result (the suite's own objects, never a user's file). An ExecuTorch export of a
-    zoo model takes up to a minute: two workers making the same one was a sixth of the suite."""
+    zoo model takes up to a minute, and each worker used to make every zoo model it needed itself."""
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         made = root / f"{name}.pickle"

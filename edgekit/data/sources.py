@@ -51,6 +51,13 @@ class Dataset:
         for start in range(0, len(self), size):
             yield {k: v[start:start + size] for k, v in self.inputs.items()}
 
+    def split(self, at: int) -> tuple[Dataset, Dataset]:
+        """The first ``at`` samples and the rest, labels (if any) alongside."""
+        def part(rows: slice) -> Dataset:
+            labels = None if self.labels is None else self.labels[rows]
+            return Dataset({k: v[rows] for k, v in self.inputs.items()}, labels, self.origin)
+        return part(slice(0, at)), part(slice(at, None))
+
     def draw(self, samples: int, seed: int) -> Dataset:
         """At most ``samples`` of them, a seeded draw kept in the original order."""
         if len(self) <= samples:

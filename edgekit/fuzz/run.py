@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.fsutil import write_text
 from edgekit.fuzz.judge import OUTCOMES, Outcome, judge
 from edgekit.fuzz.models import CALIBRATION, FRESH, VALIDATION, build, random_inputs, torch_outputs
 from edgekit.fuzz.options import add_arguments, to_argv
@@ -43,7 +44,7 @@ from edgekit.fuzz.models import factory
 
 def write_model_file(path: Path, seed: int, models: int) -> Path:
     factories = "".join(f"\n\ndef model_{i}():\n    return factory({seed}, {i})\n" for i in range(models))
-    path.write_text(MODEL_FILE.format(seed=seed) + factories)
+    write_text(path, MODEL_FILE.format(seed=seed) + factories)
     return path
 
 
@@ -140,7 +141,7 @@ def _run_shard(args: argparse.Namespace, argv: list[str], out: Path, targets: li
         records.append(_one_model(args, argv, index, out, targets))
         print(_progress_line(records[-1]), flush=True)
         if partial is not None:
-            partial.write_text(json.dumps(records))
+            write_text(partial, json.dumps(records))
     return records
 
 
@@ -162,8 +163,7 @@ def _child(args: argparse.Namespace, argv: list[str], out: Path, model_file: Pat
         record = fuzz_model(args.seed, args.one, out, model_file, targets, args.keep)
         (out / "records").mkdir(exist_ok=True)
         path = out / "records" / f"model_{args.one}.json"
-        path.with_suffix(".tmp").write_text(json.dumps(record))
-        path.with_suffix(".tmp").replace(path)
+        write_text(path, json.dumps(record))
     else:
         _run_shard(args, argv, out, targets, out / f"shard_{args.shard}.json")
     return 0
@@ -202,7 +202,7 @@ def _report(args: argparse.Namespace, out: Path, targets: list[str], records: li
     report = {"seed": args.seed, "models": args.models, "int8": args.int8, "targets": targets,
               "seconds": round(seconds, 1), "counts": table, "silent": silent, "nonfinite_values": nonfinite,
               "records": records}
-    (out / "fuzz.json").write_text(json.dumps(report, indent=1))
+    write_text(out / "fuzz.json", json.dumps(report, indent=1))
     print(f"\n{args.models} models, seed {args.seed}, {seconds:.0f} s ({seconds / max(1, args.models):.1f} s a "
           f"model); {silent} silent mismatches; {nonfinite} NaN/Inf values in passing artifacts' outputs\n")
     print(markdown_table(table))

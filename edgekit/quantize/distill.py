@@ -264,9 +264,7 @@ def _split(data: Dataset) -> tuple[Dataset, Dataset]:
     held = max(1, int(n * HELD_OUT)) if n >= 4 else 0
     if held == 0:
         return data, data
-    fit = Dataset({k: v[:n - held] for k, v in data.inputs.items()}, None, data.origin)
-    rest = Dataset({k: v[n - held:] for k, v in data.inputs.items()}, None, data.origin)
-    return fit, rest
+    return data.split(n - held)
 
 
 def distill(spec: ModelSpec, teacher: ModelSpec, calib: Dataset, *, per_channel: bool = True, steps: int = 150,

@@ -114,17 +114,10 @@ def held_apart(calib: CalibrationData, search_samples: int) -> tuple[Calibration
     ``search_samples``, at most a third (the last of the seeded draw). Judged on samples the quantizer calibrated
     on, a search could pass where validation then fails. None: too few to hold apart (under 6), and the search
     judges on calibration samples, as its record says."""
-    from edgekit.data.sources import Dataset
-
-    n = len(calib)
-    held = min(search_samples, n // 3)
+    held = min(search_samples, len(calib) // 3)
     if held < 2:
         return calib, None
-
-    def part(rows: slice) -> Dataset:
-        labels = None if calib.labels is None else calib.labels[rows]
-        return Dataset({k: v[rows] for k, v in calib.inputs.items()}, labels, calib.origin)
-    return part(slice(0, n - held)), part(slice(n - held, n))
+    return calib.split(len(calib) - held)
 
 
 class _Judge:
