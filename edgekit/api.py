@@ -11,7 +11,7 @@ from edgekit.backends import get_backend
 from edgekit.backends.base import check_options
 from edgekit.check import check_model
 from edgekit.compress.recipe import CompressionRecipe, compress
-from edgekit.config import TargetProfile, load_profiles
+from edgekit.config import TargetProfile, load_profiles, with_limits
 from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.data.sources import InputInfo, load_data
 from edgekit.errors import EdgekitError
@@ -56,7 +56,7 @@ def export_target(reference: Reference, profile: TargetProfile, folder: Path, ca
     folder.mkdir()
     write_text(folder / PROFILE_FILE, profile.text)
     try:
-        manifest = quantize_target(reference.spec, reference.source, profile, folder, calib, progress)
+        manifest = quantize_target(reference.spec, reference.source, profile, folder, calib, progress, isolated=True)
     except StageFailed as exc:
         _keep_diagnostics(folder)
         return failure(profile, exc.stage, exc.reason)
@@ -116,7 +116,7 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
            data: str | Path | None = None, preprocess: str | None = None,
            dynamic: str | dict[str, tuple[int, ...]] | None = None, lengths: tuple[int, ...] | None = None,
            compression: CompressionRecipe | None = None, allow_pickle: bool = False, resume: bool = False,
-           progress: Progress = _quiet) -> RunResult:
+           limits: dict[str, float] | None = None, progress: Progress = _quiet) -> RunResult:
     """Load ``source``, export it for every target, validate each against torch on real data, write a run folder.
 
     ``calib`` and ``data`` are DATA (see :mod:`edgekit.data.sources`) for calibration and for validation;
@@ -124,8 +124,9 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
     {name: axes}) and ``lengths`` its dynamic axes. The folder appears only when complete; a failing target
     becomes a row with its stage and reason. ``resume`` reuses the artifacts an interrupted export to the same
     ``out`` had finished, when their profile, files (hashes) and reference data are the same; they are validated
-    again."""
-    profiles = load_profiles(targets) if isinstance(targets, str) else list(targets)
+    again. ``limits`` overrides keys of every profile's ``[limits]`` (e.g. ``{"export": 600}``)."""
+    profiles = [with_limits(p, limits) for p in
+                (load_profiles(targets) if isinstance(targets, str) else list(targets))]
     for profile in profiles:
         check_options(profile)
     progress(f"loading {source}")

@@ -70,6 +70,14 @@ def file_entry(folder: Path, relative: str) -> FileEntry:
 def read_manifest(path: Path) -> Manifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EdgekitError(f"{path}: not a readable manifest ({exc})") from None
+    return manifest_from(raw, str(path))
+
+
+def manifest_from(raw: Any, where: str) -> Manifest:
+    """The manifest in parsed JSON (a file's, or a worker's answer); one line naming ``where`` if it is not one."""
+    try:
         if not isinstance(raw, dict):
             raise ValueError("a JSON object is expected")
         if raw.get("schema") != MANIFEST_SCHEMA:
@@ -81,8 +89,8 @@ def read_manifest(path: Path) -> Manifest:
             Precision(p["declared"], p["compute"], p["weights"], p.get("evidence", {}), tuple(p.get("warnings", ()))),
             tuple(FileEntry(**f) for f in raw["files"]), raw["versions"],
             tuple(raw["batch_sizes"]) if raw.get("batch_sizes") else None, raw.get("extra", {}))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise EdgekitError(f"{path}: not a readable manifest ({exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise EdgekitError(f"{where}: not a readable manifest ({exc})") from None
 
 
 def add_assets(folder: Path, manifest: Manifest, files: tuple[Path, ...]) -> Manifest:

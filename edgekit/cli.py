@@ -59,7 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         result = export(args.source, args.target, args.out, calib=args.calib, data=args.data,
                         preprocess=args.preprocess, dynamic=args.dynamic, lengths=args.lengths,
                         compression=recipe, allow_pickle=args.allow_pickle, resume=args.resume,
-                        progress=_progress)
+                        limits=dict(args.limit or ()), progress=_progress)
     _print_result(result)
     return 1 if result.failed else 0
 
@@ -307,6 +307,15 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _limit(text: str) -> tuple[str, float]:
+    key, _, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give KEY=NUMBER, e.g. export=600 or memory_mb=4000") from None
+    return key.strip(), int(number) if number.is_integer() else number
+
+
 def _lengths(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(n) for n in text.split(",") if n.strip())
@@ -361,6 +370,9 @@ def _add_export(sub: Subcommands) -> None:
     p.add_argument("--resume", action="store_true",
                    help="reuse the targets an interrupted export to --out had finished (same profile, hashes "
                    "checked, validated again)")
+    p.add_argument("--limit", type=_limit, action="append", metavar="KEY=VALUE",
+                   help="override a [limits] key of every target for this export, e.g. export=600 (seconds) or "
+                   "memory_mb=4000; repeat for more keys")
     p.set_defaults(func=cmd_export)
 
 

@@ -5,7 +5,7 @@ import os
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,31 @@ class QuantRecipe:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How long each stage of one target may run, and how much memory its worker may take: ``[limits]``. Past a
+    time limit the worker and everything it started are killed and the target is a TIMEOUT row naming the stage;
+    the other targets go on. The CLI's ``--limit KEY=VALUE`` overrides them for one command.
+
+    Attributes:
+        export: Seconds the backend's converter may take to write the float artifact.
+        quantize: Seconds the runtime's quantizer (or the mixed-precision search) may take. GPTQ and distillation
+            run before the worker starts, on every core, and are not counted.
+        validate: Seconds opening the artifact and running the validation data through it may take.
+        bench: Seconds one row of ``edgekit bench`` may take (``--timeout`` overrides it too).
+        ledger: Seconds running one artifact with its intermediates may take (``edgekit ledger``).
+        memory_mb: Megabytes of address space a worker may add to what it holds when it starts (0: no limit).
+            Over it, the target is a MEMORY row instead of the machine's OOM killer ending edgekit.
+    """
+
+    export: float = 1800.0
+    quantize: float = 3600.0
+    validate: float = 600.0
+    bench: float = 300.0
+    ledger: float = 600.0
+    memory_mb: int = 0
+
+
+@dataclass(frozen=True)
 class TargetProfile:
     """A target (device profile): a backend, a precision, runtime options, a quantization recipe and the gates a
     run must pass. Read from TOML by ``parse_profile``, which refuses unknown keys.
@@ -191,6 +216,7 @@ class TargetProfile:
         gates: ``[gates]``: the accuracy gates.
         quantization: ``[quantization]``: the recipe of int8 and int8-dynamic targets.
         validation_samples: At most this many samples of ``--data`` are run and compared (``[validation] samples``).
+        limits: ``[limits]``: each stage's time limit and the workers' memory limit.
         path: Where the profile was read from (not a TOML key).
         text: The TOML it came from, copied into each run so re-validation uses the same gates (not a TOML key).
         explicit: The keys its TOML sets, e.g. ``"runtime.threads"``, ``"quantization.method"`` (not a TOML key).
@@ -206,6 +232,7 @@ class TargetProfile:
     gates: Gates = field(default_factory=Gates)
     quantization: QuantRecipe = field(default_factory=QuantRecipe)
     validation_samples: int = 500
+    limits: Limits = field(default_factory=Limits)
     path: str = ""
     text: str = ""
     explicit: frozenset[str] = frozenset()
@@ -213,7 +240,7 @@ class TargetProfile:
 
 
 _TOP_KEYS = {"name", "backend", "precision", "description", "device_label", "formerly", "runtime", "gates",
-             "quantization", "validation"}
+             "quantization", "validation", "limits"}
 
 
 # The schema beyond the field types: the range each number must lie in (inclusive).
@@ -222,6 +249,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "seed": (0, 2**32 - 1), "max_float_layers": (1, 10_000),
     "search_samples": (1, 100_000), "crop": (0, 1024), "brightness": (0.0, 1.0),
     "distill_steps": (1, 100_000), "distill_lr": (1e-9, 1.0), "dynamic_group_size": (0, 65536),
+    "export": (1, 1e6), "quantize": (1, 1e6), "validate": (1, 1e6), "bench": (1, 1e6), "ledger": (1, 1e6),
+    "memory_mb": (0, 1 << 30),
 }
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -346,6 +375,19 @@ def _validation(where: str, raw: dict) -> int:
     return typed_value(where, "samples", raw.get("samples", TargetProfile.validation_samples), "int")
 
 
+def parse_limits(where: str, raw: dict) -> Limits:
+    """``[limits]`` (or ``--limit KEY=VALUE``s): seconds are numbers, ``memory_mb`` an integer."""
+    return Limits(**_fields(where, Limits, raw))
+
+
+def with_limits(profile: TargetProfile, overrides: dict[str, float] | None) -> TargetProfile:
+    """``profile`` with some of its limits replaced (the CLI's ``--limit``), checked as ``[limits]`` is."""
+    if not overrides:
+        return profile
+    limits = parse_limits("--limit", {**asdict(profile.limits), **overrides})
+    return replace(profile, limits=limits)
+
+
 def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
     try:
         raw = tomllib.loads(text)
@@ -364,7 +406,7 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
     formerly = raw.get("formerly", [])
     if not (isinstance(formerly, list) and all(isinstance(n, str) for n in formerly)):
         raise EdgekitError(f"{path}: formerly must be a list of names")
-    for key in ("runtime", "gates", "quantization", "validation"):
+    for key in ("runtime", "gates", "quantization", "validation", "limits"):
         if not isinstance(raw.get(key, {}), dict):
             raise EdgekitError(f"{path}: [{key}] must be a table")
     if raw["precision"] not in PRECISIONS:
@@ -375,7 +417,8 @@ def parse_profile(text: str, path: str = "<string>") -> TargetProfile:
     return TargetProfile(raw["name"], raw["backend"], raw["precision"], raw.get("description", ""),
                          raw.get("device_label", ""), runtime, _gates(f"{path} [gates]", raw.get("gates", {})),
                          _quantization(f"{path} [quantization]", raw.get("quantization", {})),
-                         _validation(f"{path} [validation]", raw.get("validation", {})), path, text, explicit,
+                         _validation(f"{path} [validation]", raw.get("validation", {})),
+                         parse_limits(f"{path} [limits]", raw.get("limits", {})), path, text, explicit,
                          tuple(formerly))
 
 

@@ -106,7 +106,7 @@ def torch_layers(module, inputs: dict[str, np.ndarray], names: tuple[str, ...]
 
 # --- runtime side, in a worker process --------------------------------------------------------------------
 
-def run_intermediates(folder: Path, inputs: dict[str, np.ndarray], timeout: float = 600.0
+def run_intermediates(folder: Path, inputs: dict[str, np.ndarray], timeout: float = 600.0, memory_mb: int = 0
                       ) -> list[tuple[str, str | None, np.ndarray]]:
     """(tensor name, module path or None, array) of one artifact on ``inputs`` (its own layout), in graph order,
     from a worker process (edgekit.isolation, as validation runs); a crash, a hang or a failure raises
@@ -118,7 +118,7 @@ def run_intermediates(folder: Path, inputs: dict[str, np.ndarray], timeout: floa
         out = Path(scratch)
         np.savez(out / "inputs.npz", **inputs)
         job = Job("intermediates", str(folder.parent.resolve()), folder.name, scratch, measure=False,
-                  inputs=str(out / "inputs.npz"))
+                  inputs=str(out / "inputs.npz"), memory_mb=memory_mb)
         outcome = run_worker(job, timeout)
         if outcome.stage is not None:
             raise EdgekitError(f"{outcome.stage.value}: {outcome.reason}")
@@ -231,7 +231,7 @@ def divergence(order: list[str], layers: dict[str, LayerStats], gate_db: float
 
 
 def target_ledger(run, name: str, layers: list[tuple[str, str, np.ndarray]], inputs: dict[str, np.ndarray],
-                  timeout: float) -> TargetLedger:
+                  timeout: float | None) -> TargetLedger:
     from edgekit.artifact import read_manifest
     from edgekit.backends import get_backend
     from edgekit.backends.execute import to_artifact_layout
@@ -250,7 +250,8 @@ def target_ledger(run, name: str, layers: list[tuple[str, str, np.ndarray]], inp
     if not hasattr(backend, "intermediates"):
         return TargetLedger(**base, status="not supported by this backend")
     try:
-        tensors = run_intermediates(folder, to_artifact_layout(inputs, manifest), timeout)
+        tensors = run_intermediates(folder, to_artifact_layout(inputs, manifest),
+                                    profile.limits.ledger if timeout is None else timeout, profile.limits.memory_mb)
     except EdgekitError as exc:
         return TargetLedger(**base, status=str(exc))
     compared, unmatched = compare_layers(layers, tensors)
@@ -259,8 +260,8 @@ def target_ledger(run, name: str, layers: list[tuple[str, str, np.ndarray]], inp
                         contributors=top, unmapped_tensors=sum(t[1] is None for t in tensors))
 
 
-def ledger(run_dir: str | Path, samples: int = DEFAULT_SAMPLES, allow_pickle: bool = False, timeout: float = 600.0,
-           progress: Callable[[str], None] = lambda _: None) -> Ledger:
+def ledger(run_dir: str | Path, samples: int = DEFAULT_SAMPLES, allow_pickle: bool = False,
+           timeout: float | None = None, progress: Callable[[str], None] = lambda _: None) -> Ledger:
     """The ledger of every target of a run on the first ``samples`` reference inputs; written into the run
     folder as ledger.json and ledger.md."""
     from edgekit.runfolder import RunFolder

@@ -33,6 +33,7 @@ class Stage(str, Enum):
     MISMATCH = "MISMATCH"
     CRASH = "CRASH"
     TIMEOUT = "TIMEOUT"
+    MEMORY = "MEMORY"  # a worker went over ``[limits] memory_mb``
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,11 @@ class Timing:
     min_runs: int = 200
     min_seconds: float = 1.0
     throughput_seconds: float = 2.0
-    timeout: float = 300.0
+    timeout: float | None = None  # seconds per row; None: each profile's [limits] bench
 
     @staticmethod
     def quick() -> Timing:
-        return Timing(min_runs=50, min_seconds=0.2, throughput_seconds=0.3, timeout=120.0)
+        return Timing(min_runs=50, min_seconds=0.2, throughput_seconds=0.3)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,8 @@ class Backend(Protocol):
 
     # the profiles `edgekit demo` runs for this backend, by precision (e.g. {"fp32": "onnx-cpu-fp32", ...})
     demo_targets: dict[str, str]
+    # Optional: converter_modules, the modules its export and quantize import, imported once in edgekit's process
+    # before an export worker forks (each worker would import them again: 1-5 s each)
 
     # Optional, for `edgekit check`: check(spec, profile, program) -> list[edgekit.findings.Finding] converts the
     # torch.export program in memory and says what the converter or the runtime refuses; nothing is written.
@@ -179,6 +181,16 @@ def check_options(profile: TargetProfile) -> None:
 
 def registered() -> list[str]:
     return list(_MODULES)
+
+
+def preload(backend: Backend) -> None:
+    """Import the backend's converter modules here (see ``converter_modules``); a missing one is left for its
+    export to report, as a row."""
+    for name in getattr(backend, "converter_modules", ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return
 
 
 def demo_targets(precisions: tuple[str, ...] = ("fp32", "int8")) -> list[str]:

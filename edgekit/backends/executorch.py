@@ -240,6 +240,8 @@ class ExecuTorchBackend:
     runtime_package = "executorch"  # what a device installs to run the artifact
     runtime_requires = ("torch",)  # executorch 1.5.1's Python runtime imports torch and links libtorch
     demo_targets = {"fp32": "executorch-cpu-fp32", "int8": "executorch-cpu-int8"}
+    converter_modules = ("executorch.exir", "executorch.backends.xnnpack.partition.xnnpack_partitioner",
+                         "executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
     precisions = ("fp32", "int8")
     options = OPTIONS
     session_module = Path(__file__).with_name("executorch_session.py")

@@ -290,6 +290,7 @@ def node_paths(graph: onnx.GraphProto) -> dict[str, str | None]:
 class OnnxBackend:
     name = "onnx"
     demo_targets = {"fp32": "onnx-cpu-fp32", "int8": "onnx-cpu-int8"}
+    converter_modules = ("torch.onnx._internal.exporter._core", "onnxscript", "onnxruntime.quantization")
     extra = "onnx"
     runtime_package = "onnxruntime"  # what a device installs to run the artifact
     precisions = ("fp32", "int8", "int8-dynamic")

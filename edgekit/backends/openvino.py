@@ -267,6 +267,7 @@ def _ir_with_modules(folder: Path, manifest: Manifest) -> tuple[dict, ov.Model, 
 class OpenVinoBackend:
     name = "openvino"
     demo_targets = {"fp32": "openvino-cpu-fp32", "int8": "openvino-cpu-int8"}
+    converter_modules = ("openvino.frontend.pytorch.fx_decoder", "nncf")
     extra = "openvino"
     runtime_package = "openvino"  # what a device installs to run the artifact
     precisions = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")

@@ -339,6 +339,7 @@ def module_path_of(name: str, aliases: dict[str, str]) -> str | None:
 class TfliteBackend:
     name = "tflite"
     demo_targets = {"fp32": "tflite-cpu-fp32", "int8": "tflite-cpu-int8"}
+    converter_modules = ("litert_torch", "ai_edge_quantizer.quantizer")
     extra = "tflite"
     runtime_package = "ai-edge-litert"  # what a device installs to run the artifact
     precisions = ("fp32", "fp16", "int8", "int8-dynamic")

@@ -70,8 +70,8 @@ class _Worker:
         timing = self.timing
         job = Job(kind, str(self.run_folder.path.resolve()), name, os.path.join(self.scratch, name),
                   timing.min_runs, timing.min_seconds, timing.throughput_seconds,
-                  allow_pickle=self.allow_pickle, explain=self.explain_path)
-        outcome = run_worker(job, timing.timeout)
+                  allow_pickle=self.allow_pickle, explain=self.explain_path, memory_mb=profile.limits.memory_mb)
+        outcome = run_worker(job, timing.timeout or profile.limits.bench)
         self.outputs[name] = outcome.validation_outputs()
         logits = outcome.outputs.get(f"explain:{self.reference.logits}")
         if logits is not None:

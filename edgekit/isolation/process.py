@@ -2,6 +2,7 @@
 a stage the worker reported, CRASH (a signal or an exit without a result) or TIMEOUT (killed after the limit)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,9 @@ from edgekit.isolation.worker import OUTPUTS_FILE, RESULT_FILE, Job
 from edgekit.results import Stage
 
 JOB_FILE = "job.json"
+# Workers get a session (and process group) of their own, so that Ctrl-C reaches edgekit alone and a timeout kills
+# a worker with its helpers. A forked export worker clears it: its own workers then die with its group.
+OWN_SESSIONS = True
 STDERR_FILE = "stderr.txt"
 
 
@@ -64,6 +68,14 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def kill_pid_group(pid: int) -> None:
+    """Kill the process group ``pid`` leads (the forked export worker and whatever it started) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
 def run_child(module: str, job_file: Path, log: Path, timeout: float, *, with_stdout: bool = False
               ) -> tuple[int | None, float]:
     """``python -m module JOB_FILE`` in a process group of its own, its stderr (and ``with_stdout``, its stdout)
@@ -74,7 +86,7 @@ def run_child(module: str, job_file: Path, log: Path, timeout: float, *, with_st
     with open(log, "wb") as output:
         proc = subprocess.Popen([sys.executable, "-m", module, str(job_file)], stdin=subprocess.DEVNULL,
                                 stdout=output if with_stdout else subprocess.DEVNULL, stderr=output,
-                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                start_new_session=OWN_SESSIONS, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

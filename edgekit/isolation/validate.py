@@ -14,12 +14,14 @@ from edgekit.validate.validate import compare, failure
 
 
 def validate_in_worker(reference: Reference, run_dir: Path, target: str, precision: Precision,
-                       profile: TargetProfile, timeout: float = 600.0) -> Validation:
+                       profile: TargetProfile) -> Validation:
     """Validate one artifact of a run folder in a worker process: a runtime that aborts or hangs while loading or
-    running becomes a CRASH / TIMEOUT row instead of taking the caller down."""
+    running becomes a CRASH / TIMEOUT / MEMORY row (the profile's ``[limits]``) instead of taking the caller
+    down."""
     with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as scratch:
-        job = Job("artifact", str(run_dir.resolve()), target, scratch, measure=False)
-        outcome = run_worker(job, timeout)
+        job = Job("artifact", str(run_dir.resolve()), target, scratch, measure=False,
+                  memory_mb=profile.limits.memory_mb)
+        outcome = run_worker(job, profile.limits.validate)
     if outcome.stage is not None:
         return failure(profile, outcome.stage, outcome.reason, precision)
     return compare(reference, outcome.validation_outputs(), precision, profile)

@@ -39,6 +39,7 @@ class Job:
     explain: str = ""  # an .npz of extra inputs to run (the occlusion batch), or ""
     measure: bool = True  # False: outputs only (validation), no timing
     inputs: str = ""  # "intermediates": the .npz of inputs (in the artifact's layout) to run
+    memory_mb: int = 0  # [limits] memory_mb: address space the worker may add once started (0: no limit)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -208,6 +209,31 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def cap_memory(megabytes: int) -> None:
+    """Let this process's address space grow by at most ``megabytes`` from what it holds now (RLIMIT_AS): an
+    allocation past it fails here, as a MEMORY row, before the machine's OOM killer picks a process."""
+    if not megabytes:
+        return
+    import resource
+
+    with open("/proc/self/statm", encoding="ascii") as f:
+        pages = int(f.read().split()[0])
+    limit = pages * os.sysconf("SC_PAGE_SIZE") + megabytes * (1 << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+_MEMORY_SIGNS = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "out of memory",
+                 "Unable to allocate", "MemoryError")
+
+
+def memory_failure(stage: str, reason: str, memory_mb: int) -> tuple[str, str]:
+    """(stage, reason) of a failure, the stage MEMORY when a memory limit was set and the reason is an allocation
+    that failed (numpy's, torch's, C++'s words for it)."""
+    if memory_mb and any(sign in reason for sign in _MEMORY_SIGNS):
+        return Stage.MEMORY.value, f"{stage} went over [limits] memory_mb = {memory_mb}: {reason}"
+    return stage, reason
+
+
 def intermediates(job: Job) -> None:
     """The artifact's intermediate tensors on ``job.inputs`` (the backend's ``intermediates``): the arrays go to
     outputs.npz as "tensor:I", their names and torch module paths to tensors.json."""
@@ -221,10 +247,12 @@ def intermediates(job: Job) -> None:
 def main(argv: list[str]) -> int:
     die_with_parent()
     job = Job(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    cap_memory(job.memory_mb)
     try:
         result = {"stage": None, "measurement": intermediates(job) if job.kind == "intermediates" else run(job)}
     except StageFailure as exc:
-        result = {"stage": exc.stage.value, "reason": str(exc)}
+        stage, reason = memory_failure(exc.stage.value, str(exc), job.memory_mb)
+        result = {"stage": stage, "reason": reason}
     path = Path(job.out) / RESULT_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result), encoding="utf-8")

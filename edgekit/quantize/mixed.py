@@ -34,7 +34,6 @@ from edgekit.runfolder import MANIFEST_FILE, PROFILE_FILE
 from edgekit.spec import ModelSpec
 
 LEDGER_SAMPLES = 16  # of the search samples, how many the per-layer ledger runs (it keeps every tensor)
-TIMEOUT = 600.0
 # the speed check: a layer goes to float when its ops take SLOWER times as long in int8 as in fp32 (one thread,
 # the runtime's profiler, mean of the profiled runs) and the difference is at least MIN_SHARE of the fp32
 # artifact's profiled time, which keeps it above the profiler's noise
@@ -164,7 +163,7 @@ class _Judge:
         from edgekit.isolation.validate import validate_in_worker
 
         return validate_in_worker(self.reference, self.run_dir, self._linked(folder), manifest.precision,
-                                  self.profile, TIMEOUT)
+                                  self.profile)
 
     def owners(self) -> dict[str, str]:
         """Each module that runs, in execution order, to the weight layer that ran last before it (or is it)."""
@@ -182,7 +181,8 @@ class _Judge:
 
         name = self._linked(folder)
         outcome = run_worker(Job("artifact", str(self.run_dir.resolve()), name, str(scratch / f"bench-{name}"),
-                                 SPEED_RUNS, 0.5, 0.05), TIMEOUT)
+                                 SPEED_RUNS, 0.5, 0.05, memory_mb=self.profile.limits.memory_mb),
+                             self.profile.limits.bench)
         if outcome.stage is not None:
             return None, f"{name}: {outcome.stage.value}: {outcome.reason}"
         return outcome.measurement, ""
@@ -204,7 +204,7 @@ class _Judge:
 
         head, layers = self.layers()
         tensors = run_intermediates(self.run_dir / self._linked(folder), to_artifact_layout(head, manifest),
-                                    TIMEOUT)
+                                    self.profile.limits.ledger, self.profile.limits.memory_mb)
         compared, _ = compare_layers(layers, tensors)
         owners = self.owners()
         order = [p for p, _, _ in layers]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgekit.artifact import Manifest
+from edgekit.artifact import Manifest, manifest_from
 from edgekit.backends import get_backend
 from edgekit.config import QUANTIZED_PRECISIONS, TargetProfile
 from edgekit.data.calib import CalibrationData
@@ -51,10 +51,13 @@ class Weights:
 
 
 def quantize_target(spec: ModelSpec, source: str, profile: TargetProfile, folder: Path,
-                    calib: CalibrationData | None, progress: Progress = lambda _: None) -> Manifest:
+                    calib: CalibrationData | None, progress: Progress = lambda _: None, *,
+                    isolated: bool = False) -> Manifest:
     """The artifact of ``spec`` for ``profile``, written into ``folder`` (which holds the profile file): exported
     and, for a quantized precision, quantized on ``calib`` by the profile's strategies. Raises
-    :class:`~edgekit.results.StageFailed` naming the stage (EXPORT or QUANTIZE) that failed."""
+    :class:`~edgekit.results.StageFailed` naming the stage (EXPORT or QUANTIZE) that failed. ``isolated``: the
+    converter and the quantizer run in a forked worker under the profile's ``[limits]``
+    (:mod:`edgekit.isolation.forked`; TIMEOUT, MEMORY and CRASH rows too)."""
     held = None
     if profile.quantization.mixed_precision and calib is not None:
         from edgekit.quantize.mixed import held_apart
@@ -62,12 +65,30 @@ def quantize_target(spec: ModelSpec, source: str, profile: TargetProfile, folder
         calib, held = held_apart(calib, profile.quantization.search_samples)
     request = Request(spec, source, profile, folder, calib, held, progress)
     rounding = profile.quantization.weight_rounding
+    # here, not in the worker: on every core, and cached for the export's other targets
     weights = _in_stage(Stage.QUANTIZE, f"{rounding} weights: ", lambda: round_weights(request))
+    if not isolated:
+        return _artifact(request, weights, lambda _: None)
+    from dataclasses import asdict
+
+    from edgekit.backends.base import preload
+    from edgekit.isolation.forked import in_worker
+
+    _in_stage(Stage.EXPORT, "", lambda: preload(get_backend(profile.backend)))
+    raw = in_worker(lambda enter: asdict(_artifact(request, weights, enter)), profile.limits, Stage.EXPORT)
+    return manifest_from(raw, f"{profile.name}: the export worker's answer")
+
+
+def _artifact(request: Request, weights: Weights, enter: Callable[[Stage], None]) -> Manifest:
+    """Export, then quantize: each stage announced to ``enter`` (the worker's clock) before it starts."""
+    profile, progress = request.profile, request.progress
     backend = _in_stage(Stage.EXPORT, "", lambda: get_backend(profile.backend))
     progress(f"{profile.name}: exporting")
-    fp32 = _in_stage(Stage.EXPORT, "", lambda: backend.export(weights.spec, profile, folder, source))
+    fp32 = _in_stage(Stage.EXPORT, "", lambda: backend.export(weights.spec, profile, request.folder,
+                                                               request.source))
     if profile.precision not in QUANTIZED_PRECISIONS:
         return fp32
+    enter(Stage.QUANTIZE)
     progress(f"{profile.name}: quantizing ({profile.precision})")
     manifest, record = _in_stage(Stage.QUANTIZE, "", lambda: _quantized(request, backend, weights, fp32))
     quantization = {**manifest.extra.get("quantization", {}), **record}

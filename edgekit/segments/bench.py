@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit.config import Limits
 from edgekit.errors import EdgekitError
 from edgekit.isolation.process import run_worker
 from edgekit.results import Stage, Timing
@@ -81,7 +82,8 @@ def measure_pipeline(run_dir: Path, timing: Timing) -> tuple[PipelineBench, dict
     with tempfile.TemporaryDirectory(prefix="edgekit-pipeline-") as scratch:
         job = ChainJob("bench", str(Path(run_dir).resolve()), scratch, timing.min_runs, timing.min_seconds,
                        REPEATS, throughput_seconds=timing.throughput_seconds)
-        outcome = run_worker(job, timing.timeout * 4, module=WORKER)  # several streams and baselines
+        # several streams and baselines
+        outcome = run_worker(job, (timing.timeout or Limits.bench) * 4, module=WORKER)
         if outcome.stage is not None:
             raw = {"stage": outcome.stage.value, "reason": outcome.reason}
         else:

@@ -5,3 +5,5 @@ from edgekit.backends.base import register
 register("tests.plugins.crashing", "crashing")
 register("tests.plugins.hanging", "hanging")
 register("tests.plugins.failing", "failing")
+register("tests.plugins.hanging_export", "hanging-export")
+register("tests.plugins.greedy_export", "greedy-export")

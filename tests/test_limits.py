@@ -1,0 +1,81 @@
+"""[limits]: a converter that hangs or takes memory without end becomes a TIMEOUT or MEMORY row naming the stage,
+its worker is gone, and the other targets are exported and pass (real processes, the onnx backend underneath)."""
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from edgekit.cli import main
+from edgekit.config import load_profile, parse_profile
+from edgekit.errors import EdgekitError
+from edgekit.results import Stage, Status
+
+REPO = Path(__file__).parents[1]
+
+
+def _plugin_profile(tmp_path: Path, backend: str, limits: str = "") -> Path:
+    onnx = load_profile("onnx-cpu-fp32").text
+    text = onnx.replace('name = "onnx-cpu-fp32"', f'name = "{backend}-fp32"').replace(
+        'backend = "onnx"', f'backend = "{backend}"')
+    path = tmp_path / f"{backend}.toml"
+    path.write_text(text + (f"\n[limits]\n{limits}\n" if limits else ""))
+    return path
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split()[2] != "Z"
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    monkeypatch.setenv("EDGEKIT_PLUGINS", "tests.plugins")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+
+
+def test_a_hanging_converter_is_a_timeout_row_and_the_other_target_passes(tmp_path, plugins, monkeypatch, capsys):
+    pidfile = tmp_path / "worker.pid"
+    monkeypatch.setenv("EDGEKIT_TEST_PIDFILE", str(pidfile))
+    hanging = _plugin_profile(tmp_path, "hanging-export")
+    out = tmp_path / "run"
+    start = time.monotonic()
+    code = main(["export", "zoo:cnn", "--target", f"{hanging},onnx-cpu-fp32", "--out", str(out),
+                 "--limit", "export=4"])
+    assert code == 1 and time.monotonic() - start < 120
+    table = capsys.readouterr().out
+    assert "TIMEOUT" in table and "PASS" in table
+    row = (out / "hanging-export-fp32" / "validation.json").read_text()
+    assert '"TIMEOUT"' in row and "EXPORT took longer than 4 s ([limits] export)" in row
+    assert sorted(p.name for p in (out / "hanging-export-fp32").iterdir()) == ["profile.toml", "validation.json"]
+    worker = int(pidfile.read_text())
+    assert not _alive(worker), "the hanging converter's worker outlived its time limit"
+
+
+def test_a_converter_over_the_memory_limit_is_a_memory_row(tmp_path, plugins):
+    from edgekit.api import export
+
+    greedy = load_profile(str(_plugin_profile(tmp_path, "greedy-export", "memory_mb = 600")))
+    run = export("zoo:cnn", [greedy, load_profile("onnx-cpu-fp32")], tmp_path / "run")
+    rows = {r.target: r for r in run.rows}
+    row = rows["greedy-export-fp32"]
+    assert row.stage is Stage.MEMORY and "EXPORT went over [limits] memory_mb = 600" in row.reason, row.reason
+    assert rows["onnx-cpu-fp32"].status is Status.PASS
+
+
+@pytest.mark.parametrize("limits, message", [
+    ("export = 0", "export = 0 is out of range"),
+    ("exprot = 10", "unknown key 'exprot'"),
+    ('memory_mb = "lots"', "memory_mb must be an integer"),
+])
+def test_bad_limits_are_one_line_errors(limits, message):
+    text = load_profile("onnx-cpu-fp32").text + f"\n[limits]\n{limits}\n"
+    with pytest.raises(EdgekitError, match=message):
+        parse_profile(text, "p.toml")
+
+
+def test_limits_override_from_the_command_line_is_checked(capsys):
+    assert main(["export", "zoo:cnn", "--target", "onnx-cpu-fp32", "--out", os.devnull + "x",
+                 "--limit", "quantise=5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--limit: unknown key 'quantise'" in err[0]
