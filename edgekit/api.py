@@ -16,7 +16,7 @@ from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.data.sources import InputInfo, load_data
 from edgekit.errors import EdgekitError
 from edgekit.findings import CheckResult
-from edgekit.fsutil import jsonable, staged_folder, stale_stages, write_json, write_text
+from edgekit.fsutil import full_disk, jsonable, staged_folder, stale_stages, write_json, write_text
 from edgekit.isolation.validate import validate_in_worker
 from edgekit.lengths import length_dims, lengths_record, own_length
 from edgekit.quantize import quantize_target
@@ -154,6 +154,7 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
             else:
                 rows.append(export_target(reference, profile, stage / profile.name,
                                            calibration.get(profile.name), progress))
+            _stop_if_the_disk_is_full(stage, rows[-1])
             write_json(stage / profile.name / VALIDATION_FILE, rows[-1])
         rows = tuple(rows)
         result = RunResult(source, Path(out), reference.accuracy(), rows, compressed, reference.describe())
@@ -165,6 +166,14 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
             shutil.rmtree(previous, ignore_errors=True)
         write_reports(stage, result, reference, record)
     return result
+
+
+def _stop_if_the_disk_is_full(stage: Path, row: Validation) -> None:
+    """A target that failed on a full disk is no row: the next ones would fail the same way (or hang: LiteRT's
+    converter did), so the export stops here with one line; the staging folder goes with it."""
+    full = full_disk(stage.parent) if row.stage is not None else None
+    if full:
+        raise EdgekitError(f"{full} ({row.target} failed: {row.reason})")
 
 
 def _run_record(source: str, spec: ModelSpec, profiles: list[TargetProfile], reference: Reference,

@@ -4,6 +4,8 @@ Exit codes: 0 every target passed (or warned), 1 a gate or a target failed, 2 ba
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import signal
 import sys
@@ -13,13 +15,17 @@ from pathlib import Path
 from edgekit._version import __version__
 from edgekit.console import console, third_party_output
 from edgekit.errors import EdgekitError, clean
+from edgekit.fsutil import scratch_beside
 
 DEMO_MODELS = ("cnn", "attention", "fusion", "transformer")
 
 
+@contextlib.contextmanager
 def _logged(args: argparse.Namespace, folder: Path):
-    """What converters and runtimes print goes to edgekit.log in ``folder``, unless -v."""
-    return third_party_output(None if args.verbose else folder)
+    """What converters and runtimes print goes to edgekit.log in ``folder``, unless -v; temporary files go to a
+    scratch folder beside it (:func:`edgekit.fsutil.scratch_beside`), the log too until it is moved."""
+    with scratch_beside(folder), third_party_output(None if args.verbose else folder):
+        yield
 
 
 def _progress(message: str) -> None:
@@ -518,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except OSError as exc:  # read-only file system, disk full, permission: one line naming the path
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"edgekit: error: {where}{exc.strerror or clean(str(exc))}", file=sys.stderr)
+        full = "the disk is full: " if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+        print(f"edgekit: error: {full}{where}{exc.strerror or clean(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgekit: interrupted", file=sys.stderr)

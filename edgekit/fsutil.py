@@ -84,8 +84,8 @@ def _alive(pid: int) -> bool:
 
 
 def stale_stages(out: Path) -> list[Path]:
-    """The staging folders an earlier edgekit left beside ``out`` when it was killed (kill -9, power loss):
-    those whose owner process is gone, newest first. A live concurrent run's folder is not one."""
+    """The staging and scratch folders an earlier edgekit left beside ``out`` when it was killed (kill -9, power
+    loss): those whose owner process is gone, newest first. A live concurrent run's folder is not one."""
     found = []
     for folder in list(out.parent.glob(f".{out.name}.partial-*")) + list(out.parent.glob(f".{out.name}.old-*")):
         try:
@@ -95,13 +95,62 @@ def stale_stages(out: Path) -> list[Path]:
             stale = time.time() - folder.stat().st_mtime > 60
         if stale:
             found.append(folder)
+    found += _stale_scratch(out)
     return sorted(found, key=lambda f: f.stat().st_mtime, reverse=True)
+
+
+def _stale_scratch(out: Path) -> list[Path]:
+    """Scratch folders beside ``out`` (their owner's pid in the name) whose owner is gone."""
+    found = []
+    for folder in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            found.append(folder)
+    return found
 
 
 def remove_stale_stages(out: Path, keep: Path | None = None) -> None:
     for folder in stale_stages(out):
         if folder != keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_beside(folder: Path) -> Iterator[Path]:
+    """Everything temporary while a command works on ``folder`` goes to ``.NAME.tmp-PID`` beside it: Python's
+    tempfile (edgekit's, the converters' and quantizers') and, through TMPDIR, every worker. kill -9 then leaves
+    nothing in the system's temporary folder, and the next command on ``folder`` removes what a dead one left."""
+    folder = Path(folder).resolve()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _stale_scratch(folder):
+        shutil.rmtree(stale, ignore_errors=True)
+    scratch = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    scratch.mkdir(exist_ok=True)
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(scratch), str(scratch)
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+MIN_FREE = 1 << 20  # bytes; a file system with less left is full for any artifact
+
+
+def full_disk(path: Path) -> str | None:
+    """"the disk is full: ..." when the file system holding ``path`` has less than MIN_FREE bytes left, else
+    None. Converters say it in their own words, or not at all (OpenVINO: "basic_ios::clear: iostream error")."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    free = stat.f_bavail * stat.f_frsize
+    return f"the disk is full: {free // 1024} KB left on the file system of {path}" if free < MIN_FREE else None
 
 
 @contextlib.contextmanager

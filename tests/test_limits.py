@@ -79,3 +79,34 @@ def test_limits_override_from_the_command_line_is_checked(capsys):
                  "--limit", "quantise=5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--limit: unknown key 'quantise'" in err[0]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 450 KB file system (tmpfs): a real ENOSPC, as a full disk gives. Mounting needs root (CI runs as root);
+    elsewhere the test is skipped, and says why."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=450k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_exit_2_and_leaves_nothing_behind(small_disk, tmp_path):
+    import subprocess
+    import sys
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    done = subprocess.run([sys.executable, "-m", "edgekit", "export", "zoo:cnn", "--target",
+                           "onnx-cpu-fp32,openvino-cpu-fp32,tflite-cpu-fp32", "--out", str(small_disk / "run"),
+                           "--limit", "export=120"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TMPDIR": str(tmpdir)})
+    errors = [line for line in done.stderr.splitlines() if line.startswith("edgekit:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-2000:]
+    assert errors[0].startswith("edgekit: error: the disk is full: ") and str(small_disk) in errors[0]
+    assert list(small_disk.iterdir()) == [] and list(tmpdir.iterdir()) == []

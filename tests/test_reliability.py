@@ -16,9 +16,10 @@ from edgekit.validate.metrics import output_stats
 REPO = Path(__file__).parents[1]
 
 
-def _edgekit(*args: str) -> subprocess.Popen:
+def _edgekit(*args: str, tmpdir: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None
     return subprocess.Popen([sys.executable, "-m", "edgekit", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True, env=env)
 
 
 def _wait_for(condition, seconds: float) -> bool:
@@ -31,16 +32,22 @@ def _wait_for(condition, seconds: float) -> bool:
 
 
 def test_kill_9_during_export_then_a_rerun_leaves_one_complete_run_and_no_debris(tmp_path):
-    out = tmp_path / "run"
-    proc = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32,tflite-cpu-fp32", "--out", str(out))
+    """The staging folder, the log and every temporary file live beside --out: kill -9 leaves nothing in TMPDIR,
+    and the next export to the same --out removes what it left."""
+    out, tmpdir = tmp_path / "runs" / "run", tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32,tflite-cpu-fp32", "--out", str(out),
+                    tmpdir=tmpdir)
     # killed once the reference is written and the first target is under way
-    assert _wait_for(lambda: any(tmp_path.glob(".run.partial-*/onnx-cpu-fp32")), 120), proc.stderr.read()
+    assert _wait_for(lambda: any(out.parent.glob(".run.partial-*/onnx-cpu-fp32")), 120), proc.stderr.read()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not out.exists() and list(tmp_path.glob(".run.partial-*"))  # debris, but not a result
-    done = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32", "--out", str(out))
+    assert not out.exists() and list(out.parent.glob(".run.partial-*"))  # debris, but not a result
+    assert list(out.parent.glob(".run.tmp-*")) and list(tmpdir.iterdir()) == []
+    done = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32", "--out", str(out), tmpdir=tmpdir)
     assert done.wait(300) == 0, done.stderr.read()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and (out / "run.json").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"] and (out / "run.json").is_file()
+    assert list(tmpdir.iterdir()) == []
 
 
 def test_a_worker_dies_with_its_parent(tmp_path):

@@ -116,6 +116,8 @@ class Backend(Protocol):
     demo_targets: dict[str, str]
     # Optional: converter_modules, the modules its export and quantize import, imported once in edgekit's process
     # before an export worker forks (each worker would import them again: 1-5 s each)
+    # Optional: fork_hazards, shared libraries whose thread pools a forked worker inherits dead: when this process
+    # has one loaded (it ran the runtime itself, as a notebook or a test may), the export runs here instead
 
     # Optional, for `edgekit check`: check(spec, profile, program) -> list[edgekit.findings.Finding] converts the
     # torch.export program in memory and says what the converter or the runtime refuses; nothing is written.
@@ -191,6 +193,19 @@ def preload(backend: Backend) -> None:
             importlib.import_module(name)
         except ImportError:
             return
+
+
+def fork_safe(backend: Backend) -> bool:
+    """Whether an export worker forked from this process can run the backend: none of its ``fork_hazards`` is
+    loaded here. (edgekit's own command line never loads one before exporting.)"""
+    hazards = getattr(backend, "fork_hazards", ())
+    if not hazards:
+        return True
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return not any(name in maps for name in hazards)
 
 
 def demo_targets(precisions: tuple[str, ...] = ("fp32", "int8")) -> list[str]:

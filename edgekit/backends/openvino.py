@@ -268,6 +268,8 @@ class OpenVinoBackend:
     name = "openvino"
     demo_targets = {"fp32": "openvino-cpu-fp32", "int8": "openvino-cpu-int8"}
     converter_modules = ("openvino.frontend.pytorch.fx_decoder", "nncf")
+    # a compile in a fork of a process whose CPU plugin has run hung in ITaskExecutor::run_and_wait
+    fork_hazards = ("libopenvino_intel_cpu_plugin",)
     extra = "openvino"
     runtime_package = "openvino"  # what a device installs to run the artifact
     precisions = ("fp32", "fp16", "bf16", "int8", "int8-dynamic")

@@ -71,10 +71,14 @@ def quantize_target(spec: ModelSpec, source: str, profile: TargetProfile, folder
         return _artifact(request, weights, lambda _: None)
     from dataclasses import asdict
 
-    from edgekit.backends.base import preload
+    from edgekit.backends.base import fork_safe, preload
     from edgekit.isolation.forked import in_worker
 
-    _in_stage(Stage.EXPORT, "", lambda: preload(get_backend(profile.backend)))
+    backend = _in_stage(Stage.EXPORT, "", lambda: get_backend(profile.backend))
+    preload(backend)
+    if not fork_safe(backend):
+        progress(f"{profile.name}: this process has run {backend.name} itself: exporting here, without [limits]")
+        return _artifact(request, weights, lambda _: None)
     raw = in_worker(lambda enter: asdict(_artifact(request, weights, enter)), profile.limits, Stage.EXPORT)
     return manifest_from(raw, f"{profile.name}: the export worker's answer")
 
