@@ -16,7 +16,7 @@ from edgekit.data.calib import CalibrationData, load_calibration
 from edgekit.data.sources import InputInfo, load_data
 from edgekit.errors import EdgekitError
 from edgekit.findings import CheckResult
-from edgekit.fsutil import full_disk, jsonable, staged_folder, stale_stages, write_json, write_text
+from edgekit.fsutil import folder_lock, full_disk, jsonable, staged_folder, stale_stages, write_json, write_text
 from edgekit.isolation.validate import validate_in_worker
 from edgekit.lengths import length_dims, lengths_record, own_length
 from edgekit.quantize import quantize_target
@@ -141,30 +141,31 @@ def export(source: str, targets: str | list[TargetProfile], out: str | Path, *, 
         progress(f"compressing: {compression}")
         spec, compressed = compress(spec, compression)
     reference = build_reference(spec, source, validation)
-    previous = _resumable(Path(out), reference) if resume else None
-    with staged_folder(Path(out), keep=previous) as stage:
-        folder = RunFolder(stage)
-        save_reference(reference, folder.reference_path)
-        rows = []
-        for profile in profiles:
-            if previous is not None and _reuse(previous, stage, profile):
-                progress(f"{profile.name}: reusing the finished artifact of the interrupted run; validating")
-                manifest = read_manifest(stage / profile.name / MANIFEST_FILE)
-                rows.append(validate_in_worker(reference, stage, profile.name, manifest.precision, profile))
-            else:
-                rows.append(export_target(reference, profile, stage / profile.name,
-                                           calibration.get(profile.name), progress))
-            _stop_if_the_disk_is_full(stage, rows[-1])
-            write_json(stage / profile.name / VALIDATION_FILE, rows[-1])
-        rows = tuple(rows)
-        result = RunResult(source, Path(out), reference.accuracy(), rows, compressed, reference.describe())
-        if compressed is not None:
-            write_json(stage / COMPRESSION_FILE, compressed)
-        record = _run_record(source, spec, profiles, reference, result)
-        folder.write_record(record)
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
-        write_reports(stage, result, reference, record)
+    with folder_lock(Path(out), "export"):  # another export or a bench of this --out is refused
+        previous = _resumable(Path(out), reference) if resume else None
+        with staged_folder(Path(out), keep=previous) as stage:
+            folder = RunFolder(stage)
+            save_reference(reference, folder.reference_path)
+            rows = []
+            for profile in profiles:
+                if previous is not None and _reuse(previous, stage, profile):
+                    progress(f"{profile.name}: reusing the finished artifact of the interrupted run; validating")
+                    manifest = read_manifest(stage / profile.name / MANIFEST_FILE)
+                    rows.append(validate_in_worker(reference, stage, profile.name, manifest.precision, profile))
+                else:
+                    rows.append(export_target(reference, profile, stage / profile.name,
+                                               calibration.get(profile.name), progress))
+                _stop_if_the_disk_is_full(stage, rows[-1])
+                write_json(stage / profile.name / VALIDATION_FILE, rows[-1])
+            rows = tuple(rows)
+            result = RunResult(source, Path(out), reference.accuracy(), rows, compressed, reference.describe())
+            if compressed is not None:
+                write_json(stage / COMPRESSION_FILE, compressed)
+            record = _run_record(source, spec, profiles, reference, result)
+            folder.write_record(record)
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
+            write_reports(stage, result, reference, record)
     return result
 
 

@@ -15,16 +15,18 @@ from pathlib import Path
 from edgekit._version import __version__
 from edgekit.console import console, third_party_output
 from edgekit.errors import EdgekitError, clean
-from edgekit.fsutil import scratch_beside
+from edgekit.fsutil import folder_lock, scratch_beside
 
 DEMO_MODELS = ("cnn", "attention", "fusion", "transformer")
 
 
 @contextlib.contextmanager
-def _logged(args: argparse.Namespace, folder: Path):
-    """What converters and runtimes print goes to edgekit.log in ``folder``, unless -v; temporary files go to a
-    scratch folder beside it (:func:`edgekit.fsutil.scratch_beside`), the log too until it is moved."""
-    with scratch_beside(folder), third_party_output(None if args.verbose else folder):
+def _working_on(args: argparse.Namespace, folder: Path):
+    """The command has ``folder`` to itself (:func:`edgekit.fsutil.folder_lock`); temporary files go to a scratch
+    folder beside it (:func:`edgekit.fsutil.scratch_beside`); what converters and runtimes print goes to
+    edgekit.log in it, unless -v."""
+    with folder_lock(folder, args.command), scratch_beside(folder), \
+            third_party_output(None if args.verbose else folder):
         yield
 
 
@@ -53,7 +55,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                   if getattr(args, k)]
         if unused:
             raise EdgekitError(f"--segments does not take {', '.join(unused)} (yet); export without them")
-        with _logged(args, Path(args.out)):
+        with _working_on(args, Path(args.out)):
             segmented = export_segments(args.source, args.segments, args.target, args.out, calib=args.calib,
                                         data=args.data, preprocess=args.preprocess, allow_pickle=args.allow_pickle,
                                         progress=_progress)
@@ -61,7 +63,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1 if segmented.failed else 0
 
     recipe = CompressionRecipe.parse(args.prune, args.recover, args.recover_epochs, args.recover_lr)
-    with _logged(args, Path(args.out)):
+    with _working_on(args, Path(args.out)):
         result = export(args.source, args.target, args.out, calib=args.calib, data=args.data,
                         preprocess=args.preprocess, dynamic=args.dynamic, lengths=args.lengths,
                         compression=recipe, allow_pickle=args.allow_pickle, resume=args.resume,
@@ -73,7 +75,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from edgekit.api import validate_run
 
-    with _logged(args, Path(args.run_dir)):
+    with _working_on(args, Path(args.run_dir)):
         result = validate_run(args.run_dir, progress=_progress)
     _print_result(result)
     return 1 if result.failed else 0
@@ -109,7 +111,7 @@ def _bench(run_dir: str | Path, args: argparse.Namespace):
             bar.update(task, completed=done, total=total, description=what)
             if not bar_console.is_terminal:
                 _progress(f"bench [{done}/{total}] {what}")
-        with _logged(args, Path(run_dir)):
+        with _working_on(args, Path(run_dir)):
             result = bench(run_dir, timing=_bench_timing(args), explain=not args.no_explain,
                            allow_pickle=args.allow_pickle, on_row=on_row)
     _print_bench(result)
@@ -142,7 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from edgekit.segments.bench import bench_segments
         from edgekit.segments.report import pipeline_table, stage_lines
 
-        with _logged(args, Path(args.run_dir)):
+        with _working_on(args, Path(args.run_dir)):
             pipeline = bench_segments(args.run_dir, _bench_timing(args))
         print(text_table(pipeline_table(pipeline)))
         print("\n".join(stage_lines(pipeline)))
@@ -229,7 +231,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from edgekit.ledger import LEDGER_JSON, LEDGER_MD, ledger, summary_lines, table
     from edgekit.report import text_table
 
-    with _logged(args, Path(args.run_dir)):
+    with _working_on(args, Path(args.run_dir)):
         result = ledger(args.run_dir, samples=args.samples, allow_pickle=args.allow_pickle, progress=_progress)
     print(f"\n{result.source}: SQNR dB per layer on {result.samples} samples (- unmatched, ! below the layer gate)")
     print(text_table(table(result)))
@@ -287,7 +289,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     results, benched, failed = [], [], False
     targets = args.target or ",".join(demo_targets())
     for name in args.models:
-        with _logged(args, Path(args.out) / name):
+        with _working_on(args, Path(args.out) / name):
             results.append(export(f"zoo:{name}", targets, Path(args.out) / name, calib="task:calib",
                                   progress=_progress))
         failed |= results[-1].failed

@@ -65,6 +65,25 @@ def read_npz(path: Path, what: str = "") -> dict[str, Any]:
         raise EdgekitError(f"{label}: not a readable .npz ({reason})") from None
 
 
+MAX_JSON_BYTES = 64 << 20  # edgekit's own records and reports are far smaller
+
+
+def read_json(path: Path, kind: type = dict) -> Any:
+    """A JSON file edgekit wrote, read back: missing, oversized, truncated, not UTF-8 or not a ``kind`` is one
+    line naming the file."""
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, over {MAX_JSON_BYTES >> 20} MB")
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgekitError(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise EdgekitError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(value, kind):
+        raise EdgekitError(f"{path}: a JSON {'object' if kind is dict else 'list'} is expected")
+    return value
+
+
 def write_json(path: Path, value: Any) -> None:
     write_text(path, json.dumps(jsonable(value), indent=2, ensure_ascii=False) + "\n")
 
@@ -137,6 +156,52 @@ def scratch_beside(folder: Path) -> Iterator[Path]:
         else:
             os.environ["TMPDIR"] = saved[1]
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+_HELD: dict[Path, int] = {}  # the folders this process has locked, and how many times (a CLI command locks,
+# then the API function it calls locks again)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """One edgekit at a time on ``folder`` (an export's --out, a run a bench reads and writes, a sweep folder):
+    another one is refused with one line naming its pid and what it does. The lock is ``.NAME.lock`` beside the
+    folder (which an export replaces), held with flock: the kernel releases it when its process dies, kill -9
+    included, and the next owner takes the file over and removes it when done."""
+    import fcntl
+
+    folder = Path(folder).resolve()
+    if folder in _HELD:
+        _HELD[folder] += 1
+        try:
+            yield
+        finally:
+            _HELD[folder] -= 1
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f".{folder.name}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another edgekit"
+            os.close(fd)
+            raise EdgekitError(f"{folder} is in use by {holder}; wait for it to finish or choose another "
+                               "folder") from None
+        if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fd).st_ino:
+            break  # else the owner before removed the file between our open and our lock: lock the new one
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"edgekit pid {os.getpid()} ({what})".encode(), 0)
+    _HELD[folder] = 1
+    try:
+        yield
+    finally:
+        del _HELD[folder]
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
 
 
 MIN_FREE = 1 << 20  # bytes; a file system with less left is full for any artifact

@@ -50,8 +50,12 @@ class RunRecord:
         """Check every field's type; a malformed record is a one-line error naming the file and the field."""
         if not isinstance(raw, dict):
             raise EdgekitError(f"{where}: not a run record (a JSON object is expected)")
-        if str(raw.get("schema", "")).rpartition("/")[0] != RUN_SCHEMA.rpartition("/")[0]:
+        kind, _, version = str(raw.get("schema", "")).rpartition("/")
+        if kind != RUN_SCHEMA.rpartition("/")[0]:
             raise EdgekitError(f"{where}: schema {raw.get('schema')!r} is not {RUN_SCHEMA!r}; is this a run folder?")
+        if not version.isdigit() or int(version) > int(RUN_SCHEMA.rpartition("/")[2]):
+            raise EdgekitError(f"{where}: schema {raw.get('schema')!r} is not {RUN_SCHEMA!r}: written by a newer "
+                               "edgekit; upgrade edgekit to read it")
         values = {f.name: typed_value(where, f.name, raw[f.name], f.type, ranges={}) for f in fields(RunRecord)
                   if f.name in raw}
         missing = [n for n in ("source", "inputs", "outputs", "targets") if n not in values]
@@ -106,7 +110,11 @@ class RunFolder:
         path = folder / PROFILE_FILE
         if not path.is_file():
             raise EdgekitError(f"{folder}: {PROFILE_FILE} is missing; is this a run folder made by `edgekit export`?")
-        return parse_profile(path.read_text(encoding="utf-8"), str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EdgekitError(f"{path}: not a readable profile ({exc})") from None
+        return parse_profile(text, str(path))
 
     def has_manifest(self, name: str) -> bool:
         return (self.target(name) / MANIFEST_FILE).is_file()

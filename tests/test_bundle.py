@@ -164,21 +164,54 @@ def test_bundle_predicts_a_real_digit(zoo_run, tmp_path, no_torch):
     assert json.loads(done.stdout)["prediction"] == "0"
 
 
-def test_tampered_model_and_escaping_paths_are_refused(fusion_bundles, tmp_path, no_torch):
-    folder = tmp_path / "copy"
-    shutil.copytree(fusion_bundles[next(b for b in BACKENDS if not needs_torch(b))], folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
+def _flip_a_byte(folder: Path, manifest: dict) -> None:
     model = folder / manifest["model_file"]
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))
+
+
+def _grow(folder: Path, manifest: dict) -> None:
+    with open(folder / manifest["model_file"], "ab") as f:
+        f.write(b"\0" * 4096)
+
+
+def _symlink_out(folder: Path, manifest: dict) -> None:
+    model = folder / manifest["model_file"]
+    outside = folder.parent / "outside.bin"
+    outside.write_bytes(model.read_bytes())
+    model.unlink()
+    model.symlink_to(outside)
+
+
+def _path(path: str):
+    def rewrite(folder: Path, manifest: dict) -> None:
+        manifest["files"][0]["path"] = path
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    return rewrite
+
+
+def _truncate_manifest(folder: Path, manifest: dict) -> None:
+    text = (folder / "manifest.json").read_text()
+    (folder / "manifest.json").write_text(text[: len(text) // 2])
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (_flip_a_byte, "does not match its manifest hash"),
+    (_grow, "bytes, its manifest says"),  # refused by its size, before a byte of it is read
+    (_symlink_out, "stay inside the bundle"),
+    (_path("../../etc/passwd"), "stay inside the bundle"),
+    (_path("/etc/passwd"), "stay inside the bundle"),
+    (_truncate_manifest, "manifest.json"),
+], ids=["byte-flipped", "grown", "symlink-out", "dot-dot", "absolute", "truncated-manifest"])
+def test_tampered_files_and_escaping_paths_are_refused_in_one_line(fusion_bundles, tmp_path, no_torch, tamper,
+                                                                     message):
+    folder = tmp_path / "copy"
+    shutil.copytree(fusion_bundles[next(b for b in BACKENDS if not needs_torch(b))], folder)
+    tamper(folder, json.loads((folder / "manifest.json").read_text()))
     done = run_py(folder, no_torch, "--check")
-    assert done.returncode == 2 and "does not match its manifest hash" in done.stderr
+    assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    manifest["files"][0]["path"] = "../../etc/passwd"
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    done = run_py(folder, no_torch, "--check")
-    assert done.returncode == 2 and "stay inside the bundle" in done.stderr
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

@@ -203,3 +203,20 @@ def test_resume_reuses_the_targets_a_killed_export_had_finished(tmp_path):
     assert "tflite-cpu-fp32: exporting" in done.stderr  # unfinished: made again
     assert (out / "onnx-cpu-fp32" / "model.onnx").stat().st_mtime_ns == model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_second_edgekit_on_a_folder_in_use_is_refused_in_one_line(tmp_path):
+    """Two exports into one --out, or a bench of a run an export is writing: the second is refused with one line
+    naming the first one's pid; the folder holds only the first one's targets."""
+    out = tmp_path / "run"
+    first = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32", "--out", str(out))
+    assert _wait_for(lambda: (tmp_path / ".run.lock").is_file() and (tmp_path / ".run.lock").read_text(), 120)
+    for args in (("export", "zoo:cnn", "--target", "tflite-cpu-fp32", "--out", str(out)), ("bench", str(out))):
+        second = subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1, second.stderr
+        assert f"is in use by edgekit pid {first.pid} (export)" in lines[0]
+    assert first.wait(300) == 0, first.stderr.read()
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["onnx-cpu-fp32"]
+    assert not (tmp_path / ".run.lock").exists()

@@ -87,3 +87,79 @@ def test_a_damaged_manifest_is_one_line_naming_it(run, capsys, text):
         assert main(command) == 2, command
         err = capsys.readouterr().err.strip().splitlines()
         assert "manifest.json" in err[-1] and "Traceback" not in "\n".join(err), (command, err[-3:])
+
+
+DAMAGES = {
+    "empty": lambda data: b"",
+    "first-byte": lambda data: data[:1],
+    "half": lambda data: data[: len(data) // 2],
+    "all-but-last": lambda data: data[:-1],
+    "flipped-25%": lambda data: _flip(data, len(data) // 4),
+    "flipped-75%": lambda data: _flip(data, 3 * len(data) // 4),
+}
+FILES = ["run.json", "onnx-cpu-fp32/manifest.json", "onnx-cpu-fp32/profile.toml", "reference.npz",
+         "failed/validation.json"]
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+@pytest.fixture
+def one_target_run(run):
+    """The run with one exported target and one that failed at export (only validation.json says why)."""
+    failed = run / "failed"
+    failed.mkdir()
+    shutil.copy(run / "onnx-cpu-fp32" / "profile.toml", failed / "profile.toml")
+    (failed / "profile.toml").write_text((failed / "profile.toml").read_text().replace(
+        'name = "onnx-cpu-fp32"', 'name = "failed"'))
+    (failed / "validation.json").write_text(json.dumps({
+        "target": "failed", "backend": "onnx", "status": "FAIL", "stage": "EXPORT", "reason": "a converter error"}))
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "targets": ["onnx-cpu-fp32", "failed"]}))
+    return run
+
+
+def _still_reads(path) -> bool:
+    """Whether a damaged file still parses as its kind: a TOML cut at a line end is a shorter valid profile (a run's
+    profile is the user's to edit, so it is not hashed), a JSON without its final newline is the same JSON."""
+    from edgekit.config import parse_profile
+    from edgekit.fsutil import read_npz
+
+    try:
+        if path.suffix == ".toml":
+            parse_profile(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".npz":
+            read_npz(path)
+        else:
+            json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, EdgekitError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("name", FILES)
+def test_every_file_validate_reads_back_is_guarded(one_target_run, capsys, name, damage):
+    """Each file `edgekit validate` reads, truncated at several offsets or with a byte flipped: exit 2 and one line
+    naming the file, never a traceback, unless the damaged file still parses (then it is validated as it reads)."""
+    path = one_target_run / name
+    path.write_bytes(DAMAGES[damage](path.read_bytes()))
+    code = main(["validate", str(one_target_run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("edgekit:")]  # the others are progress lines
+    assert "Traceback" not in "\n".join(err)
+    if _still_reads(path):
+        assert code in (0, 1) and errors == [], err[-3:]
+    else:
+        assert code == 2 and len(errors) == 1 and path.name in errors[0], err[-3:]
+
+
+@pytest.mark.parametrize("name, schema", [("run.json", "edgekit.run/1"),
+                                          ("onnx-cpu-fp32/manifest.json", "edgekit.manifest/1")])
+def test_a_file_from_another_edgekit_version_is_one_line_naming_it(one_target_run, capsys, name, schema):
+    path = one_target_run / name
+    path.write_text(path.read_text().replace(schema, schema[:-1] + "2"))
+    assert main(["validate", str(one_target_run)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("edgekit:")]
+    assert len(errors) == 1 and path.name in errors[0] and "is not" in errors[0]

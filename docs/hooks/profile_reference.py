@@ -196,7 +196,7 @@ def keys_page() -> str:
     backends = backend_options()
     top = _probe(f"{PROBE} = 1\n")
     sections = {"runtime": config.RuntimeOptions, "quantization": config.QuantRecipe, "gates": config.Gates,
-                "validation": None}
+                "validation": None, "limits": config.Limits}
     for key in top:
         if key not in sections and key not in {f.name for f in dataclasses.fields(config.TargetProfile)}:
             log.warning(f"profile table {key!r} is accepted by edgekit.config.parse_profile but not documented "
@@ -206,6 +206,7 @@ def keys_page() -> str:
     quantization = _probe(f"[quantization]\n{PROBE} = 1\n")
     augment = _probe(f"[quantization.augment]\n{PROBE} = 1\n")
     validation = _probe(f"[validation]\n{PROBE} = 1\n")
+    limits = _probe(f"[limits]\n{PROBE} = 1\n")
     gates = _probe(f"[gates]\n{PROBE} = 1\n")
     output_metrics = _probe(f"[gates.outputs.logits]\n{PROBE} = {{ warn = 1, fail = 1 }}\n")
     task_metrics = _probe(f"[gates.task]\n{PROBE} = {{ warn = 1, fail = 1 }}\n")
@@ -243,6 +244,8 @@ def keys_page() -> str:
     lines += _key_table("quantization.augment", augment, config.Augment, {}, backends)
     lines += ["## [validation]", ""]
     lines += _key_table("validation", validation, config.TargetProfile, {"samples": "validation_samples"}, None)
+    lines += ["## [limits]", "", _markdown(inspect.getdoc(config.Limits).split("\n\n")[0]), ""]
+    lines += _key_table("limits", limits, config.Limits, {}, None)
     lines += ["## [gates]", "", _markdown(inspect.getdoc(config.Gates).split("\n\n")[0]), ""]
     lines += _key_table("gates", gates, config.Gates, {}, None)
     lines += ["Each gate is an inline table: " + ", ".join(f"`{k}`" for k in threshold) + ". " +

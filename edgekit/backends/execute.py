@@ -101,21 +101,45 @@ def inside(folder: Path, relative: str, where: str) -> Path:
 
 
 def verify_files(folder: Path, entries: Iterable[Any], where: str) -> None:
-    """Refuse files (FileEntry or a manifest.json's dicts: path, sha256) outside ``folder``, missing, or whose
-    hash changed since they were written."""
+    """Refuse files (FileEntry or a manifest.json's dicts: path, sha256, bytes) outside ``folder`` (a ``../``, an
+    absolute path or a symlink out), missing, of another size than the manifest says (before a byte is read: a
+    swapped-in file of any size costs nothing), or whose hash changed since they were written."""
     for entry in entries:
-        relative, sha256 = (entry["path"], entry["sha256"]) if isinstance(entry, dict) else (entry.path, entry.sha256)
+        relative, sha256, size = (entry["path"], entry["sha256"], entry.get("bytes")) if isinstance(entry, dict) \
+            else (entry.path, entry.sha256, entry.bytes)
         path = inside(folder, relative, where)
         if not path.is_file():
             raise ArtifactError(f"{where}: {relative} is missing")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        if size is not None and path.stat().st_size != size:
+            raise ArtifactError(f"{where}: {relative} is {path.stat().st_size} bytes, its manifest says {size}")
+        if _sha256(path) != sha256:
             raise ArtifactError(f"{where}: {relative} does not match its manifest hash (modified or corrupt)")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists files and shapes: anything bigger is not one
 
 
 def read_bundle(folder: Path, where: str) -> dict:
     """A bundle folder's manifest.json, every file it lists checked against its hash."""
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    verify_files(folder, manifest["files"], where)
+    path = folder / MANIFEST
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, over the {MAX_MANIFEST_BYTES >> 20} MB a manifest may be")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise ValueError("'files' is not a list of entries")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{where}: {MANIFEST} is not a readable bundle manifest ({exc})") from None
+    verify_files(folder, files, where)
     return manifest
 
 

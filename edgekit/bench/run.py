@@ -12,6 +12,7 @@ import numpy as np
 
 from edgekit.artifact import Precision, read_manifest
 from edgekit.config import Gates, TargetProfile, Threshold
+from edgekit.fsutil import folder_lock
 from edgekit.isolation.process import Outcome, run_worker
 from edgekit.isolation.worker import Job
 from edgekit.reference import Reference, load_run_reference
@@ -100,7 +101,12 @@ class _Worker:
 def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = True, torch_row: bool = True,
           allow_pickle: bool = False, on_row: RowProgress | None = None) -> BenchResult:
     """Bench every artifact of a run folder; writes report.json, report.md, report.html and junit.xml into it."""
-    run_folder = RunFolder(run_dir)
+    with folder_lock(Path(run_dir), "bench"):
+        return _bench(RunFolder(run_dir), timing, explain, torch_row, allow_pickle, on_row)
+
+
+def _bench(run_folder: RunFolder, timing: Timing | None, explain: bool, torch_row: bool, allow_pickle: bool,
+           on_row: RowProgress | None) -> BenchResult:
     folder, record = run_folder.path, run_folder.record()
     timing = timing or Timing()
     reference = load_run_reference(run_folder, record)

@@ -3,14 +3,13 @@ edgekit.report/4, documented in docs/reference/report-schema.md), report.md, a s
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
 from edgekit._version import __version__
 from edgekit.errors import clean
-from edgekit.fsutil import jsonable, write_json, write_text
+from edgekit.fsutil import jsonable, read_json, write_json, write_text
 from edgekit.report import errors_cell, markdown_table, pct, precision_cell
 from edgekit.report.speed import (
     TOP_OPS,
@@ -78,7 +77,7 @@ def report_json(result: BenchResult) -> dict:
         "schema": REPORT_SCHEMA, "edgekit": __version__, "source": result.source, "task": result.task,
         "torch_accuracy": result.torch_accuracy, "timing": jsonable(result.timing),
         "data": _data(result),
-        "compression": json.loads(compression.read_text(encoding="utf-8")) if compression.is_file() else None,
+        "compression": read_json(compression) if compression.is_file() else None,
         "attention_outputs": list(result.attention_outputs),
         "torch": row_json(result.torch, None) if result.torch else None,
         "rows": [row_json(r, result.torch, slower.get(r.target)) for r in result.rows],
@@ -206,7 +205,7 @@ _DEVICES_START, _DEVICES_END = "<!--devices-->", "<!--/devices-->"
 
 def read_devices(folder: Path) -> list[dict]:
     path = folder / DEVICES_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return read_json(path, list) if path.is_file() else []
 
 
 def devices_table(devices: list[dict], host_rows: list[dict]) -> list[list[str]]:
@@ -232,7 +231,7 @@ def add_devices(folder: Path) -> None:
     """Put the device rows of devices.json into the run's report.json, report.md and report.html."""
     devices = read_devices(folder)
     report_path = folder / "report.json"
-    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {"rows": []}
+    report = read_json(report_path) if report_path.is_file() else {"rows": []}
     report["devices"] = devices
     write_json(report_path, report)
     table = devices_table(devices, report.get("rows", []))

@@ -7,24 +7,21 @@ there; a killed sweep leaves only staging folders, removed on the next run, so r
 it. CRASH and TIMEOUT rows are not cached: the next run tries those cells again."""
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError
-from edgekit.fsutil import remove_stale_stages
+from edgekit.fsutil import folder_lock, remove_stale_stages
 from edgekit.sweep.cell import CellJob
 from edgekit.sweep.local import read_cell, run_local
 from edgekit.sweep.plan import Cell, Sweep, load_sweep
 
 CELLS = "cells"
 LOGS = "logs"
-LOCK = ".sweep.lock"
 MARKER = "sweep.json"
 
 Progress = Callable[[str], None]
@@ -42,17 +39,6 @@ class SweepResult:
     @property
     def failed(self) -> bool:
         return any(c.get("status") == "FAIL" for c in self.cells)
-
-
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """One sweep writes into a folder at a time (two would race on the same cells)."""
-    with open(out / LOCK, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EdgekitError(f"another sweep is writing into {out}") from None
-        yield
 
 
 def _prepare(out: Path) -> None:
@@ -82,7 +68,7 @@ def sweep(path: str | Path, out: str | Path, *, ray: str | None = None, jobs: in
     out = Path(out).resolve()
     _prepare(out)
     cells_dir = out / CELLS
-    with _locked(out):
+    with folder_lock(out, "sweep"):
         _clear_stale(cells_dir)
         records: dict[str, dict[str, Any]] = {}
         todo: list[CellJob] = []
