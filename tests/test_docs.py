@@ -80,8 +80,8 @@ def test_profile_page_has_every_profile_key(site):
     from edgekit import config
 
     html = (site / "reference" / "profile-keys" / "index.html").read_text(encoding="utf-8")
-    keys = set(config._TOP_KEYS) - {"runtime", "gates", "quantization", "validation"}
-    for cls in (config.RuntimeOptions, config.QuantRecipe, config.Augment):
+    keys = set(config._TOP_KEYS) - {"runtime", "gates", "quantization", "validation", "limits"}
+    for cls in (config.RuntimeOptions, config.QuantRecipe, config.Augment, config.Limits):
         keys |= {f.name for f in dataclasses.fields(cls)} - {"augment"}  # [quantization.augment] is a table
     assert "[quantization.augment]" in html
     keys |= config.OUTPUT_METRICS | config.TASK_METRICS | {"samples", "warn", "fail", "outputs", "task"}

@@ -209,14 +209,22 @@ def test_a_second_edgekit_on_a_folder_in_use_is_refused_in_one_line(tmp_path):
     """Two exports into one --out, or a bench of a run an export is writing: the second is refused with one line
     naming the first one's pid; the folder holds only the first one's targets."""
     out = tmp_path / "run"
-    first = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32", "--out", str(out))
-    assert _wait_for(lambda: (tmp_path / ".run.lock").is_file() and (tmp_path / ".run.lock").read_text(), 120)
+    # the first holds the folder for 20 s: its converter hangs until the export limit ends it
+    hanging = tmp_path / "hanging.toml"
+    hanging.write_text((REPO / "targets" / "onnx-cpu-fp32.toml").read_text().replace(
+        'name = "onnx-cpu-fp32"', 'name = "hanging-export-fp32"').replace('backend = "onnx"',
+                                                                         'backend = "hanging-export"'))
+    first = subprocess.Popen([sys.executable, "-m", "edgekit", "export", "zoo:cnn", "--target", str(hanging),
+                              "--out", str(out), "--limit", "export=20"], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True,
+                             env={**os.environ, "EDGEKIT_PLUGINS": "tests.plugins", "PYTHONPATH": str(REPO)})
+    assert _wait_for(lambda: any(tmp_path.glob(".run.partial-*/hanging-export-fp32")), 120)
     for args in (("export", "zoo:cnn", "--target", "tflite-cpu-fp32", "--out", str(out)), ("bench", str(out))):
         second = subprocess.run([sys.executable, "-m", "edgekit", *args], cwd=REPO, capture_output=True, text=True,
                                 timeout=300)
         lines = second.stderr.strip().splitlines()
         assert second.returncode == 2 and len(lines) == 1, second.stderr
         assert f"is in use by edgekit pid {first.pid} (export)" in lines[0]
-    assert first.wait(300) == 0, first.stderr.read()
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["onnx-cpu-fp32"]
+    assert first.wait(300) == 1, first.stderr.read()  # its one target is a TIMEOUT row
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["hanging-export-fp32"]
     assert not (tmp_path / ".run.lock").exists()

@@ -105,7 +105,8 @@ def test_pipeline_bench_has_numbers_against_the_unsplit_model(fusion_split):
 
 
 def test_a_broken_segment_is_a_row_not_a_crash(fusion_split, tmp_path):
-    """The chain runs in a worker: an artifact that no longer matches its hash is a LOAD row."""
+    """The chain runs in a worker: an artifact that no longer matches its manifest (cut short: its size) is a LOAD
+    row."""
     import shutil
 
     from edgekit.segments.export import validate_chain
@@ -123,7 +124,7 @@ def test_a_broken_segment_is_a_row_not_a_crash(fusion_split, tmp_path):
 
     row, cuts = validate_chain(copy, plan, [load_profile(t) for t in TARGETS], reference, {})
     assert row.status is Status.FAIL and row.stage is not None and row.stage.value == "LOAD"
-    assert "segment1" in row.reason and "hash" in row.reason
+    assert "segment1" in row.reason and "modified or corrupt" in row.reason
     assert cuts == ()
 
 

@@ -62,6 +62,9 @@ def test_validate_run_again_and_detect_tampering(zoo_run, tmp_path):
     assert again.rows[0].outputs[0].max_abs_error == pytest.approx(run.rows[0].outputs[0].max_abs_error)
     model = next(copy.glob("onnx-cpu-fp32/model.onnx"))
     model.write_bytes(model.read_bytes() + b"\0")
+    with pytest.raises(EdgekitError, match="bytes, its manifest says .* \\(modified or corrupt\\)"):
+        validate_run(copy)
+    model.write_bytes(model.read_bytes()[:-1][::-1])  # the same size, other bytes
     with pytest.raises(EdgekitError, match="does not match its manifest hash"):
         validate_run(copy)
 

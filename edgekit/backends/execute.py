@@ -111,7 +111,8 @@ def verify_files(folder: Path, entries: Iterable[Any], where: str) -> None:
         if not path.is_file():
             raise ArtifactError(f"{where}: {relative} is missing")
         if size is not None and path.stat().st_size != size:
-            raise ArtifactError(f"{where}: {relative} is {path.stat().st_size} bytes, its manifest says {size}")
+            raise ArtifactError(f"{where}: {relative} is {path.stat().st_size} bytes, its manifest says {size} "
+                                "(modified or corrupt)")
         if _sha256(path) != sha256:
             raise ArtifactError(f"{where}: {relative} does not match its manifest hash (modified or corrupt)")
 
