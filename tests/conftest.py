@@ -11,6 +11,11 @@ from typing import TypeVar
 import pytest
 
 os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "0")
+# Two workers on two cores, each with torch's OpenMP pool and export workers beside it: spinning OpenMP threads
+# then wait whole time slices for a descheduled peer. Measured (test_hf + test_quantize + test_gptq at -n 2): the
+# BERT fixture's training took 62.9 s spinning and 7.8 s passive, the three files 150 s and 105 s. Set before
+# torch loads libgomp, which reads it once.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from edgekit.api import RunResult, export  # noqa: E402
 from edgekit.backends import registered  # noqa: E402
