@@ -209,13 +209,13 @@ def test_a_second_edgekit_on_a_folder_in_use_is_refused_in_one_line(tmp_path):
     """Two exports into one --out, or a bench of a run an export is writing: the second is refused with one line
     naming the first one's pid; the folder holds only the first one's targets."""
     out = tmp_path / "run"
-    # the first holds the folder for 20 s: its converter hangs until the export limit ends it
+    # the first holds the folder for 10 s: its converter hangs until the export limit ends it
     hanging = tmp_path / "hanging.toml"
     hanging.write_text((REPO / "targets" / "onnx-cpu-fp32.toml").read_text().replace(
         'name = "onnx-cpu-fp32"', 'name = "hanging-export-fp32"').replace('backend = "onnx"',
                                                                          'backend = "hanging-export"'))
     first = subprocess.Popen([sys.executable, "-m", "edgekit", "export", "zoo:cnn", "--target", str(hanging),
-                              "--out", str(out), "--limit", "export=20"], cwd=REPO, stdout=subprocess.DEVNULL,
+                              "--out", str(out), "--limit", "export=10"], cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, start_new_session=True,
                              env={**os.environ, "EDGEKIT_PLUGINS": "tests.plugins", "PYTHONPATH": str(REPO)})
     assert _wait_for(lambda: any(tmp_path.glob(".run.partial-*/hanging-export-fp32")), 120)

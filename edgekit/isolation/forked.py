@@ -93,15 +93,30 @@ def _watch(pid: int, fd: int, limits: Limits, stage: Stage) -> Any:
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            kind, _, value = line.decode("utf-8").partition(" ")
+            kind, value = _message(line)
             if kind == "stage":
-                stage = Stage(json.loads(value))
+                stage = Stage(value)
                 deadline = time.monotonic() + getattr(limits, SECONDS[stage])
             elif kind == "failed":
-                failed = json.loads(value)
-                raise StageFailed(Stage(failed["stage"]), failed["reason"])
+                raise StageFailed(Stage(value["stage"]), value["reason"])
             else:
-                return json.loads(value)
+                return value
+
+
+def _message(line: bytes) -> tuple[str, Any]:
+    """One line of the worker's: (kind, value); anything else on its pipe is a CRASH row, not edgekit's crash."""
+    kind, _, value = line.decode("utf-8", errors="replace").partition(" ")
+    try:
+        parsed = json.loads(value)
+        if kind == "stage":
+            Stage(parsed)
+        elif kind == "failed":
+            Stage(parsed["stage"]), str(parsed["reason"])
+        elif kind != "result":
+            raise ValueError(f"unknown message {kind!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StageFailed(Stage.CRASH, f"the worker's answer did not read ({exc}): {line[:100]!r}") from None
+    return kind, parsed
 
 
 def _death(pid: int, status: int | None, stage: Stage, limits: Limits) -> str:
