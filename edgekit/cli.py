@@ -24,7 +24,11 @@ DEMO_MODELS = ("cnn", "attention", "fusion", "transformer")
 def _working_on(args: argparse.Namespace, folder: Path):
     """The command has ``folder`` to itself (:func:`edgekit.fsutil.folder_lock`); temporary files go to a scratch
     folder beside it (:func:`edgekit.fsutil.scratch_beside`); what converters and runtimes print goes to
-    edgekit.log in it, unless -v."""
+    edgekit.log in it, unless -v. A folder to read that does not exist gets neither (nothing is created for it):
+    the command then says what is wrong with it."""
+    if args.command not in ("export", "demo") and not folder.is_dir():
+        yield
+        return
     with folder_lock(folder, args.command), scratch_beside(folder), \
             third_party_output(None if args.verbose else folder):
         yield

@@ -206,9 +206,12 @@ def test_resume_reuses_the_targets_a_killed_export_had_finished(tmp_path):
 
 
 def test_a_second_edgekit_on_a_folder_in_use_is_refused_in_one_line(tmp_path):
-    """Two exports into one --out, or a bench of a run an export is writing: the second is refused with one line
-    naming the first one's pid. SIGTERM then ends the first, which leaves nothing: no folder, no lock."""
+    """A run being exported again: a second export into the same --out, or a bench of it, is refused with one line
+    naming the first one's pid. SIGTERM then ends the first: the earlier run is as it was, no lock is left."""
     out = tmp_path / "run"
+    earlier = _edgekit("export", "zoo:cnn", "--target", "onnx-cpu-fp32", "--out", str(out))
+    assert earlier.wait(300) == 0, earlier.stderr.read()
+    before = sorted(p.name for p in out.iterdir())
     # the first holds the folder: its converter hangs (up to its 120 s limit; stopped below with SIGTERM)
     hanging = tmp_path / "hanging.toml"
     hanging.write_text((REPO / "targets" / "onnx-cpu-fp32.toml").read_text().replace(
@@ -227,4 +230,5 @@ def test_a_second_edgekit_on_a_folder_in_use_is_refused_in_one_line(tmp_path):
         assert f"is in use by edgekit pid {first.pid} (export)" in lines[0]
     os.kill(first.pid, signal.SIGTERM)
     assert first.wait(60) == 143, first.stderr.read()
-    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["hanging.toml"]  # no lock left
+    assert sorted(p.name for p in out.iterdir()) == before  # not a mixed folder: the earlier run, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hanging.toml", "run"]  # no lock, no staging left

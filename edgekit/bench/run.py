@@ -101,8 +101,10 @@ class _Worker:
 def bench(run_dir: str | Path, *, timing: Timing | None = None, explain: bool = True, torch_row: bool = True,
           allow_pickle: bool = False, on_row: RowProgress | None = None) -> BenchResult:
     """Bench every artifact of a run folder; writes report.json, report.md, report.html and junit.xml into it."""
+    run_folder = RunFolder(run_dir)
+    run_folder.record()  # not a run folder: one line, before a lock file is made beside it
     with folder_lock(Path(run_dir), "bench"):
-        return _bench(RunFolder(run_dir), timing, explain, torch_row, allow_pickle, on_row)
+        return _bench(run_folder, timing, explain, torch_row, allow_pickle, on_row)
 
 
 def _bench(run_folder: RunFolder, timing: Timing | None, explain: bool, torch_row: bool, allow_pickle: bool,
