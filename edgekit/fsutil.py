@@ -68,18 +68,23 @@ def read_npz(path: Path, what: str = "") -> dict[str, Any]:
 MAX_JSON_BYTES = 64 << 20  # edgekit's own records and reports are far smaller
 
 
-def read_json(path: Path, kind: type = dict) -> Any:
-    """A JSON file edgekit wrote, read back: missing, oversized, truncated, not UTF-8 or not a ``kind`` is one
-    line naming the file."""
+def read_json(path: Path, kind: type | None = dict) -> Any:
+    """A JSON file edgekit wrote, read back: missing, oversized, truncated, not UTF-8 or not a ``kind`` (None: any
+    value, for a caller that types it itself) is one line naming the file."""
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise ValueError(f"{path.stat().st_size} bytes, over {MAX_JSON_BYTES >> 20} MB")
-        value = json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        text = path.read_text(encoding="utf-8") if size <= MAX_JSON_BYTES else None
     except FileNotFoundError:
         raise EdgekitError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise EdgekitError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(value, kind):
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgekitError(f"{path}: not readable ({exc})") from None
+    if text is None:
+        raise EdgekitError(f"{path}: {size} bytes, over the {MAX_JSON_BYTES >> 20} MB an edgekit record may be")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise EdgekitError(f"{path}: not valid JSON ({exc})") from None
+    if kind is not None and not isinstance(value, kind):
         raise EdgekitError(f"{path}: a JSON {'object' if kind is dict else 'list'} is expected")
     return value
 

@@ -3,7 +3,6 @@ its compression record and each target's profile, manifest and earlier failure. 
 bench and bundle read it through this class only."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from edgekit._version import __version__
 from edgekit.config import TargetProfile, parse_profile, typed_value
 from edgekit.errors import EdgekitError
-from edgekit.fsutil import RUN_MARKER, write_json
+from edgekit.fsutil import RUN_MARKER, read_json, write_json
 from edgekit.results import Stage, Validation, failure
 
 REFERENCE_FILE = "reference.npz"
@@ -77,11 +76,7 @@ class RunFolder:
     def record(self) -> RunRecord:
         if not self.record_path.is_file():
             raise EdgekitError(f"{self.path} is not a run folder (no {RUN_MARKER}); make one with `edgekit export`")
-        try:
-            raw = json.loads(self.record_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EdgekitError(f"{self.record_path}: not valid JSON ({exc})") from None
-        return RunRecord.from_json(raw, str(self.record_path))
+        return RunRecord.from_json(read_json(self.record_path, None), str(self.record_path))
 
     def write_record(self, record: RunRecord) -> None:
         write_json(self.record_path, record.to_json())
@@ -94,10 +89,7 @@ class RunFolder:
         path = self.path / COMPRESSION_FILE
         if not path.is_file():
             return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EdgekitError(f"{path}: not valid JSON ({exc})") from None
+        return read_json(path, None)
 
     def target(self, name: str) -> Path:
         return self.path / name
@@ -122,14 +114,7 @@ class RunFolder:
     def earlier_failure(self, name: str, profile: TargetProfile) -> Validation:
         """A target without a manifest failed at export or quantization; its validation.json says which and why."""
         path = self.target(name) / VALIDATION_FILE
-        data: Any = {}
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise EdgekitError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise EdgekitError(f"{path}: a JSON object is expected")
+        data: Any = read_json(path) if path.is_file() else {}
         try:
             stage = Stage(data.get("stage") or "EXPORT")
         except ValueError:
